@@ -1,0 +1,1 @@
+"""Trialbook service: the HTTP API over the experiment registry, events, assignment and results."""

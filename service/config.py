@@ -1,0 +1,31 @@
+"""One settings class, read from ``TRIALBOOK_*`` environment variables."""
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service configuration.
+
+    Every field is read from the environment variable ``TRIALBOOK_<FIELD>``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TRIALBOOK_", extra="ignore")
+
+    database_url: str = "sqlite:///./trialbook.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    bootstrap_admin_key: str | None = None
+    # Largest accepted request body, bytes (5 MiB: the events batch limit of the product spec).
+    max_body_bytes: int = 5 * 1024 * 1024
+    log_level: str = "info"
+    # Health monitoring interval in seconds (0 disables the in-process scheduler).
+    check_interval_seconds: float = 300.0
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings (cached; tests clear the cache)."""
+    return Settings()

@@ -1,0 +1,76 @@
+"""FastAPI dependencies: database session and the authenticated principal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from service.db import open_session
+from service.errors import PermissionDeniedError, UnauthorizedError
+from service.keys.models import Role
+from service.keys.service import authenticate
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session per request; mutating methods start a write transaction up front."""
+    session = open_session(write=request.method not in ("GET", "HEAD", "OPTIONS"))
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the API key's id, name and role."""
+
+    key_id: int
+    name: str
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        return f"{self.name} (key {self.key_id})"
+
+
+def get_principal(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise UnauthorizedError("Send an API key as `Authorization: Bearer <key>`.")
+    row = authenticate(session, credentials.credentials)
+    if row is None or row.id is None:
+        raise UnauthorizedError("The API key is unknown or revoked.")
+    return Principal(key_id=row.id, name=row.name, role=Role(row.role))
+
+
+def require(*roles: Role) -> Callable[..., Principal]:
+    """A dependency that admits only the given roles (admin is always admitted)."""
+    allowed = frozenset((*roles, Role.admin))
+
+    def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if principal.role not in allowed:
+            names = ", ".join(sorted(r.value for r in allowed))
+            raise PermissionDeniedError(
+                f"The role '{principal.role.value}' may not do this; it needs one of: {names}."
+            )
+        return principal
+
+    return _check
+
+
+AdminDep = Annotated[Principal, Depends(require(Role.admin))]
+EditorDep = Annotated[Principal, Depends(require(Role.editor))]
+ReaderDep = Annotated[Principal, Depends(require(Role.editor, Role.viewer))]
+SdkDep = Annotated[Principal, Depends(require(Role.sdk))]

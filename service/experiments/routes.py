@@ -1,0 +1,154 @@
+"""HTTP routes for experiments, their lifecycle, phases, audit trail, and layers."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from service.deps import EditorDep, ReaderDep, SessionDep
+from service.errors import responses
+from service.experiments import service
+from service.experiments.models import (
+    AuditList,
+    ConcludeIn,
+    ExperimentCreate,
+    ExperimentList,
+    ExperimentPublic,
+    ExperimentUpdate,
+    LayerCreate,
+    LayerList,
+    LayerPublic,
+    LayerUpdate,
+    NoteIn,
+    PhaseCreate,
+    Status,
+    TransitionIn,
+)
+
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=responses(401, 403))
+layers_router = APIRouter(prefix="/v1/layers", tags=["layers"], responses=responses(401, 403))
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ExperimentPublic,
+    responses=responses(409, 422),
+)
+def create_experiment(
+    body: ExperimentCreate, session: SessionDep, who: EditorDep
+) -> ExperimentPublic:
+    """Register an experiment (its pre-registered protocol); it starts in `draft`."""
+    return service.create_experiment(session, body, who)
+
+
+@router.get("", response_model=ExperimentList, responses=responses(422))
+def list_experiments(
+    session: SessionDep,
+    _: ReaderDep,
+    status: Status | None = None,
+    owner: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ExperimentList:
+    """List experiments, newest first, filtered by status and owner."""
+    return service.list_experiments(
+        session, status=status, owner=owner, limit=limit, offset=offset
+    )
+
+
+@router.get("/{key}", response_model=ExperimentPublic, responses=responses(404))
+def get_experiment(key: str, session: SessionDep, _: ReaderDep) -> ExperimentPublic:
+    """Get one experiment with its protocol, phases and decision."""
+    return service.to_public(session, service.get_row(session, key))
+
+
+@router.patch("/{key}", response_model=ExperimentPublic, responses=responses(404, 409, 422))
+def update_experiment(
+    key: str, body: ExperimentUpdate, session: SessionDep, who: EditorDep
+) -> ExperimentPublic:
+    """Change the protocol while in draft; afterwards only title, owner, tags, overrides and ramp."""
+    return service.update_experiment(session, key, body, who)
+
+
+@router.get("/{key}/audit", response_model=AuditList, responses=responses(404))
+def get_audit(key: str, session: SessionDep, _: ReaderDep) -> AuditList:
+    """The audit trail: who changed what, when, from which status to which."""
+    return AuditList(items=service.list_audit(session, key))
+
+
+def _transition_route(action: str, summary: str) -> None:
+    def handler(
+        key: str, session: SessionDep, who: EditorDep, body: TransitionIn | None = None
+    ) -> ExperimentPublic:
+        return service.transition(session, key, action, who, note=body.note if body else None)
+
+    handler.__doc__ = summary
+    handler.__name__ = f"{action}_experiment"
+    router.post(
+        f"/{{key}}/{action}",
+        response_model=ExperimentPublic,
+        responses=responses(404, 409, 422),
+        summary=summary,
+    )(handler)
+
+
+_transition_route("start", "Start a draft experiment: it begins assigning units.")
+_transition_route("pause", "Pause a running experiment: units get the control.")
+_transition_route("resume", "Resume a paused experiment.")
+_transition_route("stop", "Stop a running or paused experiment.")
+_transition_route("archive", "Archive a draft experiment that will not run.")
+
+
+@router.post(
+    "/{key}/conclude", response_model=ExperimentPublic, responses=responses(404, 409, 422)
+)
+def conclude_experiment(
+    key: str, body: ConcludeIn, session: SessionDep, who: EditorDep
+) -> ExperimentPublic:
+    """Record the decision (ship a variant, roll back, or inconclusive) of a stopped experiment."""
+    return service.transition(session, key, "conclude", who, conclusion=body)
+
+
+@router.post(
+    "/{key}/phases",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ExperimentPublic,
+    responses=responses(404, 409, 422),
+)
+def create_phase(
+    key: str, body: PhaseCreate, session: SessionDep, who: EditorDep
+) -> ExperimentPublic:
+    """Start a new phase with new variants or weights (a new randomization)."""
+    return service.new_phase(session, key, body, who)
+
+
+@router.post("/{key}/notes", response_model=ExperimentPublic, responses=responses(404, 422))
+def add_note(key: str, body: NoteIn, session: SessionDep, who: EditorDep) -> ExperimentPublic:
+    """Add a note to an experiment (allowed in every status)."""
+    return service.add_note(session, key, body.text, who)
+
+
+@layers_router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=LayerPublic, responses=responses(409, 422)
+)
+def create_layer(body: LayerCreate, session: SessionDep, _: EditorDep) -> LayerPublic:
+    """Create a mutual-exclusion layer, optionally with a holdout."""
+    return service.create_layer(session, body)
+
+
+@layers_router.get("", response_model=LayerList)
+def list_layers(session: SessionDep, _: ReaderDep) -> LayerList:
+    """List layers with their experiments' slices."""
+    return LayerList(items=service.list_layers(session))
+
+
+@layers_router.get("/{key}", response_model=LayerPublic, responses=responses(404))
+def get_layer(key: str, session: SessionDep, _: ReaderDep) -> LayerPublic:
+    """Get one layer."""
+    return service._layer_public(session, service.get_layer_row(session, key))
+
+
+@layers_router.patch("/{key}", response_model=LayerPublic, responses=responses(404, 409, 422))
+def update_layer(key: str, body: LayerUpdate, session: SessionDep, _: EditorDep) -> LayerPublic:
+    """Change a layer's description, or its holdout while no experiment has used it."""
+    return service.update_layer(session, key, body)

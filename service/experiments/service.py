@@ -1,0 +1,777 @@
+"""Experiment registry rules: protocol validation, lifecycle, phases, layers and the audit trail."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func
+from sqlmodel import Session, col, select
+from trialbook.targeting import validate_condition
+
+from service.db import utcnow
+from service.deps import Principal
+from service.errors import ConflictError, FieldError, NotFoundError, ValidationFailedError
+from service.experiments.models import (
+    AnalysisSettings,
+    AuditEntry,
+    AuditEntryOut,
+    Baseline,
+    ConcludeIn,
+    Experiment,
+    ExperimentCreate,
+    ExperimentList,
+    ExperimentMetric,
+    ExperimentPhase,
+    ExperimentPublic,
+    ExperimentUpdate,
+    GuardrailIn,
+    Layer,
+    LayerCreate,
+    LayerExperimentOut,
+    LayerPublic,
+    LayerUpdate,
+    PhaseCreate,
+    PhaseOut,
+    PrimaryMetricIn,
+    Status,
+    VariantIn,
+)
+from service.metrics.models import Metric
+from stats.power import planned_duration_days, sample_size_per_variant
+
+WEIGHT_TOLERANCE = 1e-6
+DEFAULT_LAYER_ALLOCATION = 0.5
+
+# Fields that can change at any time, even after start: they do not alter the analysis.
+ALWAYS_EDITABLE = frozenset({"title", "description", "owner", "tags", "overrides"})
+# Fields that may change while running/paused without a new phase (ramping traffic up keeps
+# every unit that was already in, in the same variant; see trialbook.hashing).
+LIVE_EDITABLE = frozenset({"traffic_fraction", "expected_daily_units"})
+
+# lifecycle: action -> (allowed from, to)
+TRANSITIONS: dict[str, tuple[frozenset[Status], Status]] = {
+    "start": (frozenset({Status.draft}), Status.running),
+    "pause": (frozenset({Status.running}), Status.paused),
+    "resume": (frozenset({Status.paused}), Status.running),
+    "stop": (frozenset({Status.running, Status.paused}), Status.stopped),
+    "conclude": (frozenset({Status.stopped}), Status.concluded),
+    "archive": (frozenset({Status.draft}), Status.archived),
+}
+
+# Hooks other domains register (templates check start, webhooks hear transitions).
+StartCheck = Callable[[Session, Experiment, Principal], None]
+TransitionListener = Callable[[Session, Experiment, str, str, str], None]
+start_checks: list[StartCheck] = []
+transition_listeners: list[TransitionListener] = []
+
+
+# ------------------------------------------------------------------------------------- lookups
+
+
+def get_row(session: Session, key: str) -> Experiment:
+    row = session.exec(select(Experiment).where(Experiment.key == key)).first()
+    if row is None:
+        raise NotFoundError(f"No experiment with key '{key}'.")
+    return row
+
+
+def control_of(variants: list[dict[str, Any]]) -> str:
+    return next(v["key"] for v in variants if v.get("is_control"))
+
+
+def phases_of(session: Session, exp: Experiment) -> list[ExperimentPhase]:
+    return list(
+        session.exec(
+            select(ExperimentPhase)
+            .where(ExperimentPhase.experiment_id == exp.id)
+            .order_by(col(ExperimentPhase.phase))
+        ).all()
+    )
+
+
+def current_phase(session: Session, exp: Experiment) -> ExperimentPhase | None:
+    return session.exec(
+        select(ExperimentPhase).where(
+            ExperimentPhase.experiment_id == exp.id, ExperimentPhase.phase == exp.phase
+        )
+    ).first()
+
+
+def to_public(session: Session, exp: Experiment) -> ExperimentPublic:
+    phases = [
+        PhaseOut.model_validate(p, from_attributes=True) for p in phases_of(session, exp)
+    ]
+    return ExperimentPublic.model_validate(
+        {
+            **exp.model_dump(),
+            "primary_metric": {"metric": exp.primary_metric, "mde": exp.primary_mde},
+            "phases": phases,
+        }
+    )
+
+
+# ----------------------------------------------------------------------------------- validation
+
+
+def _variant_errors(variants: list[VariantIn], field: str = "variants") -> list[FieldError]:
+    errors: list[FieldError] = []
+    keys = [v.key for v in variants]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        errors.append(
+            FieldError(field=field, message=f"variant keys must be unique; repeated: {dupes}")
+        )
+    controls = [v.key for v in variants if v.is_control]
+    if len(controls) != 1:
+        errors.append(
+            FieldError(
+                field=field,
+                message=f"exactly one variant must have is_control true; found {len(controls)}"
+                + (f" ({', '.join(controls)})" if controls else ""),
+            )
+        )
+    total = sum(v.weight for v in variants)
+    if abs(total - 1.0) > WEIGHT_TOLERANCE:
+        errors.append(
+            FieldError(
+                field=field,
+                message=f"weights sum to {total:.6g}; they must sum to 1 (±1e-6)",
+            )
+        )
+    return errors
+
+
+def _metric_errors(
+    session: Session,
+    primary: PrimaryMetricIn,
+    secondary: list[str],
+    guardrails: list[GuardrailIn],
+) -> tuple[list[FieldError], dict[str, Metric]]:
+    errors: list[FieldError] = []
+    wanted = [primary.metric, *secondary, *(g.metric for g in guardrails)]
+    found = {
+        m.key: m for m in session.exec(select(Metric).where(col(Metric.key).in_(wanted))).all()
+    }
+
+    def unknown(field: str, key: str) -> None:
+        if key not in found:
+            errors.append(
+                FieldError(
+                    field=field,
+                    message=f"no metric '{key}' in the catalogue; create it with POST /v1/metrics "
+                    "or use an existing key",
+                )
+            )
+
+    unknown("primary_metric.metric", primary.metric)
+    for i, key in enumerate(secondary):
+        unknown(f"secondary_metrics.{i}", key)
+    for i, g in enumerate(guardrails):
+        unknown(f"guardrails.{i}.metric", g.metric)
+    if len(set(secondary)) != len(secondary):
+        errors.append(FieldError(field="secondary_metrics", message="metric keys repeat"))
+    if primary.metric in secondary:
+        errors.append(
+            FieldError(
+                field="secondary_metrics",
+                message=f"'{primary.metric}' is the primary metric; remove it from secondary_metrics",
+            )
+        )
+    guard_keys = [g.metric for g in guardrails]
+    if len(set(guard_keys)) != len(guard_keys):
+        errors.append(FieldError(field="guardrails", message="a metric is guarded twice"))
+    overlap = sorted(set(guard_keys) & ({primary.metric} | set(secondary)))
+    if overlap:
+        errors.append(
+            FieldError(
+                field="guardrails",
+                message=f"{overlap} are already primary or secondary metrics; a metric has one role",
+            )
+        )
+    return errors, found
+
+
+def _baseline_errors(metric: Metric | None, baseline: Baseline | None) -> list[FieldError]:
+    if metric is None or baseline is None:
+        return []
+    if metric.type == "binomial":
+        if baseline.rate is None:
+            return [
+                FieldError(
+                    field="baseline.rate",
+                    message="the primary metric is binomial: give the baseline `rate` in (0, 1)",
+                )
+            ]
+        if baseline.mean is not None or baseline.sd is not None:
+            return [FieldError(field="baseline", message="a binomial baseline takes `rate` only")]
+        return []
+    errors = []
+    if baseline.mean is None or baseline.mean == 0:
+        errors.append(
+            FieldError(
+                field="baseline.mean",
+                message=f"the primary metric is {metric.type}: give a non-zero baseline `mean`",
+            )
+        )
+    if baseline.sd is None:
+        errors.append(
+            FieldError(
+                field="baseline.sd",
+                message=f"the primary metric is {metric.type}: give the baseline `sd` > 0",
+            )
+        )
+    if baseline.rate is not None:
+        errors.append(
+            FieldError(field="baseline.rate", message="`rate` is only for binomial metrics")
+        )
+    return errors
+
+
+def validate_protocol(session: Session, p: ExperimentCreate) -> dict[str, Metric]:
+    """Check every cross-field rule of product.md §2; raise one 422 naming every bad field."""
+    errors = _variant_errors(p.variants)
+    variant_keys = {v.key for v in p.variants}
+    metric_errors, metrics = _metric_errors(
+        session, p.primary_metric, p.secondary_metrics, p.guardrails
+    )
+    errors += metric_errors
+    errors += _baseline_errors(metrics.get(p.primary_metric.metric), p.baseline)
+    for unit, variant in p.overrides.items():
+        if variant not in variant_keys:
+            errors.append(
+                FieldError(
+                    field=f"overrides.{unit}",
+                    message=f"'{variant}' is not a variant of this experiment; use one of "
+                    f"{sorted(variant_keys)}",
+                )
+            )
+    if p.targeting is not None:
+        for msg in validate_condition(p.targeting, "targeting"):
+            path, _, what = msg.partition(": ")
+            errors.append(FieldError(field=path.replace("$.", ""), message=what or msg))
+    a = p.analysis
+    if (a.prior_mean is None) != (a.prior_sd is None):
+        errors.append(
+            FieldError(
+                field="analysis.prior_sd" if a.prior_sd is None else "analysis.prior_mean",
+                message="a normal prior needs both prior_mean and prior_sd (or neither: flat prior)",
+            )
+        )
+    if p.layer is not None:
+        if session.exec(select(Layer.id).where(Layer.key == p.layer)).first() is None:
+            errors.append(
+                FieldError(
+                    field="layer",
+                    message=f"no layer '{p.layer}'; create it with POST /v1/layers",
+                )
+            )
+    elif p.layer_allocation is not None:
+        errors.append(
+            FieldError(field="layer_allocation", message="layer_allocation needs a `layer`")
+        )
+    if errors:
+        raise ValidationFailedError(
+            "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors
+        )
+    return metrics
+
+
+def compute_plan(
+    exp: Experiment, primary: Metric | None
+) -> tuple[int | None, int | None]:
+    """Sample size per variant and planned duration from the protocol (None when unknown)."""
+    if primary is None or exp.baseline is None:
+        return None, None
+    base = Baseline.model_validate(exp.baseline)
+    ordered = sorted(exp.variants, key=lambda v: not v.get("is_control"))
+    weights = [float(v["weight"]) for v in ordered]
+    try:
+        n = sample_size_per_variant(
+            metric_type=primary.type,  # type: ignore[arg-type]
+            mde=exp.primary_mde,
+            alpha=exp.alpha,
+            power=exp.power,
+            baseline_rate=base.rate,
+            baseline_mean=base.mean,
+            baseline_sd=base.sd,
+            weights=weights,
+        )
+    except ValueError as exc:
+        raise ValidationFailedError.on("primary_metric.mde", str(exc)) from exc
+    days = None
+    if exp.expected_daily_units is not None:
+        days = planned_duration_days(
+            sample_size_per_variant=n,
+            weights=weights,
+            traffic_fraction=exp.traffic_fraction,
+            expected_daily_units=exp.expected_daily_units,
+        )
+    return n, days
+
+
+# ---------------------------------------------------------------------------------- audit trail
+
+
+def audit(
+    session: Session,
+    exp: Experiment,
+    actor: str,
+    action: str,
+    *,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    note: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    assert exp.id is not None
+    session.add(
+        AuditEntry(
+            experiment_id=exp.id,
+            actor=actor,
+            action=action,
+            from_status=from_status,
+            to_status=to_status,
+            note=note,
+            details=details,
+        )
+    )
+
+
+def list_audit(session: Session, key: str) -> list[AuditEntryOut]:
+    exp = get_row(session, key)
+    rows = session.exec(
+        select(AuditEntry).where(AuditEntry.experiment_id == exp.id).order_by(col(AuditEntry.id))
+    ).all()
+    return [AuditEntryOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+# ----------------------------------------------------------------------------------- registry
+
+
+def _sync_metric_links(session: Session, exp: Experiment) -> None:
+    assert exp.id is not None
+    session.exec(delete(ExperimentMetric).where(col(ExperimentMetric.experiment_id) == exp.id))  # type: ignore[call-overload]
+    session.add(ExperimentMetric(experiment_id=exp.id, metric_key=exp.primary_metric, role="primary"))
+    for key in exp.secondary_metrics:
+        session.add(ExperimentMetric(experiment_id=exp.id, metric_key=key, role="secondary"))
+    for g in exp.guardrails:
+        session.add(ExperimentMetric(experiment_id=exp.id, metric_key=g["metric"], role="guardrail"))
+
+
+def _apply_protocol(exp: Experiment, p: ExperimentCreate) -> None:
+    data = p.model_dump(mode="json", exclude={"key", "template", "primary_metric"})
+    for field, value in data.items():
+        setattr(exp, field, value)
+    exp.primary_metric = p.primary_metric.metric
+    exp.primary_mde = p.primary_metric.mde
+
+
+ProtocolHook = Callable[[Session, ExperimentCreate, Principal], tuple[ExperimentCreate, str | None, int | None]]
+# Templates register here: (session, protocol, who) -> (protocol with defaults, template, version)
+protocol_hooks: list[ProtocolHook] = []
+
+
+def create_experiment(session: Session, body: ExperimentCreate, who: Principal) -> ExperimentPublic:
+    if session.exec(select(Experiment.id).where(Experiment.key == body.key)).first() is not None:
+        raise ConflictError(
+            f"An experiment with key '{body.key}' already exists; keys are unique and immutable.",
+            code="duplicate_key",
+        )
+    template, template_version = None, None
+    for hook in protocol_hooks:
+        body, template, template_version = hook(session, body, who)
+    metrics = validate_protocol(session, body)
+    exp = Experiment(
+        key=body.key,
+        seed=secrets.token_hex(8),
+        created_by=who.actor,
+        template=template,
+        template_version=template_version,
+        hypothesis="",
+        variants=[],
+        primary_metric="",
+        primary_mde=1.0,
+        analysis={},
+        title="",
+        owner="",
+    )
+    _apply_protocol(exp, body)
+    exp.sample_size_per_variant, exp.planned_duration_days = compute_plan(
+        exp, metrics.get(body.primary_metric.metric)
+    )
+    session.add(exp)
+    session.flush()
+    assert exp.id is not None
+    session.add(
+        ExperimentPhase(
+            experiment_id=exp.id,
+            phase=1,
+            variants=exp.variants,
+            traffic_fraction=exp.traffic_fraction,
+            reason="initial protocol",
+        )
+    )
+    _sync_metric_links(session, exp)
+    audit(session, exp, who.actor, "create", to_status=Status.draft.value)
+    session.commit()
+    return to_public(session, exp)
+
+
+def list_experiments(
+    session: Session,
+    *,
+    status: Status | None,
+    owner: str | None,
+    limit: int,
+    offset: int,
+) -> ExperimentList:
+    query = select(Experiment)
+    count = select(func.count()).select_from(Experiment)
+    if status is not None:
+        query = query.where(Experiment.status == status.value)
+        count = count.where(Experiment.status == status.value)
+    if owner is not None:
+        query = query.where(Experiment.owner == owner)
+        count = count.where(Experiment.owner == owner)
+    total = session.exec(count).one()
+    rows = session.exec(
+        query.order_by(col(Experiment.created_at).desc(), col(Experiment.id).desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return ExperimentList(
+        items=[to_public(session, r) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+def _protocol_of(exp: Experiment) -> dict[str, Any]:
+    pub = ExperimentCreate.model_fields.keys()
+    data = {k: getattr(exp, k) for k in pub if k not in ("primary_metric", "template")}
+    data["primary_metric"] = {"metric": exp.primary_metric, "mde": exp.primary_mde}
+    return data
+
+
+def update_experiment(
+    session: Session, key: str, body: ExperimentUpdate, who: Principal
+) -> ExperimentPublic:
+    exp = get_row(session, key)
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    nulls = [k for k, v in changes.items() if v is None and k not in ("description", "targeting",
+             "baseline", "expected_daily_units", "attribution_window_hours", "layer",
+             "layer_allocation")]
+    if nulls:
+        raise ValidationFailedError(
+            "these fields cannot be null: " + ", ".join(nulls),
+            errors=[FieldError(field=k, message="cannot be null; omit it to keep the value")
+                    for k in nulls],
+        )
+    status = Status(exp.status)
+    if status is not Status.draft:
+        editable = ALWAYS_EDITABLE | (
+            LIVE_EDITABLE if status in (Status.running, Status.paused) else frozenset()
+        )
+        current = _protocol_of(exp)
+        frozen = sorted(k for k, v in changes.items() if k not in editable and current.get(k) != v)
+        if frozen:
+            hint = (
+                " New variants or weights go through POST /v1/experiments/{key}/phases."
+                if "variants" in frozen
+                else ""
+            )
+            raise ConflictError(
+                f"The protocol is frozen once the experiment leaves draft (status '{status.value}'); "
+                f"these fields cannot change: {', '.join(frozen)}.{hint}",
+                code="protocol_frozen",
+                errors=[FieldError(field=k, message="frozen after start") for k in frozen],
+            )
+    merged = _protocol_of(exp) | changes
+    merged["key"] = exp.key
+    try:
+        protocol = ExperimentCreate.model_validate(merged)
+    except ValueError as exc:
+        raise ValidationFailedError.on("body", str(exc)) from exc
+    if "overrides" in changes and status is not Status.draft:
+        variant_keys = {v["key"] for v in exp.variants}
+        bad = {u: v for u, v in protocol.overrides.items() if v not in variant_keys}
+        if bad:
+            raise ValidationFailedError(
+                "overrides name unknown variants",
+                errors=[FieldError(field=f"overrides.{u}", message=f"'{v}' is not a variant")
+                        for u, v in bad.items()],
+            )
+    metrics = validate_protocol(session, protocol)
+    before = {k: current_v for k, current_v in _protocol_of(exp).items() if k in changes}
+    _apply_protocol(exp, protocol)
+    exp.sample_size_per_variant, exp.planned_duration_days = compute_plan(
+        exp, metrics.get(protocol.primary_metric.metric)
+    )
+    exp.updated_at = utcnow()
+    if status is Status.draft:
+        phase = current_phase(session, exp)
+        if phase is not None:
+            phase.variants = exp.variants
+            phase.traffic_fraction = exp.traffic_fraction
+            session.add(phase)
+    elif "traffic_fraction" in changes:
+        phase = current_phase(session, exp)
+        if phase is not None:
+            phase.traffic_fraction = exp.traffic_fraction
+            session.add(phase)
+    session.add(exp)
+    _sync_metric_links(session, exp)
+    changed = sorted(k for k in changes if before.get(k) != changes[k])
+    if changed:
+        audit(
+            session, exp, who.actor, "update",
+            details={"fields": changed, "before": {k: before.get(k) for k in changed}},
+        )
+    session.commit()
+    return to_public(session, exp)
+
+
+# ------------------------------------------------------------------------------------ lifecycle
+
+
+def _allocate_layer_range(session: Session, exp: Experiment) -> list[float] | None:
+    if exp.layer is None:
+        return None
+    layer = session.exec(select(Layer).where(Layer.key == exp.layer)).first()
+    if layer is None:
+        raise ConflictError(f"The layer '{exp.layer}' no longer exists.", code="layer_missing")
+    live = session.exec(
+        select(Experiment).where(
+            Experiment.layer == exp.layer,
+            col(Experiment.status).in_([Status.running.value, Status.paused.value]),
+            Experiment.id != exp.id,
+        )
+    ).all()
+    taken = sorted(tuple(e.layer_range) for e in live if e.layer_range)
+    lo_bound = layer.holdout_fraction
+    width = (exp.layer_allocation or DEFAULT_LAYER_ALLOCATION) * (1.0 - lo_bound)
+    cursor = lo_bound
+    for lo, hi in [*taken, (1.0, 1.0)]:
+        if lo - cursor >= width - 1e-12:
+            return [round(cursor, 12), round(cursor + width, 12)]
+        cursor = max(cursor, hi)
+    raise ConflictError(
+        f"Layer '{exp.layer}' has no free slice of {width:.4g} of its hash space: "
+        f"running experiments hold {taken}. Stop one or lower layer_allocation.",
+        code="layer_full",
+    )
+
+
+def transition(
+    session: Session,
+    key: str,
+    action: str,
+    who: Principal,
+    *,
+    note: str | None = None,
+    conclusion: ConcludeIn | None = None,
+) -> ExperimentPublic:
+    exp = get_row(session, key)
+    allowed, target = TRANSITIONS[action]
+    status = Status(exp.status)
+    if status not in allowed:
+        raise ConflictError(
+            f"Cannot {action} an experiment that is '{status.value}'; {action} needs status "
+            f"{' or '.join(sorted(s.value for s in allowed))}.",
+            code="illegal_transition",
+        )
+    now = utcnow()
+    details: dict[str, Any] | None = None
+    if action == "start":
+        for check in start_checks:
+            check(session, exp, who)
+        exp.layer_range = _allocate_layer_range(session, exp)
+        exp.started_at = now
+        phase = current_phase(session, exp)
+        if phase is not None:
+            phase.started_at = now
+            session.add(phase)
+        if exp.layer_range is not None:
+            details = {"layer_range": exp.layer_range}
+    elif action == "stop":
+        exp.stopped_at = now
+        phase = current_phase(session, exp)
+        if phase is not None:
+            phase.ended_at = now
+            session.add(phase)
+    elif action == "conclude":
+        assert conclusion is not None
+        variant_keys = [v["key"] for v in exp.variants]
+        if conclusion.decision == "ship":
+            if conclusion.variant is None:
+                raise ValidationFailedError.on(
+                    "variant", f"a `ship` decision names the variant shipped: one of {variant_keys}"
+                )
+            if conclusion.variant not in variant_keys:
+                raise ValidationFailedError.on(
+                    "variant", f"'{conclusion.variant}' is not a variant; use one of {variant_keys}"
+                )
+        elif conclusion.variant is not None:
+            raise ValidationFailedError.on(
+                "variant", "only a `ship` decision names a variant; remove it"
+            )
+        exp.decision = {
+            "decision": conclusion.decision,
+            "variant": conclusion.variant,
+            "rationale": conclusion.rationale,
+            "decided_by": who.actor,
+            "decided_at": now.isoformat(),
+        }
+        exp.concluded_at = now
+        note = conclusion.rationale
+        details = {"decision": conclusion.decision, "variant": conclusion.variant}
+    exp.status = target.value
+    exp.updated_at = now
+    session.add(exp)
+    audit(
+        session, exp, who.actor, action,
+        from_status=status.value, to_status=target.value, note=note, details=details,
+    )
+    for listener in transition_listeners:
+        listener(session, exp, action, status.value, target.value)
+    session.commit()
+    return to_public(session, exp)
+
+
+def new_phase(session: Session, key: str, body: PhaseCreate, who: Principal) -> ExperimentPublic:
+    exp = get_row(session, key)
+    status = Status(exp.status)
+    if status not in (Status.running, Status.paused):
+        raise ConflictError(
+            f"A new phase starts only for a running or paused experiment (status "
+            f"'{status.value}'); in draft, PATCH the variants instead.",
+            code="illegal_transition",
+        )
+    if body.variants is None and body.traffic_fraction is None:
+        raise ValidationFailedError.on("variants", "give new `variants` and/or `traffic_fraction`")
+    variants = exp.variants
+    if body.variants is not None:
+        errors = _variant_errors(body.variants)
+        if errors:
+            raise ValidationFailedError("; ".join(e.message for e in errors), errors=errors)
+        variants = [v.model_dump(mode="json") for v in body.variants]
+        removed = sorted(set(exp.overrides.values()) - {v["key"] for v in variants})
+        if removed:
+            raise ConflictError(
+                f"overrides point at variants the new phase drops ({removed}); PATCH overrides first",
+                code="override_variant_removed",
+            )
+    now = utcnow()
+    old = current_phase(session, exp)
+    if old is not None:
+        old.ended_at = now
+        session.add(old)
+    assert exp.id is not None
+    exp.phase += 1
+    exp.variants = variants
+    if body.traffic_fraction is not None:
+        exp.traffic_fraction = body.traffic_fraction
+    exp.updated_at = now
+    session.add(
+        ExperimentPhase(
+            experiment_id=exp.id,
+            phase=exp.phase,
+            variants=variants,
+            traffic_fraction=exp.traffic_fraction,
+            reason=body.reason,
+            started_at=now,
+        )
+    )
+    primary = session.exec(select(Metric).where(Metric.key == exp.primary_metric)).first()
+    exp.sample_size_per_variant, exp.planned_duration_days = compute_plan(exp, primary)
+    session.add(exp)
+    audit(
+        session, exp, who.actor, "new_phase", note=body.reason,
+        details={"phase": exp.phase, "variants": variants, "traffic_fraction": exp.traffic_fraction},
+    )
+    session.commit()
+    return to_public(session, exp)
+
+
+def add_note(session: Session, key: str, text: str, who: Principal) -> ExperimentPublic:
+    exp = get_row(session, key)
+    exp.notes = [*exp.notes, {"at": utcnow().isoformat(), "by": who.actor, "text": text}]
+    exp.updated_at = utcnow()
+    session.add(exp)
+    audit(session, exp, who.actor, "note", note=text)
+    session.commit()
+    return to_public(session, exp)
+
+
+# --------------------------------------------------------------------------------------- layers
+
+
+def _layer_public(session: Session, layer: Layer) -> LayerPublic:
+    exps = session.exec(
+        select(Experiment).where(Experiment.layer == layer.key).order_by(col(Experiment.key))
+    ).all()
+    return LayerPublic(
+        key=layer.key,
+        description=layer.description,
+        holdout_fraction=layer.holdout_fraction,
+        experiments=[
+            LayerExperimentOut(key=e.key, status=Status(e.status), layer_range=e.layer_range)
+            for e in exps
+        ],
+    )
+
+
+def get_layer_row(session: Session, key: str) -> Layer:
+    layer = session.exec(select(Layer).where(Layer.key == key)).first()
+    if layer is None:
+        raise NotFoundError(f"No layer with key '{key}'.")
+    return layer
+
+
+def create_layer(session: Session, body: LayerCreate) -> LayerPublic:
+    if session.exec(select(Layer.id).where(Layer.key == body.key)).first() is not None:
+        raise ConflictError(f"A layer with key '{body.key}' already exists.", code="duplicate_key")
+    layer = Layer(**body.model_dump(), seed=secrets.token_hex(8))
+    session.add(layer)
+    session.commit()
+    return _layer_public(session, layer)
+
+
+def list_layers(session: Session) -> list[LayerPublic]:
+    return [_layer_public(session, x) for x in session.exec(select(Layer).order_by(col(Layer.key))).all()]
+
+
+def update_layer(session: Session, key: str, body: LayerUpdate) -> LayerPublic:
+    layer = get_layer_row(session, key)
+    changes = body.model_dump(exclude_unset=True)
+    if "holdout_fraction" in changes and changes["holdout_fraction"] != layer.holdout_fraction:
+        if changes["holdout_fraction"] is None:
+            raise ValidationFailedError.on("holdout_fraction", "give a number in [0, 1)")
+        live = session.exec(
+            select(Experiment.key).where(
+                Experiment.layer == key, col(Experiment.status) != Status.draft.value,
+                col(Experiment.status) != Status.archived.value,
+            )
+        ).all()
+        if live:
+            raise ConflictError(
+                f"The holdout of layer '{key}' cannot change while experiments have used it "
+                f"({', '.join(sorted(live))}): it would move units between holdout and experiments.",
+                code="layer_in_use",
+            )
+        layer.holdout_fraction = changes["holdout_fraction"]
+    if "description" in changes:
+        layer.description = changes["description"]
+    session.add(layer)
+    session.commit()
+    return _layer_public(session, layer)
+
+
+def analysis_settings(exp: Experiment) -> AnalysisSettings:
+    return AnalysisSettings.model_validate(exp.analysis)
+
+
+def started_at_of_phase(session: Session, exp: Experiment) -> datetime | None:
+    phase = current_phase(session, exp)
+    return phase.started_at if phase is not None else None

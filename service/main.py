@@ -1,0 +1,156 @@
+"""Application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.config import get_settings
+from service.db import open_session
+from service.errors import Problem, install_error_handlers, problem_response
+from service.experiments.routes import layers_router
+from service.experiments.routes import router as experiments_router
+from service.keys.routes import router as keys_router
+from service.keys.service import bootstrap_admin
+from service.metrics.routes import router as metrics_router
+
+log = logging.getLogger("trialbook")
+
+ROUTERS = [keys_router, metrics_router, experiments_router, layers_router]
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``limit`` bytes with a 413 problem, before the app reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = problem_response(
+            413,
+            "Request body too large",
+            "payload_too_large",
+            f"The request body exceeds {self.limit} bytes; send smaller batches.",
+        )
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.limit:
+                    await too_large(scope, receive, send)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(body)
+            more = message.get("more_body", False)
+        data = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": data, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    if settings.bootstrap_admin_key:
+        session = open_session(write=True)
+        try:
+            bootstrap_admin(session, settings.bootstrap_admin_key)
+        finally:
+            session.close()
+    for hook in app.state.startup_hooks:
+        hook(app)
+    try:
+        yield
+    finally:
+        for hook in app.state.shutdown_hooks:
+            hook(app)
+
+
+def create_app() -> FastAPI:
+    """Build the FastAPI application."""
+    settings = get_settings()
+    app = FastAPI(
+        title="Trialbook",
+        version="0.1.0",
+        summary="Self-hosted experimentation: pre-registered A/B tests, assignment, events, results.",
+        lifespan=lifespan,
+    )
+    app.state.startup_hooks = []
+    app.state.shutdown_hooks = []
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness probe."""
+        return {"status": "ok"}
+
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def custom_openapi(app: FastAPI) -> dict[str, Any]:
+    """OpenAPI 3.1 with the problem+json schema and without FastAPI's default 422 shape."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        routes=app.routes,
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in problem.pop("$defs", {}).items():
+        components[name] = sub
+    components["Problem"] = problem
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    for path_item in schema.get("paths", {}).values():
+        for op in path_item.values():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            resp = op["responses"].get("422")
+            if resp is not None:
+                op["responses"]["422"] = {
+                    "description": "Validation error (the fields and what to fix)",
+                    "content": {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}
+                        }
+                    },
+                }
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,1 @@
+"""The metrics catalogue (product.md §1)."""

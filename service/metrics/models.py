@@ -1,0 +1,145 @@
+"""Metric table and schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field as PField, StrictBool, model_validator
+from sqlmodel import Column, Field, SQLModel
+
+from service.db import UTCDateTime, utcnow
+
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,79}$"
+EVENT_PATTERN = r"^[A-Za-z0-9_.:\-/]{1,200}$"
+
+
+class MetricType(StrEnum):
+    binomial = "binomial"
+    mean = "mean"
+    ratio = "ratio"
+
+
+class Aggregation(StrEnum):
+    sum = "sum"
+    count = "count"
+
+
+class Metric(SQLModel, table=True):
+    __tablename__ = "metric"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=80, unique=True)
+    name: str = Field(max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    type: str = Field(max_length=20)
+    event: str | None = Field(default=None, max_length=200)
+    aggregation: str | None = Field(default=None, max_length=10)
+    numerator_event: str | None = Field(default=None, max_length=200)
+    denominator_event: str | None = Field(default=None, max_length=200)
+    higher_is_better: bool = True
+    winsorize_lower: float | None = None
+    winsorize_upper: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+
+
+Percentile = Annotated[float, PField(gt=0, lt=1, strict=True)]
+EventName = Annotated[str, PField(pattern=EVENT_PATTERN)]
+
+
+class MetricDefinition(BaseModel):
+    """The fields that define what a metric measures (frozen once a live experiment uses it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: MetricType
+    event: EventName | None = PField(
+        default=None, description="binomial and mean: the event name counted"
+    )
+    aggregation: Aggregation | None = PField(
+        default=None, description="mean only: `sum` of event values (default) or `count` of events"
+    )
+    numerator_event: EventName | None = PField(default=None, description="ratio only")
+    denominator_event: EventName | None = PField(default=None, description="ratio only")
+    higher_is_better: StrictBool = True
+    winsorize_lower: Percentile | None = PField(
+        default=None, description="cap per-unit values below this percentile, in (0, 1)"
+    )
+    winsorize_upper: Percentile | None = PField(
+        default=None, description="cap per-unit values above this percentile, in (0, 1)"
+    )
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> Self:
+        t = self.type
+        if t in (MetricType.binomial, MetricType.mean):
+            if self.event is None:
+                raise ValueError(f"a {t.value} metric needs `event`, the event name it measures")
+            if self.numerator_event is not None or self.denominator_event is not None:
+                raise ValueError(
+                    "numerator_event/denominator_event are only for ratio metrics; remove them"
+                )
+            if t is MetricType.binomial and self.aggregation is not None:
+                raise ValueError("aggregation is only for mean metrics; remove it")
+            if t is MetricType.mean and self.aggregation is None:
+                self.aggregation = Aggregation.sum
+        else:
+            if self.numerator_event is None or self.denominator_event is None:
+                raise ValueError("a ratio metric needs both numerator_event and denominator_event")
+            if self.event is not None or self.aggregation is not None:
+                raise ValueError("a ratio metric takes numerator_event/denominator_event, not event")
+        if (
+            self.winsorize_lower is not None
+            and self.winsorize_upper is not None
+            and self.winsorize_lower >= self.winsorize_upper
+        ):
+            raise ValueError("winsorize_lower must be below winsorize_upper")
+        return self
+
+
+class MetricCreate(MetricDefinition):
+    key: str = PField(pattern=KEY_PATTERN, description="slug, unique, immutable")
+    name: str = PField(min_length=1, max_length=200)
+    description: str | None = PField(default=None, max_length=5000)
+
+
+class MetricUpdate(BaseModel):
+    """Fields that may change. Definition fields are refused once a live experiment uses the metric."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = PField(default=None, min_length=1, max_length=200)
+    description: str | None = PField(default=None, max_length=5000)
+    type: MetricType | None = None
+    event: EventName | None = None
+    aggregation: Aggregation | None = None
+    numerator_event: EventName | None = None
+    denominator_event: EventName | None = None
+    higher_is_better: StrictBool | None = None
+    winsorize_lower: Percentile | None = None
+    winsorize_upper: Percentile | None = None
+
+
+class MetricPublic(BaseModel):
+    key: str
+    name: str
+    description: str | None
+    type: MetricType
+    event: str | None
+    aggregation: Aggregation | None
+    numerator_event: str | None
+    denominator_event: str | None
+    higher_is_better: bool
+    winsorize_lower: float | None
+    winsorize_upper: float | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class MetricList(BaseModel):
+    items: list[MetricPublic]
+    total: int
+    limit: int
+    offset: int
