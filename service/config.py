@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     # Largest accepted request body, bytes (5 MiB: the events batch limit of the product spec).
     max_body_bytes: int = 5 * 1024 * 1024
     log_level: str = "info"
+    # Event batches one process writes at once (waiting for or holding the write lock); one more
+    # is shed with 429 + Retry-After (service/events).
+    ingest_max_concurrency: int = 32
     # Health monitoring interval in seconds (0 disables the in-process scheduler).
     check_interval_seconds: float = 300.0
 

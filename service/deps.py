@@ -67,6 +67,7 @@ def require(*roles: Role) -> Callable[..., Principal]:
             )
         return principal
 
+    _check.allowed_roles = allowed  # type: ignore[attr-defined]  # read by the role-matrix test
     return _check
 
 

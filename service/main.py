@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import get_settings
@@ -116,6 +117,10 @@ def create_app() -> FastAPI:
         """Liveness probe."""
         return {"status": "ok"}
 
+    for route in app.routes:
+        # One-line route docstrings become the OpenAPI summary.
+        if isinstance(route, APIRoute) and route.summary is None and route.endpoint.__doc__:
+            route.summary = route.endpoint.__doc__.strip().splitlines()[0]
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app

@@ -1,0 +1,1 @@
+"""Health monitoring: re-analyse running experiments and raise each alert once per condition."""

@@ -1,0 +1,152 @@
+"""Schemas of server-side assignment (``POST /v1/assign``), the SDK config and OFREP.
+
+The assignment domain owns no table: it reads experiments and layers and writes exposures through
+the events domain.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field as PField, StrictBool
+
+# Same bound as the events domain's unit ids, so every assigned unit can be logged as an exposure.
+UNIT_ID_MAX = 256
+MAX_EXPERIMENTS_PER_REQUEST = 500
+
+Reason = Literal[
+    "split",
+    "override",
+    "not_targeted",
+    "traffic_excluded",
+    "layer_excluded",
+    "holdout",
+    "not_running",
+    "unknown_experiment",
+    "error",
+]
+
+
+# ------------------------------------------------------------------------------ POST /v1/assign
+
+
+class AssignIn(BaseModel):
+    """Assign one unit to experiments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit_id: str = PField(min_length=1, max_length=UNIT_ID_MAX, strict=True)
+    attributes: dict[str, Any] | None = PField(
+        default=None, description="attributes for targeting, e.g. {country: 'FR', app: '2.1.0'}"
+    )
+    experiments: (
+        list[Annotated[str, PField(min_length=1, max_length=80, strict=True)]] | None
+    ) = PField(
+        default=None,
+        max_length=MAX_EXPERIMENTS_PER_REQUEST,
+        description="experiment keys, answered in this order; omitted: every experiment of the "
+        "SDK config (drafts, running, paused, stopped and concluded ones), sorted by key",
+    )
+    log_exposure: StrictBool = PField(
+        default=False,
+        description="write an exposure event for every assignment with in_experiment true",
+    )
+
+
+class AssignmentOut(BaseModel):
+    """One experiment's answer for the unit."""
+
+    experiment: str
+    variant: str | None = PField(description="null only for reason unknown_experiment")
+    in_experiment: bool = PField(description="true only for reason split: the unit is analysed")
+    reason: Reason
+
+
+class AssignOut(BaseModel):
+    assignments: list[AssignmentOut]
+
+
+# ------------------------------------------------------------------------------ GET /v1/sdk/config
+
+
+class ConfigVariant(BaseModel):
+    key: str
+    weight: float
+    is_control: bool
+
+
+class ConfigLayer(BaseModel):
+    seed: str
+    holdout_fraction: float = PField(description="[0, holdout_fraction) of the layer is held out")
+
+
+class ConfigExperiment(BaseModel):
+    key: str
+    status: Literal["draft", "running", "paused", "stopped", "concluded"]
+    seed: str
+    phase: int
+    randomization_unit: str
+    variants: list[ConfigVariant] = PField(description="the current phase's variants")
+    traffic_fraction: float
+    targeting: dict[str, Any] | None
+    overrides: dict[str, str]
+    layer: str | None = PField(description="null when not in a layer, and for drafts (no slice yet)")
+    layer_range: list[float] | None = PField(description="[lo, hi) slice of the layer's hash space")
+
+
+class SdkConfig(BaseModel):
+    """Everything an SDK needs to assign locally (see ``trialbook.assignment``)."""
+
+    hash_version: Literal[1]
+    layers: dict[str, ConfigLayer]
+    experiments: dict[str, ConfigExperiment]
+
+
+# ------------------------------------------------------------------------------------------ OFREP
+# Shapes of the OpenFeature Remote Evaluation Protocol (open-feature/protocol service/openapi.yaml).
+
+
+class OfrepEvaluationRequest(BaseModel):
+    """``{context: {targetingKey, ...attributes}}``."""
+
+    context: dict[str, Any] | None = PField(
+        default=None, description="`targetingKey` is the unit id; other fields are attributes"
+    )
+
+
+class OfrepEvaluationSuccess(BaseModel):
+    key: str
+    value: str = PField(description="the variant key")
+    reason: Literal["SPLIT", "TARGETING_MATCH", "DEFAULT", "DISABLED"]
+    variant: str
+    metadata: dict[str, bool | int | float | str]
+
+
+class OfrepEvaluationFailure(BaseModel):
+    key: str
+    errorCode: Literal["PARSE_ERROR", "TARGETING_KEY_MISSING", "INVALID_CONTEXT", "GENERAL"]
+    errorDetails: str
+
+
+class OfrepFlagNotFound(BaseModel):
+    key: str
+    errorCode: Literal["FLAG_NOT_FOUND"]
+    errorDetails: str
+
+
+class OfrepBulkSuccess(BaseModel):
+    flags: list[OfrepEvaluationSuccess | OfrepEvaluationFailure]
+
+
+class OfrepBulkFailure(BaseModel):
+    errorCode: Literal["PARSE_ERROR", "TARGETING_KEY_MISSING", "INVALID_CONTEXT", "GENERAL"]
+    errorDetails: str
+
+
+class OfrepGeneralError(BaseModel):
+    errorDetails: str
+
+
+class OfrepConfiguration(BaseModel):
+    name: str
+    capabilities: dict[str, Any]

@@ -1,0 +1,528 @@
+"""Server-side assignment: the SDK config, its per-process cache, ``POST /v1/assign`` and OFREP.
+
+Nothing here hashes or evaluates targeting: the service builds the same config the SDK downloads
+(``GET /v1/sdk/config``) and evaluates it with the SDK's own :func:`trialbook.assignment.compile_config`,
+so the server and every SDK agree by construction (``tests/fixtures/assignment_vectors.json`` pins it).
+
+What the config holds
+---------------------
+Every experiment that is not archived: ``draft`` ones too (they answer the control with reason
+``not_running``, and their ``overrides`` already work, so QA can force a variant and code can ship
+before the start), ``running``, ``paused``, ``stopped`` and ``concluded`` ones (the control,
+``not_running``). Archived experiments are left out (``unknown_experiment``). Variants and
+``traffic_fraction`` are the current phase's. An experiment gets its layer slice when it starts: a
+draft carries ``layer: null, layer_range: null`` until then. Every layer is listed with its seed and
+``holdout_fraction``.
+
+Cache
+-----
+Each process keeps the last built config (canonical JSON body, strong ETag and compiled form) keyed
+by a cheap *database version*: experiment count, latest ``updated_at``, sum of phases, layer count
+and sum of holdout fractions: one aggregate query per request, no cross-process invalidation
+needed. Every lifecycle, protocol, phase and override change bumps ``updated_at``; a snapshot older
+than :data:`MAX_SNAPSHOT_AGE_S` is rebuilt anyway, which bounds staleness should a writer's clock
+ever run backwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+from trialbook.assignment import Assignment, CompiledConfig, Reason, compile_config
+from trialbook.hashing import HASH_VERSION
+
+from service.assignment.models import UNIT_ID_MAX, AssignIn
+from service.experiments.models import Experiment, Layer, Status
+
+log = logging.getLogger("trialbook")
+
+# Statuses whose experiments appear in the SDK config (everything but archived).
+CONFIG_STATUSES: Final = (
+    Status.draft.value,
+    Status.running.value,
+    Status.paused.value,
+    Status.stopped.value,
+    Status.concluded.value,
+)
+# Seconds after which a cached config is rebuilt even when the database version did not move.
+MAX_SNAPSHOT_AGE_S: Final = 10.0
+
+_VERSION_SQL: Final = text(
+    "SELECT (SELECT count(*) FROM experiment), (SELECT max(updated_at) FROM experiment), "
+    "(SELECT sum(phase) FROM experiment), (SELECT count(*) FROM layer), "
+    "(SELECT sum(holdout_fraction) FROM layer)"
+)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Serialize ``value`` canonically: sorted keys, no spaces, UTF-8, no NaN.
+
+    Parameters
+    ----------
+    value : Any
+        A JSON-ready value.
+
+    Returns
+    -------
+    bytes
+        The same bytes for equal values; the ETag is computed from them.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def strong_etag(body: bytes) -> str:
+    """Return a strong ETag for a response body: the quoted first 128 bits of its SHA-256."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Tell whether an ``If-None-Match`` header matches ``etag``.
+
+    RFC 9110 §13.1.2: ``If-None-Match`` uses the weak comparison (a ``W/`` prefix is ignored), the
+    header is a comma-separated list, and ``*`` matches any current representation.
+
+    Parameters
+    ----------
+    if_none_match : str or None
+        The request header.
+    etag : str
+        The current entity tag, quoted.
+
+    Returns
+    -------
+    bool
+        True when the client already holds this representation (answer 304).
+    """
+    if not if_none_match:
+        return False
+    bare = etag.removeprefix("W/")
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == bare:
+            return True
+    return False
+
+
+# ------------------------------------------------------------------------------------ the config
+
+
+def _config_experiment(exp: Experiment) -> dict[str, Any]:
+    in_layer = exp.layer is not None and exp.layer_range is not None
+    return {
+        "key": exp.key,
+        "status": exp.status,
+        "seed": exp.seed,
+        "phase": exp.phase,
+        "randomization_unit": exp.randomization_unit,
+        "variants": [
+            {"key": v["key"], "weight": v["weight"], "is_control": bool(v.get("is_control"))}
+            for v in exp.variants
+        ],
+        "traffic_fraction": exp.traffic_fraction,
+        "targeting": exp.targeting,
+        "overrides": dict(exp.overrides or {}),
+        "layer": exp.layer if in_layer else None,
+        "layer_range": list(exp.layer_range) if in_layer and exp.layer_range else None,
+    }
+
+
+def build_config(session: Session) -> dict[str, Any]:
+    """Build the SDK config (the body of ``GET /v1/sdk/config``) from the database.
+
+    Parameters
+    ----------
+    session : Session
+        A database session.
+
+    Returns
+    -------
+    dict
+        ``{hash_version, layers: {key: {seed, holdout_fraction}}, experiments: {key: {...}}}``;
+        see the module docstring for what is included.
+    """
+    layers = session.exec(select(Layer).order_by(col(Layer.key))).all()
+    experiments = session.exec(
+        select(Experiment)
+        .where(col(Experiment.status).in_(CONFIG_STATUSES))
+        .order_by(col(Experiment.key))
+    ).all()
+    return {
+        "hash_version": HASH_VERSION,
+        "layers": {
+            layer.key: {"seed": layer.seed, "holdout_fraction": layer.holdout_fraction}
+            for layer in layers
+        },
+        "experiments": {exp.key: _config_experiment(exp) for exp in experiments},
+    }
+
+
+def config_version(session: Session) -> tuple[Any, ...]:
+    """Return the cheap database version the config cache is keyed by (one aggregate query).
+
+    Parameters
+    ----------
+    session : Session
+        A database session.
+
+    Returns
+    -------
+    tuple
+        Experiment count, latest ``updated_at``, sum of phases, layer count, sum of holdouts.
+    """
+    row = session.execute(_VERSION_SQL).one()
+    return tuple(row)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSnapshot:
+    """One built config: its body, ETag, compiled form and the version it was built at."""
+
+    version: tuple[Any, ...]
+    config: dict[str, Any]
+    body: bytes
+    etag: str
+    compiled: CompiledConfig
+    built_at: float
+
+
+def snapshot_of(config: dict[str, Any], version: tuple[Any, ...] = ()) -> ConfigSnapshot:
+    """Wrap a config into a :class:`ConfigSnapshot` (canonical body, ETag, compiled config).
+
+    Parameters
+    ----------
+    config : dict
+        An SDK config.
+    version : tuple, optional
+        The database version it was built at.
+
+    Returns
+    -------
+    ConfigSnapshot
+        Ready to serve and to evaluate.
+    """
+    body = canonical_json(config)
+    compiled = compile_config(config)
+    if compiled.errors:
+        # The service validates every protocol, so this is a bug; units still get answers.
+        log.error("the SDK config built from the database is invalid: %s", compiled.errors[:5])
+    return ConfigSnapshot(
+        version=version,
+        config=config,
+        body=body,
+        etag=strong_etag(body),
+        compiled=compiled,
+        built_at=time.monotonic(),
+    )
+
+
+class ConfigCache:
+    """The per-process config cache, re-validated against :func:`config_version` on every call.
+
+    Parameters
+    ----------
+    max_age : float
+        Seconds after which a snapshot is rebuilt even if the version did not change.
+    """
+
+    def __init__(self, max_age: float = MAX_SNAPSHOT_AGE_S) -> None:
+        self.max_age = max_age
+        self.builds = 0
+        self._snapshot: ConfigSnapshot | None = None
+        self._lock = threading.Lock()
+
+    def _fresh(self, snap: ConfigSnapshot | None, version: tuple[Any, ...]) -> bool:
+        return (
+            snap is not None
+            and snap.version == version
+            and time.monotonic() - snap.built_at < self.max_age
+        )
+
+    def get(self, session: Session) -> ConfigSnapshot:
+        """Return the current config, rebuilding it when the database moved.
+
+        Parameters
+        ----------
+        session : Session
+            A database session (read-only use).
+
+        Returns
+        -------
+        ConfigSnapshot
+            The snapshot for the database as of this call.
+        """
+        version = config_version(session)
+        snap = self._snapshot
+        if snap is not None and self._fresh(snap, version):
+            return snap
+        with self._lock:
+            snap = self._snapshot
+            if snap is not None and self._fresh(snap, version):
+                return snap
+            snap = snapshot_of(build_config(session), version)
+            self._snapshot = snap
+            self.builds += 1
+            return snap
+
+
+# ------------------------------------------------------------------------------- POST /v1/assign
+
+
+def assign(compiled: CompiledConfig, body: AssignIn) -> list[Assignment]:
+    """Assign ``body.unit_id`` to the requested experiments (all of the config when omitted).
+
+    Parameters
+    ----------
+    compiled : CompiledConfig
+        The current config (from :class:`ConfigCache`), or any SDK config compiled by the SDK.
+    body : AssignIn
+        The request.
+
+    Returns
+    -------
+    list of Assignment
+        One per requested key, in request order (config order when ``experiments`` is omitted).
+    """
+    keys: Iterable[str] = (
+        body.experiments if body.experiments is not None else compiled.experiment_keys()
+    )
+    return [compiled.evaluate(key, body.unit_id, body.attributes) for key in keys]
+
+
+def render_assignments(assignments: Sequence[Assignment]) -> bytes:
+    """Serialize ``{assignments: [...]}`` (product.md §4) as JSON bytes.
+
+    Parameters
+    ----------
+    assignments : sequence of Assignment
+        What :func:`assign` returned.
+
+    Returns
+    -------
+    bytes
+        The response body.
+    """
+    return json.dumps(
+        {"assignments": [a.to_dict() for a in assignments]},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode()
+
+
+# A fixed namespace: exposure ids are UUIDv5 of (experiment, phase, unit, variant), so assigning the
+# same unit again produces the same event id and the events domain stores it once.
+EXPOSURE_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://trialbook.dev/exposure")
+
+
+def exposure_event_id(experiment: str, phase: int, unit_id: str, variant: str) -> str:
+    """Return the deterministic event id of a server-logged exposure.
+
+    Parameters
+    ----------
+    experiment : str
+        Experiment key.
+    phase : int
+        The phase the assignment belongs to.
+    unit_id : str
+        The unit.
+    variant : str
+        The variant assigned.
+
+    Returns
+    -------
+    str
+        A UUIDv5 (``json.dumps`` of the fields, so no separator can be forged by a unit id).
+    """
+    name = json.dumps([experiment, phase, unit_id, variant], ensure_ascii=False)
+    return str(uuid.uuid5(EXPOSURE_NAMESPACE, name))
+
+
+def exposures_for(
+    assignments: Sequence[Assignment], unit_id: str, now: datetime
+) -> list[dict[str, Any]]:
+    """Exposure events (``ExposureIn`` fields) for the assignments that count in an analysis.
+
+    Parameters
+    ----------
+    assignments : sequence of Assignment
+        The answers given.
+    unit_id : str
+        The unit.
+    now : datetime
+        The exposure timestamp (aware UTC).
+
+    Returns
+    -------
+    list of dict
+        Only for ``in_experiment`` answers (reason ``split``); overrides are never analysed.
+    """
+    out: list[dict[str, Any]] = []
+    for a in assignments:
+        if not a.in_experiment or a.variant is None or a.phase is None:
+            continue
+        out.append(
+            {
+                "event_id": exposure_event_id(a.experiment, a.phase, unit_id, a.variant),
+                "type": "exposure",
+                "experiment": a.experiment,
+                "variant": a.variant,
+                "unit_id": unit_id,
+                "timestamp": now,
+                "phase": a.phase,
+            }
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------ OFREP
+
+OFREP_REASONS: Final[Mapping[str, str]] = {
+    Reason.SPLIT.value: "SPLIT",
+    Reason.OVERRIDE.value: "TARGETING_MATCH",
+    Reason.NOT_RUNNING.value: "DISABLED",
+    Reason.NOT_TARGETED.value: "DEFAULT",
+    Reason.TRAFFIC_EXCLUDED.value: "DEFAULT",
+    Reason.LAYER_EXCLUDED.value: "DEFAULT",
+    Reason.HOLDOUT.value: "DEFAULT",
+}
+
+
+class OfrepError(Exception):
+    """A request-level OFREP failure: HTTP status, OpenFeature error code and details."""
+
+    def __init__(self, status: int, code: str, details: str) -> None:
+        super().__init__(details)
+        self.status = status
+        self.code = code
+        self.details = details
+
+
+def ofrep_parse(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """Parse an OFREP request body into ``(unit_id, attributes)``.
+
+    Parameters
+    ----------
+    raw : bytes
+        The request body: ``{context: {targetingKey, ...}}`` (empty means no context).
+
+    Returns
+    -------
+    tuple of (str, dict)
+        The targeting key and the other context fields (the attributes).
+
+    Raises
+    ------
+    OfrepError
+        400 ``PARSE_ERROR`` (not JSON), ``INVALID_CONTEXT`` (not an object, or a targeting key
+        that is not a string of at most 256 characters) or ``TARGETING_KEY_MISSING``.
+    """
+    payload: Any = {}
+    if raw.strip():
+        try:
+            payload = json.loads(raw)
+        except ValueError as exc:
+            raise OfrepError(400, "PARSE_ERROR", f"the request body is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise OfrepError(400, "INVALID_CONTEXT", "the request body must be an object {context}")
+    context = payload.get("context")
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        raise OfrepError(400, "INVALID_CONTEXT", "`context` must be an object")
+    key = context.get("targetingKey")
+    if key is None or key == "":
+        raise OfrepError(
+            400,
+            "TARGETING_KEY_MISSING",
+            "`context.targetingKey` is required: it is the unit id that is randomized",
+        )
+    if not isinstance(key, str) or len(key) > UNIT_ID_MAX:
+        raise OfrepError(
+            400,
+            "INVALID_CONTEXT",
+            f"`context.targetingKey` must be a string of at most {UNIT_ID_MAX} characters",
+        )
+    attributes = {k: v for k, v in context.items() if k != "targetingKey"}
+    return key, attributes
+
+
+def ofrep_result(assignment: Assignment) -> tuple[int, dict[str, Any]]:
+    """Translate one assignment into an OFREP evaluation (status, body).
+
+    Parameters
+    ----------
+    assignment : Assignment
+        From ``CompiledConfig.evaluate``.
+
+    Returns
+    -------
+    tuple of (int, dict)
+        200 ``{key, value, reason, variant, metadata}``; 404 ``FLAG_NOT_FOUND``; 500 ``GENERAL``
+        for an experiment the SDK could not evaluate (reason ``error``).
+    """
+    key = assignment.experiment
+    if assignment.reason is Reason.UNKNOWN_EXPERIMENT:
+        return 404, {
+            "key": key,
+            "errorCode": "FLAG_NOT_FOUND",
+            "errorDetails": f"no experiment '{key}' (archived, or never registered)",
+        }
+    reason = OFREP_REASONS.get(assignment.reason.value)
+    if reason is None or assignment.variant is None:
+        return 500, {
+            "key": key,
+            "errorCode": "GENERAL",
+            "errorDetails": f"experiment '{key}' could not be evaluated ({assignment.reason.value})",
+        }
+    metadata: dict[str, Any] = {
+        "in_experiment": assignment.in_experiment,
+        "reason": assignment.reason.value,
+    }
+    if assignment.phase is not None:
+        metadata["phase"] = assignment.phase
+    return 200, {
+        "key": key,
+        "value": assignment.variant,
+        "reason": reason,
+        "variant": assignment.variant,
+        "metadata": metadata,
+    }
+
+
+def ofrep_bulk(compiled: CompiledConfig, unit_id: str, attributes: Mapping[str, Any]) -> bytes:
+    """Evaluate every flag of the config for one context; return the canonical JSON body.
+
+    Parameters
+    ----------
+    compiled : CompiledConfig
+        The current config.
+    unit_id : str
+        The targeting key.
+    attributes : Mapping
+        The other context fields.
+
+    Returns
+    -------
+    bytes
+        ``{flags: [...]}``, one success or failure per experiment, sorted by key; canonical, so
+        its hash is the bulk ETag.
+    """
+    flags = []
+    for key in compiled.experiment_keys():
+        status, body = ofrep_result(compiled.evaluate(key, unit_id, attributes))
+        if status == 500:
+            body = {k: body[k] for k in ("key", "errorCode", "errorDetails")}
+        flags.append(body)
+    return canonical_json({"flags": flags})

@@ -1,0 +1,179 @@
+"""Event tables (exposure, conversion, exposure_unit) and the event schemas of product.md §5.
+
+Storage contract (other domains read these tables):
+
+- ``exposure``: one row per accepted exposure, ``event_id`` unique, ``late`` when it arrived for a
+  phase or experiment that had already ended.
+- ``conversion``: one row per accepted conversion, ``event_id`` unique, indexed on
+  (``name``, ``unit_id``, ``ts``) for the analysis.
+- ``exposure_unit``: one row per (experiment, phase, unit), maintained at ingestion in the same
+  transaction: the variant of the earliest exposure, its timestamp (``first_ts``) and whether the unit
+  saw more than one variant (``multiple``). The results engine reads this table and ``conversion``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field as PField,
+    TypeAdapter,
+)
+from sqlalchemy import Index
+from sqlmodel import Column, Field, SQLModel
+
+from service.db import UTCDateTime, utcnow
+
+MAX_EVENTS_PER_REQUEST = 10_000
+EVENT_ID_MAX = 64
+UNIT_ID_MAX = 256
+NAME_MAX = 200
+
+# ---------------------------------------------------------------------------------------- tables
+
+
+class Exposure(SQLModel, table=True):
+    """One accepted exposure: unit ``unit_id`` saw ``variant`` of an experiment's phase at ``ts``."""
+
+    __tablename__ = "exposure"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=EVENT_ID_MAX, unique=True)
+    experiment_id: int = Field(foreign_key="experiment.id", ondelete="CASCADE")
+    phase: int
+    variant: str = Field(max_length=64)
+    unit_id: str = Field(max_length=UNIT_ID_MAX)
+    ts: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    received_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    payload_hash: str = Field(max_length=32)
+    late: bool = False
+
+
+class Conversion(SQLModel, table=True):
+    """One accepted conversion: unit ``unit_id`` produced event ``name`` with ``value`` at ``ts``."""
+
+    __tablename__ = "conversion"
+    __table_args__ = (Index("ix_conversion_name_unit_ts", "name", "unit_id", "ts"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=EVENT_ID_MAX, unique=True)
+    name: str = Field(max_length=NAME_MAX)
+    unit_id: str = Field(max_length=UNIT_ID_MAX)
+    value: float = 1.0
+    ts: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    received_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    payload_hash: str = Field(max_length=32)
+
+
+class ExposureUnit(SQLModel, table=True):
+    """A unit's first exposure in an experiment's phase, and whether it saw several variants."""
+
+    __tablename__ = "exposure_unit"
+
+    experiment_id: int = Field(foreign_key="experiment.id", primary_key=True, ondelete="CASCADE")
+    phase: int = Field(primary_key=True)
+    unit_id: str = Field(max_length=UNIT_ID_MAX, primary_key=True)
+    variant: str = Field(max_length=64)
+    first_ts: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    multiple: bool = False
+
+
+# --------------------------------------------------------------------------------------- schemas
+
+
+def _timestamp_input(value: Any) -> Any:
+    """Accept an ISO-8601 string or a datetime; refuse numbers (a bare number has no time zone)."""
+    if isinstance(value, str | datetime):
+        return value
+    raise ValueError("timestamp must be an ISO-8601 string with a time zone, e.g. 2026-01-31T12:00:00Z")
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_input)]
+EventId = Annotated[
+    str,
+    PField(
+        min_length=1,
+        max_length=EVENT_ID_MAX,
+        pattern=r"^[\x21-\x7e]+$",
+        description="client-made unique id (a UUID; UUIDv7 recommended)",
+    ),
+]
+UnitId = Annotated[str, PField(min_length=1, max_length=UNIT_ID_MAX)]
+
+
+class ExposureIn(BaseModel):
+    """Unit ``unit_id`` saw ``variant`` of ``experiment`` at ``timestamp``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: EventId
+    type: Literal["exposure"]
+    experiment: str = PField(min_length=1, max_length=80)
+    variant: str = PField(min_length=1, max_length=64)
+    unit_id: UnitId
+    timestamp: Timestamp
+    phase: int | None = PField(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        strict=True,
+        description="the experiment phase the unit was assigned in; default the current phase",
+    )
+
+
+class ConversionIn(BaseModel):
+    """Unit ``unit_id`` produced event ``name`` with ``value`` at ``timestamp``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: EventId
+    type: Literal["conversion"]
+    name: str = PField(min_length=1, max_length=NAME_MAX)
+    unit_id: UnitId
+    value: float = PField(default=1.0, strict=True, allow_inf_nan=False)
+    timestamp: Timestamp
+
+
+EventIn = Annotated[ExposureIn | ConversionIn, PField(discriminator="type")]
+event_adapter: TypeAdapter[ExposureIn | ConversionIn] = TypeAdapter(EventIn)
+
+
+class EventBatchIn(BaseModel):
+    """The body of ``POST /v1/events`` (for the OpenAPI document; the route parses per event)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = PField(max_length=MAX_EVENTS_PER_REQUEST)
+
+
+class RejectedEvent(BaseModel):
+    """One event that was not stored, with its position in the batch and why."""
+
+    index: int
+    error: str
+    code: str = PField(
+        description="invalid, unknown_experiment, unknown_variant, unknown_phase, not_started"
+    )
+
+
+class IngestResult(BaseModel):
+    """Per-batch verdicts: every event is counted in exactly one of the four outcomes."""
+
+    accepted: int = PField(description="new events stored by this request")
+    duplicates: int = PField(description="events already stored with the same payload")
+    conflicts: int = PField(
+        description="events whose event_id is stored with a different payload (the first is kept)"
+    )
+    rejected: list[RejectedEvent]
+    late: int = PField(
+        description="of the accepted exposures, those for a phase or experiment that had ended"
+    )

@@ -1,0 +1,1 @@
+"""Portfolio insights, from outcome snapshots taken when experiments stop and conclude."""

@@ -1,0 +1,1 @@
+"""Protocol templates: an organisation's standard defaults and rules, versioned; and approval."""

@@ -1,0 +1,382 @@
+"""Template rules: versioned CRUD, defaults and rule checks at experiment creation, approval."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from service.db import utcnow
+from service.deps import Principal
+from service.errors import (
+    ConflictError,
+    FieldError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationFailedError,
+)
+from service.experiments import service as experiments
+from service.experiments.models import (
+    Experiment,
+    ExperimentCreate,
+    ExperimentPublic,
+    Status,
+    StructuredHypothesis,
+)
+from service.metrics.models import Metric
+from service.templates.models import (
+    ProtocolTemplate,
+    ProtocolTemplateVersion,
+    TemplateCreate,
+    TemplateDefaults,
+    TemplatePublic,
+    TemplateRules,
+    TemplateUpdate,
+)
+
+# --------------------------------------------------------------------------------------- CRUD
+
+
+def _public(tpl: ProtocolTemplate, ver: ProtocolTemplateVersion) -> TemplatePublic:
+    return TemplatePublic(
+        key=tpl.key,
+        version=ver.version,
+        latest_version=tpl.latest_version,
+        is_default=tpl.is_default,
+        name=ver.name,
+        description=ver.description,
+        defaults=TemplateDefaults.model_validate(ver.defaults),
+        rules=TemplateRules.model_validate(ver.rules),
+        created_by=ver.created_by,
+        created_at=ver.created_at,
+    )
+
+
+def get_template_row(session: Session, key: str) -> ProtocolTemplate:
+    row = session.exec(select(ProtocolTemplate).where(ProtocolTemplate.key == key)).first()
+    if row is None:
+        raise NotFoundError(f"No template with key '{key}'.")
+    return row
+
+
+def get_version_row(
+    session: Session, tpl: ProtocolTemplate, version: int | None = None
+) -> ProtocolTemplateVersion:
+    wanted = tpl.latest_version if version is None else version
+    row = session.exec(
+        select(ProtocolTemplateVersion).where(
+            ProtocolTemplateVersion.template_id == tpl.id,
+            ProtocolTemplateVersion.version == wanted,
+        )
+    ).first()
+    if row is None:
+        raise NotFoundError(f"Template '{tpl.key}' has no version {wanted}.")
+    return row
+
+
+def _clear_default(session: Session, keep: ProtocolTemplate) -> None:
+    for other in session.exec(
+        select(ProtocolTemplate).where(
+            col(ProtocolTemplate.is_default).is_(True), ProtocolTemplate.id != keep.id
+        )
+    ).all():
+        other.is_default = False
+        session.add(other)
+
+
+def _add_version(
+    session: Session,
+    tpl: ProtocolTemplate,
+    version: int,
+    body: TemplateCreate | TemplateUpdate,
+    who: Principal,
+) -> ProtocolTemplateVersion:
+    assert tpl.id is not None
+    ver = ProtocolTemplateVersion(
+        template_id=tpl.id,
+        version=version,
+        name=body.name,
+        description=body.description,
+        defaults=body.defaults.model_dump(mode="json", exclude_none=True),
+        rules=body.rules.model_dump(mode="json"),
+        created_by=who.actor,
+    )
+    session.add(ver)
+    return ver
+
+
+def create_template(session: Session, body: TemplateCreate, who: Principal) -> TemplatePublic:
+    """Create a template at version 1."""
+    if session.exec(
+        select(ProtocolTemplate.id).where(ProtocolTemplate.key == body.key)
+    ).first() is not None:
+        raise ConflictError(
+            f"A template with key '{body.key}' already exists; PUT a new version instead.",
+            code="duplicate_key",
+        )
+    tpl = ProtocolTemplate(key=body.key, is_default=body.is_default, latest_version=1)
+    session.add(tpl)
+    session.flush()
+    if body.is_default:
+        _clear_default(session, tpl)
+    ver = _add_version(session, tpl, 1, body, who)
+    session.commit()
+    return _public(tpl, ver)
+
+
+def update_template(
+    session: Session, key: str, body: TemplateUpdate, who: Principal
+) -> TemplatePublic:
+    """Write a new version; experiments registered under older versions keep theirs."""
+    tpl = get_template_row(session, key)
+    tpl.latest_version += 1
+    if body.is_default is not None:
+        tpl.is_default = body.is_default
+        if body.is_default:
+            _clear_default(session, tpl)
+    session.add(tpl)
+    ver = _add_version(session, tpl, tpl.latest_version, body, who)
+    session.commit()
+    return _public(tpl, ver)
+
+
+def get_template(session: Session, key: str, version: int | None = None) -> TemplatePublic:
+    tpl = get_template_row(session, key)
+    return _public(tpl, get_version_row(session, tpl, version))
+
+
+def list_templates(session: Session) -> list[TemplatePublic]:
+    """The latest version of every template, by key."""
+    out = []
+    for tpl in session.exec(select(ProtocolTemplate).order_by(col(ProtocolTemplate.key))).all():
+        out.append(_public(tpl, get_version_row(session, tpl)))
+    return out
+
+
+def list_versions(session: Session, key: str) -> list[TemplatePublic]:
+    tpl = get_template_row(session, key)
+    rows = session.exec(
+        select(ProtocolTemplateVersion)
+        .where(ProtocolTemplateVersion.template_id == tpl.id)
+        .order_by(col(ProtocolTemplateVersion.version))
+    ).all()
+    return [_public(tpl, v) for v in rows]
+
+
+# ------------------------------------------------------------------------- defaults and rules
+
+
+def apply_defaults(body: ExperimentCreate, defaults: TemplateDefaults) -> ExperimentCreate:
+    """Fill the fields the request did not set (``model_fields_set``) from the template."""
+    update: dict[str, Any] = {}
+    for name in ("alpha", "power", "attribution_window_hours"):
+        value = getattr(defaults, name)
+        if value is not None and name not in body.model_fields_set:
+            update[name] = value
+    given = body.analysis.model_fields_set if "analysis" in body.model_fields_set else set()
+    analysis_update = {
+        k: v
+        for k, v in defaults.analysis.model_dump(exclude_none=True).items()
+        if k not in given
+    }
+    if analysis_update:
+        # model_validate keeps the result strict-checked and fields_set accurate.
+        merged = body.analysis.model_dump() | analysis_update
+        update["analysis"] = type(body.analysis).model_validate(merged)
+    if not update:
+        return body
+    data = body.model_dump(exclude_unset=True) | {
+        k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in update.items()
+    }
+    return ExperimentCreate.model_validate(data)
+
+
+def _planned_days(session: Session, body: ExperimentCreate) -> int | None:
+    metric = session.exec(select(Metric).where(Metric.key == body.primary_metric.metric)).first()
+    probe = Experiment(
+        key=body.key,
+        title=body.title,
+        owner=body.owner,
+        hypothesis="",
+        seed="",
+        created_by="",
+        variants=[v.model_dump(mode="json") for v in body.variants],
+        traffic_fraction=body.traffic_fraction,
+        primary_metric=body.primary_metric.metric,
+        primary_mde=body.primary_metric.mde,
+        alpha=body.alpha,
+        power=body.power,
+        baseline=body.baseline.model_dump(mode="json") if body.baseline else None,
+        expected_daily_units=body.expected_daily_units,
+        analysis={},
+    )
+    try:
+        _, days = experiments.compute_plan(probe, metric)
+    except ValidationFailedError:
+        return None  # the protocol's own validation reports the bad plan
+    return days
+
+
+def rule_errors(
+    session: Session, body: ExperimentCreate, rules: TemplateRules, label: str
+) -> list[FieldError]:
+    """Every violated template rule, each message starting with the rule's name."""
+    errors: list[FieldError] = []
+
+    def fail(field: str, rule: str, message: str) -> None:
+        errors.append(FieldError(field=field, message=f"template.{rule}: {message} ({label})"))
+
+    guards = {g.metric: (i, g.margin) for i, g in enumerate(body.guardrails)}
+    for req in rules.required_guardrails:
+        if req.metric not in guards:
+            fail(
+                "guardrails",
+                "required_guardrail",
+                f"every experiment guards '{req.metric}' with margin ≤ {req.max_margin:g}; "
+                f"add {{metric: '{req.metric}', margin: {req.max_margin:g}}}",
+            )
+        else:
+            i, margin = guards[req.metric]
+            if margin > req.max_margin:
+                fail(
+                    f"guardrails.{i}.margin",
+                    "required_guardrail",
+                    f"the margin on '{req.metric}' is {margin:g}; it may be at most "
+                    f"{req.max_margin:g}",
+                )
+    allowed = rules.allowed_primary_metrics
+    if allowed is not None and body.primary_metric.metric not in allowed:
+        fail(
+            "primary_metric.metric",
+            "allowed_primary_metrics",
+            f"'{body.primary_metric.metric}' is not an allowed primary metric; use one of "
+            f"{sorted(allowed)}",
+        )
+    if rules.require_structured_hypothesis and not isinstance(
+        body.hypothesis, StructuredHypothesis
+    ):
+        fail(
+            "hypothesis",
+            "structured_hypothesis",
+            "give the hypothesis as {change, population, expected_outcome, rationale}",
+        )
+    cap = rules.max_secondary_metrics
+    if cap is not None and len(body.secondary_metrics) > cap:
+        fail(
+            "secondary_metrics",
+            "max_secondary_metrics",
+            f"{len(body.secondary_metrics)} secondary metrics; at most {cap} are allowed",
+        )
+    minimum = rules.minimum_duration_days
+    if minimum is not None:
+        days = _planned_days(session, body)
+        if days is None:
+            fail(
+                "expected_daily_units",
+                "minimum_duration",
+                f"the template needs a planned duration of at least {minimum} days: give "
+                "`baseline` and `expected_daily_units` so that it can be computed",
+            )
+        elif days < minimum:
+            fail(
+                "expected_daily_units",
+                "minimum_duration",
+                f"the planned duration is {days} days; the minimum is {minimum} days (lower "
+                "expected_daily_units or traffic_fraction, or a smaller mde needs more units)",
+            )
+    return errors
+
+
+def resolve_template(
+    session: Session, key: str | None
+) -> tuple[ProtocolTemplate, ProtocolTemplateVersion] | None:
+    """The named template (latest version), or the organisation default, or none."""
+    if key is not None:
+        tpl = session.exec(select(ProtocolTemplate).where(ProtocolTemplate.key == key)).first()
+        if tpl is None:
+            raise ValidationFailedError.on(
+                "template", f"no template '{key}'; list them with GET /v1/templates"
+            )
+    else:
+        tpl = session.exec(
+            select(ProtocolTemplate).where(col(ProtocolTemplate.is_default).is_(True))
+        ).first()
+        if tpl is None:
+            return None
+    return tpl, get_version_row(session, tpl)
+
+
+def protocol_hook(
+    session: Session, body: ExperimentCreate, who: Principal
+) -> tuple[ExperimentCreate, str | None, int | None]:
+    """Registered in ``experiments.service.protocol_hooks``: defaults, then rules (422)."""
+    found = resolve_template(session, body.template)
+    if found is None:
+        return body, None, None
+    tpl, ver = found
+    body = apply_defaults(body, TemplateDefaults.model_validate(ver.defaults))
+    errors = rule_errors(
+        session, body, TemplateRules.model_validate(ver.rules), f"template '{tpl.key}' v{ver.version}"
+    )
+    if errors:
+        raise ValidationFailedError(
+            "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors
+        )
+    return body, tpl.key, ver.version
+
+
+def rules_of(session: Session, exp: Experiment) -> TemplateRules | None:
+    """The rules of the template version the experiment was registered under."""
+    if exp.template is None or exp.template_version is None:
+        return None
+    tpl = session.exec(select(ProtocolTemplate).where(ProtocolTemplate.key == exp.template)).first()
+    if tpl is None:
+        return None
+    return TemplateRules.model_validate(get_version_row(session, tpl, exp.template_version).rules)
+
+
+# ----------------------------------------------------------------------------------- approval
+
+
+def approval_check(session: Session, exp: Experiment, who: Principal) -> None:
+    """Registered in ``experiments.service.start_checks``: refuse start without approval."""
+    rules = rules_of(session, exp)
+    if rules is not None and rules.approval_required and exp.approved_by is None:
+        raise ConflictError(
+            f"Template '{exp.template}' v{exp.template_version} requires an approval before start: "
+            f"an editor other than the creator and the owner calls "
+            f"POST /v1/experiments/{exp.key}/approve.",
+            code="approval_required",
+        )
+
+
+def approve(session: Session, key: str, who: Principal, note: str | None) -> ExperimentPublic:
+    """Record an approval by someone other than the experiment's creator and owner."""
+    exp = experiments.get_row(session, key)
+    if exp.status != Status.draft.value:
+        raise ConflictError(
+            f"Only a draft is approved before start; '{key}' is '{exp.status}'.",
+            code="illegal_transition",
+        )
+    if exp.approved_by is not None:
+        raise ConflictError(f"'{key}' was already approved by {exp.approved_by}.", code="approved")
+    # The creator is known exactly (the key that created it); the owner is a free-form name, so
+    # a key whose name equals the owner field is taken to be the owner.
+    if who.actor == exp.created_by or who.name == exp.owner:
+        raise PermissionDeniedError(
+            "An experiment is approved by someone other than its creator and owner; "
+            "ask another editor.",
+            code="self_approval",
+        )
+    exp.approved_by = who.actor
+    exp.updated_at = utcnow()
+    session.add(exp)
+    experiments.audit(session, exp, who.actor, "approve", note=note)
+    session.commit()
+    return experiments.to_public(session, exp)
+
+
+if protocol_hook not in experiments.protocol_hooks:
+    experiments.protocol_hooks.append(protocol_hook)
+if approval_check not in experiments.start_checks:
+    experiments.start_checks.append(approval_check)

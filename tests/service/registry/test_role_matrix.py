@@ -1,0 +1,57 @@
+"""Every endpoint × every role: no key → 401, a role the endpoint does not admit → 403.
+
+The matrix is read from the application itself, so every endpoint added later joins it; an
+endpoint without a role requirement must be listed in PUBLIC with a reason, or this test fails.
+"""
+
+import re
+
+import pytest
+from fastapi.routing import APIRoute
+
+from service.keys.models import Role
+
+# path -> why it needs no API key
+PUBLIC = {
+    "/healthz": "liveness probe",
+}
+
+def _allowed_roles(route: APIRoute) -> frozenset[Role] | None:
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        roles = getattr(dep.call, "allowed_roles", None)
+        if roles is not None:
+            return roles
+        stack.extend(dep.dependencies)
+    return None
+
+def _routes():
+    from service.main import create_app
+
+    app = create_app()
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+                yield method, route
+
+ROUTES = list(_routes())
+
+@pytest.mark.parametrize(("method", "route"), ROUTES, ids=[f"{m} {r.path}" for m, r in ROUTES])
+def test_every_endpoint_requires_a_key_with_the_right_role(client, keys, method, route):
+    allowed = _allowed_roles(route)
+    if allowed is None:
+        assert route.path in PUBLIC or route.path.startswith("/ofrep/"), (
+            f"{method} {route.path} has no role requirement: add require(...) or list it in PUBLIC"
+        )
+        return
+    path = re.sub(r"\{[^}]+\}", "1", route.path)
+    r = client.request(method, path)
+    assert r.status_code == 401, (method, path, r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/problem+json")
+    for role in Role:
+        r = client.request(method, path, headers=keys[role.value])
+        if role in allowed:
+            assert r.status_code not in (401, 403), (method, path, role, r.text)
+        else:
+            assert r.status_code == 403, (method, path, role, r.status_code, r.text)
