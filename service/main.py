@@ -12,18 +12,42 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.alerts.routes import router as alerts_router
+from service.insights.routes import router as insights_router
+from service.templates.routes import approval_router, router as templates_router
+from service.webhooks.routes import router as webhooks_router
+from service.analysis.routes import router as analysis_router
+from service.assignment.routes import ofrep_router
+from service.assignment.routes import router as assignment_router
 from service.config import get_settings
 from service.db import open_session
 from service.errors import Problem, install_error_handlers, problem_response
+from service.events.routes import router as events_router
 from service.experiments.routes import layers_router
 from service.experiments.routes import router as experiments_router
 from service.keys.routes import router as keys_router
 from service.keys.service import bootstrap_admin
 from service.metrics.routes import router as metrics_router
+from service.reports.routes import router as reports_router
 
 log = logging.getLogger("trialbook")
 
-ROUTERS = [keys_router, metrics_router, experiments_router, layers_router]
+ROUTERS = [
+    keys_router,
+    metrics_router,
+    experiments_router,
+    layers_router,
+    events_router,
+    analysis_router,
+    assignment_router,
+    ofrep_router,
+    reports_router,
+    templates_router,
+    approval_router,
+    alerts_router,
+    webhooks_router,
+    insights_router,
+]
 
 
 class BodyLimitMiddleware:
@@ -143,10 +167,19 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
     components["Problem"] = problem
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
+    problem_ref = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path_item in schema.get("paths", {}).values():
         for op in path_item.values():
             if not isinstance(op, dict) or "responses" not in op:
                 continue
+            if "requestBody" in op:
+                # Every body can be malformed JSON (400) or too large (413).
+                op["responses"].setdefault(
+                    "400", {"description": "Malformed JSON", "content": problem_ref}
+                )
+                op["responses"].setdefault(
+                    "413", {"description": "Request body too large", "content": problem_ref}
+                )
             resp = op["responses"].get("422")
             if resp is not None:
                 op["responses"]["422"] = {

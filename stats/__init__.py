@@ -61,8 +61,9 @@ Output: :class:`AnalysisResult` ``{srm, metrics, alpha, correction}``
 Decision rules (see :func:`analyze`)
     Family = every primary/secondary metric × treatment; p-values adjusted with the
     correction; ``significant = p_value_adjusted < alpha``. The decision p-value is
-    the CUPED-adjusted one when CUPED applies, and the always-valid one when
-    ``sequential``. Guardrails are outside the family.
+    the absolute test's (Welch, or delta method for ratios; CUPED is reported beside
+    it, product.md §6), the always-valid one when ``sequential``. Guardrails are
+    outside the family.
 
 Errors
     ``ValueError`` for misuse (α outside (0, 1), negative n, unknown correction,

@@ -206,9 +206,10 @@ def _compare(
                     if nc >= 2 and nt >= 2:
                         _add(warnings, codes.CUPED_NO_COVARIATE_VARIANCE)
                 else:
+                    # Reported beside the unadjusted result (product.md §6): the family,
+                    # sequential, Bayesian and guardrail blocks all read the unadjusted tests.
                     cuped = outcome.result
                     cuped_applied = True
-                    basis_abs, basis_rel = cuped.absolute, cuped.relative
     else:  # pragma: no cover - MetricInput validates the summary types
         raise ValueError(f"metric {metric.key!r}: mixed summary types")
     if absolute.std_error == 0.0:
@@ -309,10 +310,11 @@ def analyze(
 
     Notes
     -----
-    *Decision basis.* When CUPED is on and applicable, the CUPED-adjusted
-    estimates feed the sequential, Bayesian and guardrail layers and the
-    multiple-testing family (``cuped_applied`` is true); ``absolute`` and
-    ``relative`` always stay the unadjusted results. With ``sequential``, the
+    *Decision basis.* As product.md §6 says, the p-values of the absolute
+    tests form the multiple-testing family, and the sequential, Bayesian and
+    guardrail layers read the unadjusted absolute and relative results. CUPED
+    (``cuped_applied`` is true when it could be computed) is reported beside
+    them in ``cuped`` and never changes the decision. With ``sequential``, the
     family uses the always-valid p-value of the absolute difference
     (``inference`` = "sequential"), otherwise the fixed-horizon one.
 

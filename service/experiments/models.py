@@ -242,33 +242,36 @@ class ExperimentCreate(ProtocolFields):
 
 
 class ExperimentUpdate(BaseModel):
-    """A partial update. In `draft` everything may change; later only the always-editable fields."""
+    """A partial update. In `draft` everything may change; later only the always-editable fields.
+
+    Fields typed without ``None`` may be omitted but not set to null.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = PField(default=None, min_length=1, max_length=300, pattern=r"\S")
-    owner: str | None = PField(default=None, min_length=1, max_length=200, pattern=r"\S")
+    title: str = PField(default=None, min_length=1, max_length=300, pattern=r"\S")
+    owner: str = PField(default=None, min_length=1, max_length=200, pattern=r"\S")
     description: str | None = PField(default=None, max_length=10_000)
-    hypothesis: NonEmpty | StructuredHypothesis | None = None
-    randomization_unit: str | None = PField(default=None, pattern=ATTRIBUTE_PATTERN)
-    variants: list[VariantIn] | None = PField(default=None, min_length=2, max_length=20)
-    traffic_fraction: Fraction | None = None
+    hypothesis: NonEmpty | StructuredHypothesis = PField(default=None)
+    randomization_unit: str = PField(default=None, pattern=ATTRIBUTE_PATTERN)
+    variants: list[VariantIn] = PField(default=None, min_length=2, max_length=20)
+    traffic_fraction: Fraction = PField(default=None)
     targeting: dict[str, Any] | None = None
-    overrides: dict[Annotated[str, PField(min_length=1, max_length=200)], str] | None = PField(
+    overrides: dict[Annotated[str, PField(min_length=1, max_length=200)], str] = PField(
         default=None, max_length=1000
     )
-    primary_metric: PrimaryMetricIn | None = None
-    secondary_metrics: list[MetricKey] | None = PField(default=None, max_length=20)
-    guardrails: list[GuardrailIn] | None = PField(default=None, max_length=20)
-    alpha: float | None = PField(default=None, gt=0, lt=0.5, strict=True)
-    power: float | None = PField(default=None, ge=0.5, lt=1, strict=True)
+    primary_metric: PrimaryMetricIn = PField(default=None)
+    secondary_metrics: list[MetricKey] = PField(default=None, max_length=20)
+    guardrails: list[GuardrailIn] = PField(default=None, max_length=20)
+    alpha: float = PField(default=None, gt=0, lt=0.5, strict=True)
+    power: float = PField(default=None, ge=0.5, lt=1, strict=True)
     baseline: Baseline | None = None
     expected_daily_units: PositiveFloat | None = None
     attribution_window_hours: PositiveFloat | None = None
-    analysis: AnalysisSettings | None = None
+    analysis: AnalysisSettings = PField(default=None)
     layer: str | None = PField(default=None, pattern=KEY_PATTERN)
     layer_allocation: Fraction | None = None
-    tags: list[Annotated[str, PField(min_length=1, max_length=50)]] | None = PField(
+    tags: list[Annotated[str, PField(min_length=1, max_length=50)]] = PField(
         default=None, max_length=50
     )
 
@@ -401,7 +404,7 @@ class LayerUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str | None = PField(default=None, max_length=2000)
-    holdout_fraction: float | None = PField(default=None, ge=0, lt=1, strict=True)
+    holdout_fraction: float = PField(default=None, ge=0, lt=1, strict=True)
 
 
 class LayerExperimentOut(BaseModel):

@@ -24,7 +24,7 @@ def list_keys(session: SessionDep, _: AdminDep) -> ApiKeyList:
     return ApiKeyList(items=service.list_keys(session))
 
 
-@router.delete("/{key_id}", response_model=ApiKeyPublic, responses=responses(404, 422))
-def revoke_key(key_id: int, session: SessionDep, _: AdminDep) -> ApiKeyPublic:
-    """Revoke an API key."""
-    return service.revoke_key(session, key_id)
+@router.delete("/{key_id}", response_model=ApiKeyPublic, responses=responses(404, 409, 422))
+def revoke_key(key_id: int, session: SessionDep, who: AdminDep) -> ApiKeyPublic:
+    """Revoke an API key (not the one making the request)."""
+    return service.revoke_key(session, key_id, caller_key_id=who.key_id)

@@ -10,7 +10,7 @@ import secrets
 from sqlmodel import Session, select
 
 from service.db import utcnow
-from service.errors import NotFoundError
+from service.errors import ConflictError, NotFoundError
 from service.keys.models import ApiKey, ApiKeyCreated, ApiKeyPublic, Role
 
 log = logging.getLogger("trialbook")
@@ -70,10 +70,15 @@ def list_keys(session: Session) -> list[ApiKeyPublic]:
     return [to_public(r) for r in rows]
 
 
-def revoke_key(session: Session, key_id: int) -> ApiKeyPublic:
+def revoke_key(session: Session, key_id: int, *, caller_key_id: int) -> ApiKeyPublic:
     row = session.get(ApiKey, key_id)
     if row is None:
         raise NotFoundError(f"No API key with id {key_id}.")
+    if key_id == caller_key_id:
+        raise ConflictError(
+            "An admin cannot revoke the key it is calling with; revoke it with another admin key.",
+            code="revoke_own_key",
+        )
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.add(row)

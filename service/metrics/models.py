@@ -110,14 +110,14 @@ class MetricUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = PField(default=None, min_length=1, max_length=200)
+    name: str = PField(default=None, min_length=1, max_length=200)
     description: str | None = PField(default=None, max_length=5000)
-    type: MetricType | None = None
-    event: EventName | None = None
-    aggregation: Aggregation | None = None
-    numerator_event: EventName | None = None
-    denominator_event: EventName | None = None
-    higher_is_better: StrictBool | None = None
+    type: MetricType = PField(default=None)
+    event: EventName = PField(default=None)
+    aggregation: Aggregation = PField(default=None)
+    numerator_event: EventName = PField(default=None)
+    denominator_event: EventName = PField(default=None)
+    higher_is_better: StrictBool = PField(default=None)
     winsorize_lower: Percentile | None = None
     winsorize_upper: Percentile | None = None
 

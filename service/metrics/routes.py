@@ -28,7 +28,7 @@ def list_metrics(
     session: SessionDep,
     _: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> MetricList:
     """List metrics."""
     return service.list_metrics(session, limit=limit, offset=offset)

@@ -50,16 +50,17 @@ def test_family_is_primary_and_secondary_times_treatments_with_holm() -> None:
     assert g.guardrail is not None and g.guardrail.margin == 0.05
 
 
-def test_cuped_result_feeds_the_decision_and_unadjusted_stays_reported() -> None:
+def test_cuped_is_reported_beside_the_unadjusted_test_that_drives_the_decision() -> None:
     m = _mean_metric("p", "primary", 4, shift=0.2)
     res = analyze([m], control="control", settings=AnalysisSettings(cuped=True, correction="none"))
     comp = res.metrics[0].comparisons[0]
     assert comp.cuped_applied and comp.cuped is not None
-    assert comp.p_value_adjusted == comp.cuped.absolute.p_value
     c, t = m.variants["control"], m.variants["b"]
     assert isinstance(c, MeanSummary) and isinstance(t, MeanSummary)
     plain = welch_test(c.mean, c.variance, c.n, t.mean, t.variance, t.n)
     assert comp.absolute == plain
+    assert comp.p_value_adjusted == plain.p_value  # product.md §6: the absolute test's p-value
+    assert comp.cuped.absolute.p_value != plain.p_value
     assert comp.cuped.variance_reduction > 0.3  # x = pre + noise of equal variance: rho^2 = 0.5
 
 

@@ -37,6 +37,14 @@ def test_revoking_an_unknown_key_is_404(client, admin):
     assert client.delete("/v1/keys/999999", headers=admin).status_code == 404
 
 
+def test_an_admin_cannot_revoke_its_own_key(client, admin):
+    me = next(k for k in client.get("/v1/keys", headers=admin).json()["items"]
+              if k["name"] == "test-admin")
+    r = client.delete(f"/v1/keys/{me['id']}", headers=admin)
+    assert r.status_code == 409 and r.json()["code"] == "revoke_own_key"
+    assert client.get("/v1/keys", headers=admin).status_code == 200
+
+
 def test_invalid_role_is_a_422_naming_the_field(client, admin):
     r = client.post("/v1/keys", json={"name": "x", "role": "root"}, headers=admin)
     assert r.status_code == 422
