@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, routing
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,14 +33,15 @@ from service.reports.routes import router as reports_router
 log = logging.getLogger("trialbook")
 
 ROUTERS = [
+    # First: the SDK hot path (POST /v1/assign) is matched before every other route.
+    assignment_router,
+    ofrep_router,
     keys_router,
     metrics_router,
     experiments_router,
     layers_router,
     events_router,
     analysis_router,
-    assignment_router,
-    ofrep_router,
     reports_router,
     templates_router,
     approval_router,
@@ -141,13 +142,21 @@ def create_app() -> FastAPI:
         """Liveness probe."""
         return {"status": "ok"}
 
-    for route in app.routes:
+    for _path, _methods, route in api_routes(app):
         # One-line route docstrings become the OpenAPI summary.
-        if isinstance(route, APIRoute) and route.summary is None and route.endpoint.__doc__:
+        if route.summary is None and route.endpoint.__doc__:
             route.summary = route.endpoint.__doc__.strip().splitlines()[0]
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def api_routes(app: FastAPI) -> Iterator[tuple[str, set[str], APIRoute]]:
+    """Every API route with its full path and methods (included routers flattened)."""
+    for context in routing.iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, APIRoute) and context.path_format is not None:
+            yield context.path_format, set(context.methods or ()), route
 
 
 def custom_openapi(app: FastAPI) -> dict[str, Any]:

@@ -7,8 +7,9 @@ Storage contract (other domains read these tables):
 - ``conversion``: one row per accepted conversion, ``event_id`` unique, indexed on
   (``name``, ``unit_id``, ``ts``) for the analysis.
 - ``exposure_unit``: one row per (experiment, phase, unit), maintained at ingestion in the same
-  transaction: the variant of the earliest exposure, its timestamp (``first_ts``) and whether the unit
-  saw more than one variant (``multiple``). The results engine reads this table and ``conversion``.
+  transaction: the variant of the earliest exposure, its timestamp (``first_ts``) and whether the
+  unit saw more than one variant (``multiple``). The results engine reads this table and
+  ``conversion``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Field as PField,
     TypeAdapter,
+)
+from pydantic import (
+    Field as PField,
 )
 from sqlalchemy import Index
 from sqlmodel import Column, Field, SQLModel
@@ -38,7 +41,7 @@ NAME_MAX = 200
 
 
 class Exposure(SQLModel, table=True):
-    """One accepted exposure: unit ``unit_id`` saw ``variant`` of an experiment's phase at ``ts``."""
+    """One accepted exposure: ``unit_id`` saw ``variant`` of an experiment's phase at ``ts``."""
 
     __tablename__ = "exposure"
 
@@ -57,7 +60,7 @@ class Exposure(SQLModel, table=True):
 
 
 class Conversion(SQLModel, table=True):
-    """One accepted conversion: unit ``unit_id`` produced event ``name`` with ``value`` at ``ts``."""
+    """One accepted conversion: ``unit_id`` produced event ``name`` with ``value`` at ``ts``."""
 
     __tablename__ = "conversion"
     __table_args__ = (Index("ix_conversion_name_unit_ts", "name", "unit_id", "ts"),)
@@ -94,7 +97,9 @@ def _timestamp_input(value: Any) -> Any:
     """Accept an ISO-8601 string or a datetime; refuse numbers (a bare number has no time zone)."""
     if isinstance(value, str | datetime):
         return value
-    raise ValueError("timestamp must be an ISO-8601 string with a time zone, e.g. 2026-01-31T12:00:00Z")
+    raise ValueError(
+        "timestamp must be an ISO-8601 string with a time zone, e.g. 2026-01-31T12:00:00Z"
+    )
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_input)]

@@ -16,8 +16,9 @@ Flow of a ``POST /v1/events`` request (:func:`ingest_body`):
 
 Insert statements:
 
-- SQLite: ``INSERT ... VALUES (...), ... ON CONFLICT(event_id) DO NOTHING RETURNING event_id``
-  through the driver connection (one statement per 500 rows).
+- SQLite: ``executemany`` of ``INSERT ... ON CONFLICT(event_id) DO NOTHING`` through the driver
+  connection; the inserted rows are known from ``total_changes`` and, when some were already
+  stored, from the rowids above the maximum before the insert (the write lock is held).
 - PostgreSQL: ``COPY`` into a temporary staging table, then ``INSERT ... SELECT ... ORDER BY
   event_id ON CONFLICT (event_id) DO NOTHING RETURNING event_id``. The ordering (also used for the
   ``exposure_unit`` upsert) makes concurrent transactions take row locks in the same order, so they
@@ -32,17 +33,17 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from service.config import get_settings
-from service.db import open_session, utcnow
+from service.db import get_engine, open_session, utcnow
 from service.errors import (
     AppError,
     FieldError,
@@ -53,6 +54,7 @@ from service.errors import (
 from service.events.models import (
     MAX_EVENTS_PER_REQUEST,
     ConversionIn,
+    EventBatchIn,
     EventIn,
     ExposureIn,
     IngestResult,
@@ -140,16 +142,24 @@ def parse_batch(body: bytes) -> tuple[list[tuple[int, EventIn]], list[RejectedEv
     PayloadTooLargeError
         More than 10,000 events (413).
     """
+    # Fast path: one pass of pydantic's JSON validator over the whole batch (no Python dicts).
+    # Any problem, and the slow path below says which events are bad and why.
+    try:
+        batch = EventBatchIn.model_validate_json(body)
+    except ValidationError:
+        pass
+    else:
+        return list(enumerate(batch.events)), []
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJsonError(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValidationFailedError.on("body", "send an object: {\"events\": [...]}")
+        raise ValidationFailedError.on("body", 'send an object: {"events": [...]}')
     extra = sorted(set(data) - {"events"})
     if extra:
         raise ValidationFailedError(
-            f"unknown fields {extra}; the body is {{\"events\": [...]}}",
+            f'unknown fields {extra}; the body is {{"events": [...]}}',
             errors=[FieldError(field=k, message="unknown field") for k in extra],
         )
     events = data.get("events")
@@ -195,16 +205,18 @@ def payload_hash(event: EventIn) -> str:
         32 hexadecimal characters (BLAKE2b, 128 bits).
     """
     ts = _utc(event.timestamp).isoformat()
+    # Strings are length-prefixed so that no choice of separator inside them can make two
+    # different payloads encode alike.
     if isinstance(event, ExposureIn):
-        fields: list[Any] = [
-            "exposure", event.event_id, event.experiment, event.variant, event.unit_id, ts,
-            event.phase,
-        ]  # fmt: skip
+        e, x, v, u = event.event_id, event.experiment, event.variant, event.unit_id
+        canonical = (
+            f"exposure|{len(e)}:{e}|{len(x)}:{x}|{len(v)}:{v}|{len(u)}:{u}|{ts}|{event.phase}"
+        )
     else:
-        # + 0.0 maps -0.0 to 0.0: the same value.
-        fields = ["conversion", event.event_id, event.name, event.unit_id, event.value + 0.0, ts]
-    canonical = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
+        e, n, u = event.event_id, event.name, event.unit_id
+        # + 0.0 maps -0.0 to 0.0 (the same value); repr of a float round-trips exactly.
+        canonical = f"conversion|{len(e)}:{e}|{len(n)}:{n}|{len(u)}:{u}|{ts}|{event.value + 0.0!r}"
+    return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 # ---------------------------------------------------------------------------------- experiments
@@ -223,19 +235,22 @@ def _targets(session: Session, keys: set[str]) -> dict[str, _Target]:
     if not keys:
         return {}
     rows = session.exec(
-        select(Experiment.id, Experiment.key, Experiment.status, Experiment.phase).where(
-            col(Experiment.key).in_(sorted(keys))
-        )
+        select(
+            col(Experiment.id), col(Experiment.key), col(Experiment.status), col(Experiment.phase)
+        ).where(col(Experiment.key).in_(sorted(keys)))
     ).all()
-    out = {key: _Target(id=id_, status=status, phase=phase) for id_, key, status, phase in rows}
+    out = {
+        key: _Target(id=int(id_ or 0), status=status, phase=phase)
+        for id_, key, status, phase in rows
+    }
     by_id = {t.id: t for t in out.values()}
     if by_id:
         phases = session.exec(
             select(
-                ExperimentPhase.experiment_id,
-                ExperimentPhase.phase,
-                ExperimentPhase.variants,
-                ExperimentPhase.ended_at,
+                col(ExperimentPhase.experiment_id),
+                col(ExperimentPhase.phase),
+                col(ExperimentPhase.variants),
+                col(ExperimentPhase.ended_at),
             ).where(col(ExperimentPhase.experiment_id).in_(sorted(by_id)))
         ).all()
         for exp_id, number, variants, ended_at in phases:
@@ -251,11 +266,7 @@ def _targets(session: Session, keys: set[str]) -> dict[str, _Target]:
 
 def _sqlite_ts(ts: datetime) -> str:
     """The text SQLAlchemy's SQLite ``DateTime`` stores (fixed width, so it sorts as time)."""
-    t = ts.astimezone(UTC)
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d} "
-        f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}"
-    )
+    return ts.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _chunks(rows: list[tuple[Any, ...]], size: int) -> Iterable[list[tuple[Any, ...]]]:
@@ -282,7 +293,9 @@ class _Store:
         one = "(" + ",".join([self.mark] * width) + ")"
         return ",".join([one] * count)
 
-    def insert_new(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> set[str]:
+    def insert_new(
+        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> set[str]:
         """Insert rows whose ``event_id`` (first column) is new; return the ids inserted."""
         if not rows:
             return set()
@@ -290,16 +303,22 @@ class _Store:
         names = ", ".join(columns)
         inserted: set[str] = set()
         if self.sqlite:
+            # The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so the rows this
+            # statement inserts are exactly those with a rowid above the current maximum; when
+            # every row is new (the common case) not even that query is needed.
             cur = self.raw.cursor()
             try:
-                for chunk in _chunks(rows, SQLITE_ROWS_PER_STATEMENT):
-                    sql = (
-                        f"INSERT INTO {table} ({names}) VALUES "
-                        f"{self._values(len(columns), len(chunk))} "
-                        "ON CONFLICT(event_id) DO NOTHING RETURNING event_id"
-                    )
-                    cur.execute(sql, [v for row in chunk for v in row])
-                    inserted.update(r[0] for r in cur.fetchall())
+                top = cur.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
+                before = self.raw.total_changes
+                cur.executemany(
+                    f"INSERT INTO {table} ({names}) VALUES ({','.join('?' * len(columns))}) "
+                    "ON CONFLICT(event_id) DO NOTHING",
+                    rows,
+                )
+                if self.raw.total_changes - before == len(rows):
+                    return {r[0] for r in rows}
+                cur.execute(f"SELECT event_id FROM {table} WHERE id > ?", (top,))
+                inserted.update(r[0] for r in cur.fetchall())
             finally:
                 cur.close()
             return inserted
@@ -380,18 +399,25 @@ def _resolve_exposure(
     if target is None:
         return (
             RejectedEvent(
-                index=-1, error=f"no experiment with key '{event.experiment}'",
+                index=-1,
+                error=f"no experiment with key '{event.experiment}'",
                 code="unknown_experiment",
-            ), 0, 0, False,
-        )  # fmt: skip
+            ),
+            0,
+            0,
+            False,
+        )
     if target.status in NOT_STARTED:
         return (
             RejectedEvent(
                 index=-1,
                 error=f"experiment '{event.experiment}' is '{target.status}': it has not started",
                 code="not_started",
-            ), 0, 0, False,
-        )  # fmt: skip
+            ),
+            0,
+            0,
+            False,
+        )
     phase = event.phase if event.phase is not None else target.phase
     variants = target.variants.get(phase)
     if variants is None:
@@ -401,8 +427,11 @@ def _resolve_exposure(
                 error=f"experiment '{event.experiment}' has no phase {phase} "
                 f"(phases 1 to {target.phase})",
                 code="unknown_phase",
-            ), 0, 0, False,
-        )  # fmt: skip
+            ),
+            0,
+            0,
+            False,
+        )
     if event.variant not in variants:
         return (
             RejectedEvent(
@@ -410,8 +439,11 @@ def _resolve_exposure(
                 error=f"'{event.variant}' is not a variant of experiment '{event.experiment}' "
                 f"in phase {phase}; use one of {sorted(variants)}",
                 code="unknown_variant",
-            ), 0, 0, False,
-        )  # fmt: skip
+            ),
+            0,
+            0,
+            False,
+        )
     late = target.status in ENDED or phase in target.ended or phase < target.phase
     return None, target.id, phase, late
 
@@ -462,20 +494,36 @@ def ingest_indexed(
             continue
         if isinstance(event, ExposureIn):
             row: tuple[Any, ...] = (
-                event.event_id, exp_id, phase, event.variant, event.unit_id,
-                store.ts(event.timestamp), received, digest, store.flag(late),
-            )  # fmt: skip
+                event.event_id,
+                exp_id,
+                phase,
+                event.variant,
+                event.unit_id,
+                store.ts(event.timestamp),
+                received,
+                digest,
+                store.flag(late),
+            )
             pending = _Pending(
-                index, event, digest, row, late,
+                index,
+                event,
+                digest,
+                row,
+                late,
                 (exp_id, phase, event.unit_id, event.variant, _utc(event.timestamp)),
-            )  # fmt: skip
+            )
             exposures.append(pending)
         else:
             assert isinstance(event, ConversionIn)
             row = (
-                event.event_id, event.name, event.unit_id, event.value,
-                store.ts(event.timestamp), received, digest,
-            )  # fmt: skip
+                event.event_id,
+                event.name,
+                event.unit_id,
+                event.value,
+                store.ts(event.timestamp),
+                received,
+                digest,
+            )
             pending = _Pending(index, event, digest, row)
             conversions.append(pending)
         first[event.event_id] = pending
@@ -612,9 +660,27 @@ def ingest_body(body: bytes) -> IngestResult:
     valid, rejected = parse_batch(body)
     if not valid:
         return IngestResult(accepted=0, duplicates=0, conflicts=0, rejected=rejected, late=0)
-    with gate():
+    with gate(), _sqlite_writer():
         session = open_session(write=True)
         try:
             return ingest_indexed(session, valid, rejected)
         finally:
             session.close()
+
+
+_sqlite_write_lock = threading.Lock()
+
+
+@contextmanager
+def _sqlite_writer() -> Iterator[None]:
+    """On SQLite, let one thread of this process at a time ask for the write lock.
+
+    SQLite's busy handler polls with sleeps of up to 100 ms, so threads queued on it wake late
+    after the lock is released; a Python lock hands over at once. Other processes (workers) still
+    queue on the busy timeout, one thread each. PostgreSQL writes concurrently: no lock.
+    """
+    if get_engine().dialect.name != "sqlite":
+        yield
+        return
+    with _sqlite_write_lock:
+        yield

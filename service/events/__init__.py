@@ -1,0 +1,1 @@
+"""Event ingestion: exposures and conversions (product.md §5)."""

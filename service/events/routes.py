@@ -1,0 +1,92 @@
+"""HTTP route for event ingestion."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.db import open_session
+from service.deps import Principal
+from service.errors import PermissionDeniedError, UnauthorizedError, responses
+from service.events import service
+from service.events.models import EventBatchIn, IngestResult
+from service.keys.models import Role
+from service.keys.service import authenticate
+
+router = APIRouter(prefix="/v1/events", tags=["events"], responses=responses(401, 403))
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
+ALLOWED = frozenset({Role.sdk, Role.admin})
+
+
+def sdk_principal(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, checked in a short read transaction.
+
+    ``service.deps.SessionDep`` opens a write transaction for every POST and holds it for the
+    whole request; ingestion takes the write lock only around its inserts, after parsing.
+    """
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise UnauthorizedError("Send an API key as `Authorization: Bearer <key>`.")
+    session = open_session(write=False)
+    try:
+        row = authenticate(session, credentials.credentials)
+    finally:
+        session.close()
+    if row is None or row.id is None:
+        raise UnauthorizedError("The API key is unknown or revoked.")
+    role = Role(row.role)
+    if role not in ALLOWED:
+        raise PermissionDeniedError(
+            f"The role '{role.value}' may not send events; it needs one of: admin, sdk."
+        )
+    return Principal(key_id=row.id, name=row.name, role=role)
+
+
+sdk_principal.allowed_roles = ALLOWED  # type: ignore[attr-defined]  # read by the role-matrix test
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Resolve ``#/$defs/...`` references so the schema stands alone inside the OpenAPI file."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            # A discriminator mapping points at $defs; with the variants inlined the
+            # ``propertyName`` alone says how to tell them apart.
+            return {k: resolve(v) for k, v in node.items() if k != "mapping"}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _inline_refs(EventBatchIn.model_json_schema())}},
+    }
+}
+
+
+@router.post(
+    "",
+    response_model=IngestResult,
+    responses=responses(400, 413, 422, 429),
+    openapi_extra=REQUEST_BODY,
+)
+async def post_events(
+    request: Request, _: Annotated[Principal, Depends(sdk_principal)]
+) -> IngestResult:
+    """Store a batch of exposures and conversions, idempotently on `event_id`."""
+    body = await request.body()
+    return await run_in_threadpool(service.ingest_body, body)
