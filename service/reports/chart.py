@@ -15,12 +15,12 @@ from html import escape
 
 from service.reports.format import is_number, pct
 
-WIDTH = 760
+WIDTH = 820
 LABEL_W = 150  # left column: variant keys
-TEXT_W = 230  # right column: estimate and interval in text
+TEXT_W = 260  # right column: estimate and interval in text
 ROW_H = 34
-TOP = 30
-BOTTOM = 46
+TOP = 44
+BOTTOM = 64
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def _finite(*values: float | None) -> list[float]:
 
 def _nice_step(span: float) -> float:
     raw = span / 5.0
-    magnitude = 10 ** math.floor(math.log10(raw))
+    magnitude = 10.0 ** math.floor(math.log10(raw))
     for mult in (1.0, 2.0, 2.5, 5.0, 10.0):
         if raw <= mult * magnitude:
             return mult * magnitude
@@ -114,7 +114,8 @@ def ci_chart(title: str, rows: list[ChartRow], markers: list[Marker]) -> str:
     out.append(f'<line x1="{x0}" y1="{axis_y}" x2="{x1}" y2="{axis_y}" stroke="#000"/>')
     out.append(
         f'<text x="{(x0 + x1) / 2:.1f}" y="{axis_y + 34}" font-size="11" text-anchor="middle" '
-        f'fill="#333">relative lift vs control (bar: {escape("CI")}; dotted: always-valid CI)'
+        f'fill="#333">relative lift vs control (solid bar: confidence interval'
+        f"{'; dotted: always-valid interval' if any(r.seq_low is not None for r in rows) else ''})"
         "</text>"
     )
     # zero line
@@ -123,9 +124,7 @@ def ci_chart(title: str, rows: list[ChartRow], markers: list[Marker]) -> str:
         f'<line class="zero" x1="{zx:.1f}" y1="{TOP - 8}" x2="{zx:.1f}" y2="{axis_y}" '
         'stroke="#000" stroke-dasharray="4 3"/>'
     )
-    out.append(
-        f'<text x="{zx:.1f}" y="{TOP - 12}" font-size="10" text-anchor="middle">0</text>'
-    )
+    out.append(f'<text x="{zx:.1f}" y="{TOP - 12}" font-size="10" text-anchor="middle">0</text>')
     for m in markers:
         mx = x(m.value)
         out.append(
@@ -133,7 +132,7 @@ def ci_chart(title: str, rows: list[ChartRow], markers: list[Marker]) -> str:
             'stroke="#555" stroke-width="1.5" stroke-dasharray="1 3"/>'
         )
         out.append(
-            f'<text x="{mx:.1f}" y="{TOP - 12}" font-size="10" text-anchor="middle" fill="#333">'
+            f'<text x="{mx:.1f}" y="{TOP - 26}" font-size="10" text-anchor="middle" fill="#333">'
             f"{escape(m.label)}</text>"
         )
     for i, r in enumerate(rows):
@@ -167,15 +166,13 @@ def ci_chart(title: str, rows: list[ChartRow], markers: list[Marker]) -> str:
             )
             text = (
                 f"{pct(r.estimate)} [{pct(r.ci_low)}, {pct(r.ci_high)}]"
-                f"{' significant' if r.significant else ''}"
+                f"{' significant' if r.significant else ' n.s.'}"
             )
         else:
             text = "not computable"
-        out.append(
-            f'<text x="{x1 + 10}" y="{cy + 4:.1f}" font-size="11">{escape(text)}</text>'
-        )
+        out.append(f'<text x="{x1 + 10}" y="{cy + 4:.1f}" font-size="11">{escape(text)}</text>')
     out.append(
-        f'<text x="{x0}" y="{height - 4}" font-size="10" fill="#333">'
+        f'<text x="{x0}" y="{axis_y + 50}" font-size="10" fill="#333">'
         "● filled = significant · ○ hollow = not significant</text>"
     )
     out.append("</svg>")

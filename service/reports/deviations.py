@@ -223,9 +223,7 @@ def find_deviations(
                 continue
             before = details.get("before") or {}
             for f in fields:
-                added = sorted(
-                    _current_metric_keys(experiment, f) - _metric_keys(f, before.get(f))
-                )
+                added = sorted(_current_metric_keys(experiment, f) - _metric_keys(f, before.get(f)))
                 label = f.replace("_", " ")
                 out.append(
                     Deviation(

@@ -68,7 +68,7 @@ def yes_no(value: Any) -> str:
 
 
 def reason_text(reason: Any) -> str:
-    """A decision reason as text: strings as they are, objects by ``message``/``detail``/``code``."""
+    """A decision reason as text: a string as it is, an object by its message or code."""
     if isinstance(reason, str):
         return reason
     if isinstance(reason, dict):

@@ -1,0 +1,406 @@
+"""``trialbook demo``: the whole product in a minute, against a running server.
+
+Creates three catalogue metrics (a binomial primary, a mean secondary, a lower-is-better guardrail),
+registers and starts an experiment, simulates users — variants assigned locally with the
+``trialbook`` SDK's hashing from ``GET /v1/sdk/config`` (the same function the server uses), or
+through ``POST /v1/assign`` when the config is unavailable — and sends their exposures and
+conversions through ``POST /v1/events`` in batches, with a text progress bar. The simulated truth:
+the treatment lifts purchases from 10% to 12% (+20%) and revenue with it, but raises checkout
+errors from 5% to 7.5% (+50%, far past the 5% guardrail margin), so the recommendation is
+``roll_back``. Pre-period revenue events feed CUPED.
+
+Every run uses a new experiment key (a time-and-random suffix); the metrics are created once and
+reused, so running it twice is fine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+
+if TYPE_CHECKING:  # httpx is imported when the command runs: the server does not need it
+    import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+USERS_PER_BATCH = 1000
+
+METRICS: list[dict[str, Any]] = [
+    {
+        "key": "demo_purchase",
+        "name": "Purchase (demo)",
+        "description": "Did the user buy at least once?",
+        "type": "binomial",
+        "event": "demo_purchase",
+    },
+    {
+        "key": "demo_revenue",
+        "name": "Revenue per user (demo)",
+        "description": "Sum of order values per user",
+        "type": "mean",
+        "event": "demo_revenue",
+        "winsorize_upper": 0.99,
+    },
+    {
+        "key": "demo_checkout_error",
+        "name": "Checkout error (demo)",
+        "description": "Did the user hit a checkout error?",
+        "type": "binomial",
+        "event": "demo_checkout_error",
+        "higher_is_better": False,
+    },
+]
+
+# The simulated truth, per variant: purchase rate, error rate. Revenue = purchase × lognormal.
+TRUTH = {"control": (0.10, 0.050), "treatment": (0.12, 0.075)}
+
+
+class DemoError(Exception):
+    """The server refused a step of the demo (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What the demo created and what the server concluded."""
+
+    experiment: str
+    report_url: str
+    users: int
+    events: int
+    results: dict[str, Any]
+
+
+def _check(r: httpx.Response, what: str, ok: tuple[int, ...] = (200, 201)) -> dict[str, Any]:
+    if r.status_code not in ok:
+        raise DemoError(f"{what} failed: HTTP {r.status_code} {r.text[:500]}")
+    body: dict[str, Any] = r.json() if r.content else {}
+    return body
+
+
+def ensure_metrics(client: httpx.Client) -> None:
+    """Create the demo metrics, or reuse them when a previous run created them."""
+    for body in METRICS:
+        r = client.get(f"/v1/metrics/{body['key']}")
+        if r.status_code == 200:
+            continue
+        _check(client.post("/v1/metrics", json=body), f"creating metric {body['key']}")
+
+
+def experiment_body(key: str, units: int) -> dict[str, Any]:
+    """The demo protocol: purchase is primary with a 15% MDE, error rate is guarded at 5%."""
+    return {
+        "key": key,
+        "title": "One-page checkout (demo)",
+        "owner": "demo@trialbook.dev",
+        "description": "Simulated by `trialbook demo`: a true +20% on purchases and a harmed "
+        "guardrail (+50% checkout errors).",
+        "hypothesis": {
+            "change": "Replace the three-step checkout with a single page",
+            "population": "All visitors who reach the cart",
+            "expected_outcome": "Purchase rate rises by at least 15% (relative)",
+            "rationale": "Session recordings show drop-off at every step change",
+        },
+        "variants": [
+            {"key": "control", "name": "Three steps", "weight": 0.5, "is_control": True},
+            {"key": "treatment", "name": "One page", "weight": 0.5},
+        ],
+        "primary_metric": {"metric": "demo_purchase", "mde": 0.15},
+        "secondary_metrics": ["demo_revenue"],
+        "guardrails": [{"metric": "demo_checkout_error", "margin": 0.05}],
+        "baseline": {"rate": 0.1},
+        "expected_daily_units": float(max(units, 1)),
+        "analysis": {"bayesian": True, "pre_period_days": 14},
+    }
+
+
+def _assigner(client: httpx.Client, key: str) -> Callable[[str], str | None]:
+    """Local assignment from the SDK config when available, else the server's ``/v1/assign``."""
+    r = client.get("/v1/sdk/config")
+    if r.status_code == 200:
+        from trialbook.assignment import compile_config
+
+        compiled = compile_config(r.json())
+
+        def local(unit: str) -> str | None:
+            a = compiled.evaluate(key, unit)
+            return a.variant if a.in_experiment else None
+
+        return local
+
+    def remote(unit: str) -> str | None:
+        body = _check(
+            client.post("/v1/assign", json={"unit_id": unit, "experiments": [key]}),
+            "assigning a unit",
+        )
+        item = body["assignments"][0]
+        return str(item["variant"]) if item["in_experiment"] else None
+
+    return remote
+
+
+def _progress(out: TextIO, done: int, total: int, events: int) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    out.write(
+        f"\r  [{'#' * filled}{'.' * (width - filled)}] {done / max(total, 1):4.0%} "
+        f"{done:,}/{total:,} users · {events:,} events"
+    )
+    out.flush()
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def simulate(
+    client: httpx.Client,
+    key: str,
+    *,
+    units: int,
+    seed: int,
+    prefix: str,
+    progress: TextIO | None = None,
+) -> tuple[int, int]:
+    """Simulate ``units`` users of experiment ``key`` and send their events.
+
+    Returns
+    -------
+    tuple of int
+        (users in the experiment, events accepted).
+    """
+    rng = np.random.default_rng(seed)
+    assign = _assigner(client, key)
+    in_experiment = 0
+    accepted = 0
+    for start in range(0, units, USERS_PER_BATCH):
+        now = datetime.now(UTC)
+        exposed_at = _iso(now - timedelta(seconds=2))
+        converted_at = _iso(now - timedelta(seconds=1))
+        pre_at = _iso(now - timedelta(days=3))
+        events: list[dict[str, Any]] = []
+        for i in range(start, min(start + USERS_PER_BATCH, units)):
+            unit = f"{prefix}-{i}"
+            variant = assign(unit)
+            if variant is None:
+                continue
+            in_experiment += 1
+            p_buy, p_err = TRUTH.get(variant, TRUTH["control"])
+            # a spending propensity shared by the pre-period and the experiment (CUPED's covariate)
+            propensity = float(rng.lognormal(3.5, 0.6))
+            events.append(
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "type": "exposure",
+                    "experiment": key,
+                    "variant": variant,
+                    "unit_id": unit,
+                    "timestamp": exposed_at,
+                }
+            )
+            if rng.random() < 0.3:
+                events.append(
+                    {
+                        "event_id": str(uuid.uuid4()),
+                        "type": "conversion",
+                        "name": "demo_revenue",
+                        "unit_id": unit,
+                        "value": round(propensity * float(rng.uniform(0.8, 1.2)), 2),
+                        "timestamp": pre_at,
+                    }
+                )
+            if rng.random() < p_buy:
+                value = round(propensity * float(rng.uniform(0.8, 1.2)), 2)
+                events.append(
+                    {
+                        "event_id": str(uuid.uuid4()),
+                        "type": "conversion",
+                        "name": "demo_purchase",
+                        "unit_id": unit,
+                        "timestamp": converted_at,
+                    }
+                )
+                events.append(
+                    {
+                        "event_id": str(uuid.uuid4()),
+                        "type": "conversion",
+                        "name": "demo_revenue",
+                        "unit_id": unit,
+                        "value": value,
+                        "timestamp": converted_at,
+                    }
+                )
+            if rng.random() < p_err:
+                events.append(
+                    {
+                        "event_id": str(uuid.uuid4()),
+                        "type": "conversion",
+                        "name": "demo_checkout_error",
+                        "unit_id": unit,
+                        "timestamp": converted_at,
+                    }
+                )
+        if events:
+            body = _check(client.post("/v1/events", json={"events": events}), "sending events")
+            if body.get("rejected"):
+                raise DemoError(f"the server rejected events: {body['rejected'][:3]}")
+            accepted += int(body.get("accepted", 0))
+        if progress is not None:
+            _progress(progress, min(start + USERS_PER_BATCH, units), units, accepted)
+    if progress is not None:
+        progress.write("\n")
+    return in_experiment, accepted
+
+
+def run_demo(
+    client: httpx.Client,
+    *,
+    base_url: str,
+    units: int = 20_000,
+    seed: int = 7,
+    suffix: str | None = None,
+    progress: TextIO | None = None,
+) -> DemoSummary:
+    """Create, start and fill a demo experiment, then fetch its results.
+
+    Parameters
+    ----------
+    client : httpx.Client
+        A client for the server, with ``base_url`` and an admin ``Authorization`` header.
+    base_url : str
+        The server's public URL (for the report link printed).
+    units : int, default 20000
+        Users to simulate.
+    seed : int, default 7
+        Seed of the simulation (the experiment's hashing seed is the server's).
+    suffix : str, optional
+        Experiment key suffix; default: the time and a random part (a new key every run).
+    progress : text stream, optional
+        Where to draw the progress bar.
+
+    Returns
+    -------
+    DemoSummary
+
+    Raises
+    ------
+    DemoError
+        When the server refuses a step.
+    """
+    suffix = suffix or f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    key = f"demo-checkout-{suffix}"
+    ensure_metrics(client)
+    _check(
+        client.post("/v1/experiments", json=experiment_body(key, units)), "creating the experiment"
+    )
+    _check(client.post(f"/v1/experiments/{key}/start"), "starting the experiment")
+    users, events = simulate(
+        client, key, units=units, seed=seed, prefix=f"u-{suffix}", progress=progress
+    )
+    results = _check(client.get(f"/v1/experiments/{key}/results"), "fetching the results")
+    return DemoSummary(
+        experiment=key,
+        report_url=f"{base_url.rstrip('/')}/v1/experiments/{key}/report",
+        users=users,
+        events=events,
+        results=results,
+    )
+
+
+def summary_text(summary: DemoSummary) -> str:
+    """A few lines for the terminal: the recommendation, its reasons, where to read the report."""
+    r = summary.results
+    decision = r.get("decision") or {}
+    lines = [
+        f"experiment {summary.experiment}: {summary.users:,} users, {summary.events:,} events",
+    ]
+    for m in r.get("metrics") or []:
+        for c in m.get("comparisons") or []:
+            rel = c.get("relative") or {}
+            est, lo, hi = rel.get("estimate"), rel.get("ci_low"), rel.get("ci_high")
+            if None in (est, lo, hi):
+                continue
+            verdict = (c.get("guardrail") or {}).get("status") or (
+                "significant" if c.get("significant") else "not significant"
+            )
+            lines.append(
+                f"  {m['metric']} ({m['role']}): {c['variant']} {est:+.1%} "
+                f"[{lo:+.1%}, {hi:+.1%}] {verdict}"
+            )
+    lines.append(
+        f"recommendation: {decision.get('recommendation')}"
+        + (f" ({decision['variant']})" if decision.get("variant") else "")
+    )
+    lines += [f"  - {reason}" for reason in decision.get("reasons") or []]
+    lines += [
+        f"report: {summary.report_url}  (Markdown: add ?format=md)",
+        "  it needs the API key as a header; save it with:",
+        f"  trialbook report {summary.experiment} --out report.html",
+    ]
+    return "\n".join(lines)
+
+
+def api_key_from_env() -> str | None:
+    """``TRIALBOOK_API_KEY``, else ``TRIALBOOK_BOOTSTRAP_ADMIN_KEY``."""
+    return os.environ.get("TRIALBOOK_API_KEY") or os.environ.get("TRIALBOOK_BOOTSTRAP_ADMIN_KEY")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``trialbook demo``."""
+    p.add_argument(
+        "--url",
+        default=os.environ.get("TRIALBOOK_URL", DEFAULT_URL),
+        help=f"server URL (default {DEFAULT_URL})",
+    )
+    p.add_argument(
+        "--key",
+        default=None,
+        help="admin API key (default: $TRIALBOOK_API_KEY or $TRIALBOOK_BOOTSTRAP_ADMIN_KEY)",
+    )
+    p.add_argument("--units", type=int, default=20_000, help="users to simulate (default 20000)")
+    p.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``trialbook demo``."""
+    import httpx
+
+    key = args.key or api_key_from_env()
+    if not key:
+        print(
+            "trialbook demo: give an admin key with --key or TRIALBOOK_API_KEY "
+            "(or TRIALBOOK_BOOTSTRAP_ADMIN_KEY)",
+            file=sys.stderr,
+        )
+        return 2
+    headers = {"Authorization": f"Bearer {key}"}
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the bar
+    try:
+        with httpx.Client(base_url=args.url, headers=headers, timeout=60.0) as client:
+            client.get("/healthz").raise_for_status()
+            print(
+                f"trialbook demo against {args.url}: simulating {args.units:,} users",
+                file=sys.stderr,
+            )
+            summary = run_demo(
+                client, base_url=args.url, units=args.units, seed=args.seed, progress=sys.stderr
+            )
+    except httpx.HTTPError as exc:
+        print(
+            f"trialbook demo: cannot reach {args.url} ({exc}); start it with `make run`",
+            file=sys.stderr,
+        )
+        return 1
+    except DemoError as exc:
+        print(f"trialbook demo: {exc}", file=sys.stderr)
+        return 1
+    print(summary_text(summary))
+    return 0

@@ -1,0 +1,71 @@
+"""``trialbook report KEY --out report.html``: save a report (it needs the API key as a header,
+which a browser does not send by itself; open the saved file instead)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from service.demo import DEFAULT_URL, api_key_from_env
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``trialbook report``."""
+    p.add_argument("experiment", help="experiment key")
+    p.add_argument("--out", help="file to write (default: stdout)")
+    p.add_argument("--format", choices=["html", "md"], default="html")
+    p.add_argument("--url", default=os.environ.get("TRIALBOOK_URL", DEFAULT_URL))
+    p.add_argument(
+        "--key", default=None, help="viewer (or higher) API key (default: $TRIALBOOK_API_KEY)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``trialbook report``."""
+    import httpx  # only this command needs it; the server must start without it
+
+    key = args.key or api_key_from_env()
+    if not key:
+        print("trialbook report: give an API key with --key or TRIALBOOK_API_KEY", file=sys.stderr)
+        return 2
+    try:
+        r = httpx.get(
+            f"{args.url.rstrip('/')}/v1/experiments/{args.experiment}/report",
+            params={"format": args.format},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=120.0,
+        )
+    except httpx.HTTPError as exc:
+        print(f"trialbook report: cannot reach {args.url} ({exc})", file=sys.stderr)
+        return 1
+    if r.status_code != 200:
+        print(f"trialbook report: HTTP {r.status_code}: {r.text[:500]}", file=sys.stderr)
+        return 1
+    if args.out:
+        Path(args.out).write_text(r.text, encoding="utf-8")
+        print(f"saved {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(r.text)
+    return 0
+
+
+def register() -> None:
+    """Add ``trialbook report`` and ``trialbook demo`` to the CLI."""
+    from service import demo
+    from service.cli import extra_commands
+
+    extra_commands["report"] = (
+        "save an experiment's report (HTML or Markdown)",
+        add_arguments,
+        run,
+    )
+    extra_commands["demo"] = (
+        "create and simulate a demo experiment against a running server",
+        demo.add_arguments,
+        demo.run,
+    )
+
+
+register()
