@@ -1,5 +1,5 @@
-"""Results and decisions: raw events → per-variant sufficient statistics (in SQL) → ``stats.analyze``
-→ the §6 results contract and a recommendation.
+"""Results and decisions: raw events → per-variant sufficient statistics (in SQL) →
+``stats.analyze`` → the §6 results contract and a recommendation.
 
 The report half (``service.reports``) calls :func:`service.analysis.service.compute_results`.
 """

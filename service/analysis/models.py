@@ -105,7 +105,9 @@ class SrmPublic(BaseModel):
 
 class PowerPublic(BaseModel):
     sample_size_per_variant: int | None
-    units_so_far: int = Field(description="units in the smallest arm (the one that limits progress)")
+    units_so_far: int = Field(
+        description="units in the smallest arm (the one that limits progress)"
+    )
     units_per_variant: dict[str, int]
     progress: float | None = Field(description="min over arms of units / sample_size_per_variant")
 

@@ -63,7 +63,11 @@ class Conversion(SQLModel, table=True):
     """One accepted conversion: ``unit_id`` produced event ``name`` with ``value`` at ``ts``."""
 
     __tablename__ = "conversion"
-    __table_args__ = (Index("ix_conversion_name_unit_ts", "name", "unit_id", "ts"),)
+    __table_args__ = (
+        Index("ix_conversion_name_unit_ts", "name", "unit_id", "ts"),
+        # Covering index for the per-unit join of the analysis (migration 0003).
+        Index("ix_conversion_unit_ts_name_value", "unit_id", "ts", "name", "value"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     event_id: str = Field(max_length=EVENT_ID_MAX, unique=True)

@@ -1,0 +1,361 @@
+"""Results of an experiment (``product.md`` §6): aggregation in SQL, statistics in ``stats``, and
+the recommendation.
+
+Public entry point: :func:`compute_results` (the report half calls it too).
+
+Multiple testing follows §6 to the letter (``stats.analyze`` does it): the family is every
+(primary or secondary metric × treatment) comparison and the p-values adjusted are those of the
+*absolute* tests — on a fixed design the Welch p-value of the unadjusted difference (not the CUPED
+one), on a sequential design the always-valid p-value of the absolute difference; guardrails stay
+outside the family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlmodel import Session, col, select
+
+import stats
+from service.analysis.aggregate import (
+    MetricSpec,
+    MetricSums,
+    Window,
+    count_exposures,
+    variant_sums,
+)
+from service.analysis.models import (
+    ComparisonPublic,
+    DecisionPublic,
+    MetricResultPublic,
+    PowerPublic,
+    ResultsPublic,
+    SrmPublic,
+)
+from service.db import utcnow
+from service.experiments.models import Experiment, Status
+from service.experiments.service import control_of, current_phase, get_row
+from service.metrics.models import Metric
+
+__all__ = ["compute_results", "decide"]
+
+# Warning codes of the whole result (metric-level codes come from stats.WARNING_CODES).
+NO_EXPOSURES = "no_exposures"
+EMPTY_ARM = "empty_arm"
+UNKNOWN_VARIANT_EXPOSURES = "unknown_variant_exposures"
+METRIC_NOT_FOUND = "metric_not_found"
+NO_PLANNED_SAMPLE = "no_planned_sample_size"
+
+
+def _spec(metric: Metric) -> MetricSpec:
+    return MetricSpec(
+        key=metric.key,
+        type=metric.type,
+        event=metric.event,
+        aggregation=metric.aggregation,
+        numerator_event=metric.numerator_event,
+        denominator_event=metric.denominator_event,
+        winsorize_lower=metric.winsorize_lower,
+        winsorize_upper=metric.winsorize_upper,
+    )
+
+
+def _summary(
+    spec: MetricSpec, sums: MetricSums | None, cuped: bool
+) -> stats.MeanSummary | stats.RatioSummary:
+    if sums is None or sums.n == 0:
+        if spec.type == "ratio":
+            return stats.RatioSummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return stats.MeanSummary(0, 0.0, 0.0, *((0.0, 0.0, 0.0) if cuped else ()))
+    s = sums.sums
+    if spec.type == "ratio":
+        return stats.RatioSummary(
+            sums.n, s["sum_num"], s["sum_den"], s["sum_num2"], s["sum_den2"], s["sum_num_den"]
+        )
+    if cuped:
+        return stats.MeanSummary(
+            sums.n, s["sum_x"], s["sum_x2"], s["sum_pre"], s["sum_pre2"], s["sum_x_pre"]
+        )
+    return stats.MeanSummary(sums.n, s["sum_x"], s["sum_x2"])
+
+
+def _protocol_metrics(exp: Experiment) -> list[tuple[str, str, float | None]]:
+    """(metric key, role, guardrail margin) in protocol order."""
+    out: list[tuple[str, str, float | None]] = [(exp.primary_metric, "primary", None)]
+    out += [(key, "secondary", None) for key in exp.secondary_metrics]
+    out += [(g["metric"], "guardrail", float(g["margin"])) for g in exp.guardrails]
+    return out
+
+
+def _fmt_p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def decide(
+    *,
+    status: str,
+    sequential: bool,
+    srm: SrmPublic,
+    metrics: Sequence[MetricResultPublic],
+    power: PowerPublic,
+) -> DecisionPublic:
+    """The recommendation and its reasons (rules in the order they take precedence).
+
+    1. ``invalid`` when the SRM check fails.
+    2. ``roll_back`` when a guardrail fails or the primary metric is significantly worse.
+    3. ``ship`` the best significantly better treatment on the primary metric, when no guardrail
+       fails and — on a fixed design — every arm reached the planned sample size.
+    4. ``keep_running`` while that sample is not reached (or nothing is significant yet).
+    5. ``inconclusive`` once the sample is reached or the experiment is stopped without a
+       significant primary result (a fixed-design experiment stopped before its planned sample
+       is inconclusive too: its early significance is not a valid result).
+    """
+    if srm.mismatch:
+        observed = ", ".join(f"{k}: {v}" for k, v in srm.observed.items())
+        expected = ", ".join(f"{k}: {v:g}" for k, v in srm.expected.items())
+        return DecisionPublic(
+            recommendation="invalid",
+            reasons=[
+                f"Sample ratio mismatch: units per variant ({observed}) do not match the "
+                f"configured weights ({expected}); p = {_fmt_p(srm.p_value)} < "
+                f"{srm.threshold:g}. The assignment or exposure logging is broken; the results "
+                "cannot be trusted."
+            ],
+        )
+    reasons: list[str] = []
+    for m in metrics:
+        if m.role != "guardrail":
+            continue
+        for c in m.comparisons:
+            if c.guardrail is not None and c.guardrail.status == "fail":
+                harm = c.guardrail.harm
+                reasons.append(
+                    f"Guardrail '{m.metric}' fails for '{c.variant}': estimated relative harm "
+                    f"{'n/a' if harm is None else f'{harm:.2%}'} significantly exceeds the "
+                    f"tolerated {c.guardrail.margin:.2%}."
+                )
+    primary = next((m for m in metrics if m.role == "primary"), None)
+    better: list[ComparisonPublic] = []
+    if primary is not None:
+        sign = 1.0 if primary.higher_is_better else -1.0
+        for c in primary.comparisons:
+            est = c.absolute.estimate
+            if not c.significant or est is None or est == 0.0:
+                continue
+            rel = c.relative.estimate
+            lift = "n/a" if rel is None else f"{rel:+.2%}"
+            if sign * est < 0:
+                reasons.append(
+                    f"Primary metric '{primary.metric}' is significantly worse for "
+                    f"'{c.variant}' (relative lift {lift}, adjusted p = "
+                    f"{_fmt_p(c.p_value_adjusted)})."
+                )
+            else:
+                better.append(c)
+    if reasons:
+        return DecisionPublic(recommendation="roll_back", reasons=reasons)
+    assert primary is not None or not better
+    stopped = status in (Status.stopped.value, Status.concluded.value)
+    needed = power.sample_size_per_variant
+    reached = power.progress is not None and power.progress >= 1.0
+    sample_note = (
+        f"the planned sample ({needed} units per variant) is reached in every arm"
+        if reached
+        else (
+            "no planned sample size is recorded (give the protocol a baseline)"
+            if needed is None
+            else f"the planned sample ({needed} units per variant) is not reached yet: "
+            f"the smallest arm has {power.units_so_far} units "
+            f"({0.0 if power.progress is None else power.progress:.0%})"
+        )
+    )
+    if better and primary is not None:
+        sign = 1.0 if primary.higher_is_better else -1.0
+        best = max(better, key=lambda c: sign * (c.absolute.estimate or 0.0))
+        rel = best.relative.estimate
+        lift = "n/a" if rel is None else f"{rel:+.2%}"
+        found = (
+            f"Primary metric '{primary.metric}' is significantly better for '{best.variant}' "
+            f"(relative lift {lift}, adjusted p = {_fmt_p(best.p_value_adjusted)})"
+        )
+        if len(better) > 1:
+            found += f"; best of {len(better)} significant treatments"
+        if sequential or reached:
+            design = (
+                "always-valid (sequential) inference allows stopping now"
+                if sequential
+                else sample_note
+            )
+            return DecisionPublic(
+                recommendation="ship",
+                variant=best.variant,
+                reasons=[f"{found}.", "No guardrail fails.", f"On this design {design}."],
+            )
+        if stopped:
+            return DecisionPublic(
+                recommendation="inconclusive",
+                reasons=[
+                    f"{found}, but the experiment stopped before the planned sample; "
+                    f"{sample_note}. A fixed-design test read early is not a valid result."
+                ],
+            )
+        return DecisionPublic(
+            recommendation="keep_running",
+            reasons=[f"{found}, but on a fixed design {sample_note}."],
+        )
+    nothing = (
+        "No primary comparison is significant"
+        if primary is not None
+        else "The primary metric could not be analysed"
+    )
+    if reached or stopped:
+        why = sample_note if reached else "the experiment is stopped"
+        return DecisionPublic(
+            recommendation="inconclusive",
+            reasons=[f"{nothing}, and {why}.", "No guardrail fails."],
+        )
+    return DecisionPublic(
+        recommendation="keep_running",
+        reasons=[f"{nothing} yet, and {sample_note}."],
+    )
+
+
+def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
+    """Analyse the current phase of an experiment.
+
+    Parameters
+    ----------
+    session : Session
+        An open session; only reads (a deferred transaction is enough).
+    experiment_key : str
+        The experiment's key.
+
+    Returns
+    -------
+    ResultsPublic
+        The §6 results contract: SRM, exclusions, every protocol metric with its comparisons,
+        power progress and the decision.
+
+    Raises
+    ------
+    NotFoundError
+        When no experiment has that key.
+    """
+    exp = get_row(session, experiment_key)
+    assert exp.id is not None
+    phase = current_phase(session, exp)
+    variants = phase.variants if phase is not None else exp.variants
+    control = control_of(variants)
+    weights = {str(v["key"]): float(v["weight"]) for v in variants}
+    settings = exp.analysis or {}
+    cuped = bool(settings.get("cuped", True))
+    sequential = settings.get("method", "fixed") == "sequential"
+    correction = str(settings.get("correction", "holm"))
+    warnings: list[str] = []
+
+    protocol = _protocol_metrics(exp)
+    rows = session.exec(
+        select(Metric).where(col(Metric.key).in_([key for key, _, _ in protocol]))
+    ).all()
+    catalogue = {m.key: m for m in rows}
+    missing = [key for key, _, _ in protocol if key not in catalogue]
+    if missing:
+        warnings.append(METRIC_NOT_FOUND)
+    specs = [_spec(catalogue[key]) for key, _, _ in protocol if key in catalogue]
+
+    window = Window(
+        experiment_id=exp.id,
+        phase=exp.phase,
+        overrides=sorted(exp.overrides or {}),
+        attribution_window_hours=exp.attribution_window_hours,
+        stopped_at=exp.stopped_at,
+        pre_period_days=int(settings.get("pre_period_days", 14)) if cuped else None,
+    )
+    counts = count_exposures(session, window)
+    units = {v: counts.units.get(v, 0) for v in weights}
+    if any(v not in weights and n > 0 for v, n in counts.units.items()):
+        warnings.append(UNKNOWN_VARIANT_EXPOSURES)
+    total = sum(units.values())
+    if total == 0:
+        warnings.append(NO_EXPOSURES)
+    elif any(n == 0 for n in units.values()):
+        warnings.append(EMPTY_ARM)
+    sums = variant_sums(session, specs, window, total) if total else {}
+
+    inputs = [
+        stats.MetricInput(
+            key=spec.key,
+            type=spec.type,  # type: ignore[arg-type]
+            role=role,  # type: ignore[arg-type]
+            higher_is_better=catalogue[key].higher_is_better,
+            guardrail_margin=margin,
+            variants={
+                v: _summary(spec, sums.get(spec.key, {}).get(v), cuped and spec.type != "ratio")
+                for v in weights
+            },
+        )
+        for spec, (key, role, margin) in zip(
+            specs, [p for p in protocol if p[0] in catalogue], strict=True
+        )
+    ]
+    result = stats.analyze(
+        inputs,
+        control=control,
+        settings=stats.AnalysisSettings(
+            alpha=exp.alpha,
+            correction=correction,  # type: ignore[arg-type]
+            cuped=cuped,
+            sequential=sequential,
+            n_star=float(settings.get("sequential_n_star", 5000)),
+            bayesian=bool(settings.get("bayesian", False)),
+            prior_mean=settings.get("prior_mean"),
+            prior_sd=settings.get("prior_sd"),
+            srm_threshold=float(settings.get("srm_threshold", 0.001)),
+        ),
+        srm=stats.SrmInput(units=units, weights=weights),
+    ).to_dict()
+    metrics = [
+        MetricResultPublic.model_validate(
+            m
+            | {
+                "name": catalogue[m["metric"]].name,
+                "higher_is_better": catalogue[m["metric"]].higher_is_better,
+                "winsorized": spec.winsorized,
+            }
+        )
+        for m, spec in zip(result["metrics"], specs, strict=True)
+    ]
+    srm = SrmPublic.model_validate(result["srm"])
+
+    needed = exp.sample_size_per_variant
+    smallest = min(units.values()) if units else 0
+    if needed is None:
+        warnings.append(NO_PLANNED_SAMPLE)
+    power = PowerPublic(
+        sample_size_per_variant=needed,
+        units_so_far=smallest,
+        units_per_variant=units,
+        progress=None
+        if needed is None or needed < 1
+        else stats.progress(units_per_variant=list(units.values()), sample_size_per_variant=needed),
+    )
+    decision = decide(
+        status=exp.status, sequential=sequential, srm=srm, metrics=metrics, power=power
+    )
+    return ResultsPublic(
+        experiment=exp.key,
+        phase=exp.phase,
+        status=exp.status,
+        computed_at=utcnow(),
+        method="sequential" if sequential else "fixed",
+        alpha=exp.alpha,
+        correction=correction,
+        srm=srm,
+        multiple_exposures=counts.multiple_exposures,
+        overridden_units=counts.overridden_units,
+        units=total,
+        metrics=metrics,
+        power=power,
+        decision=decision,
+        warnings=warnings,
+    )
