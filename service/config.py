@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     # Largest accepted request body, bytes (5 MiB: the events batch limit of the product spec).
     max_body_bytes: int = 5 * 1024 * 1024
     log_level: str = "info"
+    # How long one process trusts an SDK key lookup and config version (seconds; 0 = no cache).
+    sdk_cache_seconds: float = 1.0
     # Event batches one process writes at once (waiting for or holding the write lock); one more
     # is shed with 429 + Retry-After (service/events).
     ingest_max_concurrency: int = 32

@@ -27,6 +27,8 @@ DATABASE_URL = _database_url()
 os.environ["TRIALBOOK_DATABASE_URL"] = DATABASE_URL
 os.environ.pop("TRIALBOOK_BOOTSTRAP_ADMIN_KEY", None)
 os.environ.setdefault("TRIALBOOK_CHECK_INTERVAL_SECONDS", "0")
+# Tests change keys and experiments between requests: no per-process SDK lookup cache.
+os.environ.setdefault("TRIALBOOK_SDK_CACHE_SECONDS", "0")
 
 
 def is_postgres() -> bool:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field as PField, StrictBool
+from pydantic import BaseModel, ConfigDict, StrictBool, model_validator
+from pydantic import Field as PField
 
 # Same bound as the events domain's unit ids, so every assigned unit can be logged as an exposure.
 UNIT_ID_MAX = 256
@@ -35,22 +36,33 @@ class AssignIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    unit_id: str = PField(min_length=1, max_length=UNIT_ID_MAX, strict=True)
+    unit_id: str = PField(
+        max_length=UNIT_ID_MAX,
+        strict=True,
+        description="the randomization unit id (an empty id is assigned like the SDK does, but "
+        "cannot be logged as an exposure)",
+    )
     attributes: dict[str, Any] | None = PField(
         default=None, description="attributes for targeting, e.g. {country: 'FR', app: '2.1.0'}"
     )
-    experiments: (
-        list[Annotated[str, PField(min_length=1, max_length=80, strict=True)]] | None
-    ) = PField(
-        default=None,
-        max_length=MAX_EXPERIMENTS_PER_REQUEST,
-        description="experiment keys, answered in this order; omitted: every experiment of the "
-        "SDK config (drafts, running, paused, stopped and concluded ones), sorted by key",
+    experiments: list[Annotated[str, PField(min_length=1, max_length=80, strict=True)]] | None = (
+        PField(
+            default=None,
+            max_length=MAX_EXPERIMENTS_PER_REQUEST,
+            description="experiment keys, answered in this order; omitted: every experiment of the "
+            "SDK config (drafts, running, paused, stopped and concluded ones), sorted by key",
+        )
     )
     log_exposure: StrictBool = PField(
         default=False,
         description="write an exposure event for every assignment with in_experiment true",
     )
+
+    @model_validator(mode="after")
+    def _loggable(self) -> AssignIn:
+        if self.log_exposure and not self.unit_id:
+            raise ValueError("log_exposure needs a non-empty unit_id (exposures name their unit)")
+        return self
 
 
 class AssignmentOut(BaseModel):
@@ -90,7 +102,7 @@ class ConfigExperiment(BaseModel):
     traffic_fraction: float
     targeting: dict[str, Any] | None
     overrides: dict[str, str]
-    layer: str | None = PField(description="null when not in a layer, and for drafts (no slice yet)")
+    layer: str | None = PField(description="null outside layers, and for drafts (no slice yet)")
     layer_range: list[float] | None = PField(description="[lo, hi) slice of the layer's hash space")
 
 

@@ -1,8 +1,9 @@
 """Server-side assignment: the SDK config, its per-process cache, ``POST /v1/assign`` and OFREP.
 
 Nothing here hashes or evaluates targeting: the service builds the same config the SDK downloads
-(``GET /v1/sdk/config``) and evaluates it with the SDK's own :func:`trialbook.assignment.compile_config`,
-so the server and every SDK agree by construction (``tests/fixtures/assignment_vectors.json`` pins it).
+(``GET /v1/sdk/config``) and evaluates it with the SDK's own
+:func:`trialbook.assignment.compile_config`, so the server and every SDK agree by construction
+(``tests/fixtures/assignment_vectors.json`` pins it).
 
 What the config holds
 ---------------------
@@ -27,12 +28,13 @@ ever run backwards.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -43,7 +45,11 @@ from trialbook.assignment import Assignment, CompiledConfig, Reason, compile_con
 from trialbook.hashing import HASH_VERSION
 
 from service.assignment.models import UNIT_ID_MAX, AssignIn
+from service.db import get_engine, open_session
+from service.events.models import ExposureIn
+from service.events.service import ingest
 from service.experiments.models import Experiment, Layer, Status
+from service.keys.service import hash_key
 
 log = logging.getLogger("trialbook")
 
@@ -58,11 +64,12 @@ CONFIG_STATUSES: Final = (
 # Seconds after which a cached config is rebuilt even when the database version did not move.
 MAX_SNAPSHOT_AGE_S: Final = 10.0
 
-_VERSION_SQL: Final = text(
-    "SELECT (SELECT count(*) FROM experiment), (SELECT max(updated_at) FROM experiment), "
+_VERSION_COLUMNS: Final = (
+    "(SELECT count(*) FROM experiment), (SELECT max(updated_at) FROM experiment), "
     "(SELECT sum(phase) FROM experiment), (SELECT count(*) FROM layer), "
     "(SELECT sum(holdout_fraction) FROM layer)"
 )
+_VERSION_SQL: Final = text("SELECT " + _VERSION_COLUMNS)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -229,7 +236,7 @@ def snapshot_of(config: dict[str, Any], version: tuple[Any, ...] = ()) -> Config
 
 
 class ConfigCache:
-    """The per-process config cache, re-validated against :func:`config_version` on every call.
+    """The per-process config cache, re-validated against the database version on every call.
 
     Parameters
     ----------
@@ -250,8 +257,38 @@ class ConfigCache:
             and time.monotonic() - snap.built_at < self.max_age
         )
 
+    def current(
+        self, version: tuple[Any, ...], load: Callable[[], dict[str, Any]]
+    ) -> ConfigSnapshot:
+        """Return the snapshot for ``version``, calling ``load`` to rebuild it when needed.
+
+        Parameters
+        ----------
+        version : tuple
+            The database version just read (:func:`config_version`).
+        load : callable
+            Builds the config (:func:`build_config` on a session) when the cache is stale.
+
+        Returns
+        -------
+        ConfigSnapshot
+            The config as of ``version`` (or newer: a change landing between the version read
+            and the rebuild only costs one more rebuild on the next call).
+        """
+        snap = self._snapshot
+        if snap is not None and self._fresh(snap, version):
+            return snap
+        with self._lock:
+            snap = self._snapshot
+            if snap is not None and self._fresh(snap, version):
+                return snap
+            snap = snapshot_of(load(), version)
+            self._snapshot = snap
+            self.builds += 1
+            return snap
+
     def get(self, session: Session) -> ConfigSnapshot:
-        """Return the current config, rebuilding it when the database moved.
+        """Return the current config, reading the version and rebuilding through ``session``.
 
         Parameters
         ----------
@@ -263,18 +300,79 @@ class ConfigCache:
         ConfigSnapshot
             The snapshot for the database as of this call.
         """
-        version = config_version(session)
-        snap = self._snapshot
-        if snap is not None and self._fresh(snap, version):
-            return snap
-        with self._lock:
-            snap = self._snapshot
-            if snap is not None and self._fresh(snap, version):
-                return snap
-            snap = snapshot_of(build_config(session), version)
-            self._snapshot = snap
-            self.builds += 1
-            return snap
+        return self.current(config_version(session), lambda: build_config(session))
+
+
+def load_config() -> dict[str, Any]:
+    """Build the config in a session of its own (see :func:`build_config`).
+
+    Returns
+    -------
+    dict
+        The SDK config.
+    """
+    session = open_session()
+    try:
+        return build_config(session)
+    finally:
+        session.close()
+
+
+# Authentication and the config version in one round trip: the hot path of every SDK endpoint.
+_ACCESS_SQL: Final = (
+    "SELECT k.id, k.name, k.role, k.revoked_at, k.key_hash, " + _VERSION_COLUMNS + " "
+    "FROM (SELECT 1 AS one) AS base LEFT JOIN api_key AS k ON k.key_hash = {mark}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAndVersion:
+    """The API key row a token maps to (None fields when unknown) and the config version."""
+
+    key_id: int | None
+    name: str | None
+    role: str | None
+    active: bool
+    version: tuple[Any, ...]
+
+
+def key_and_version(token: str) -> KeyAndVersion:
+    """Look up an API key by its token and read the config version, in one query.
+
+    The same rule as :func:`service.keys.service.authenticate` (lookup by SHA-256, final
+    :func:`hmac.compare_digest`, revoked keys refused), done with one plain SQL statement because
+    it runs on every assignment request.
+
+    Parameters
+    ----------
+    token : str
+        The presented bearer token.
+
+    Returns
+    -------
+    KeyAndVersion
+        ``active`` is False when the key is unknown or revoked.
+    """
+    digest = hash_key(token)
+    engine = get_engine()
+    # A pooled DB-API connection: one plain SELECT (its own snapshot) without SQLAlchemy's
+    # per-connection transaction events, which cost ~4x the query itself on SQLite.
+    sql = _ACCESS_SQL.format(mark="?" if engine.dialect.paramstyle == "qmark" else "%s")
+    conn = engine.raw_connection()
+    try:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql, (digest,))
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+    finally:
+        conn.close()  # back to the pool, which rolls back
+    assert row is not None  # the LEFT JOIN on one base row always yields one row
+    active = row[0] is not None and row[3] is None and hmac.compare_digest(str(row[4]), digest)
+    return KeyAndVersion(
+        key_id=row[0], name=row[1], role=row[2], active=active, version=tuple(row[5:])
+    )
 
 
 # ------------------------------------------------------------------------------- POST /v1/assign
@@ -484,7 +582,7 @@ def ofrep_result(assignment: Assignment) -> tuple[int, dict[str, Any]]:
         return 500, {
             "key": key,
             "errorCode": "GENERAL",
-            "errorDetails": f"experiment '{key}' could not be evaluated ({assignment.reason.value})",
+            "errorDetails": f"experiment '{key}' cannot be evaluated ({assignment.reason.value})",
         }
     metadata: dict[str, Any] = {
         "in_experiment": assignment.in_experiment,
@@ -526,3 +624,37 @@ def ofrep_bulk(compiled: CompiledConfig, unit_id: str, attributes: Mapping[str, 
             body = {k: body[k] for k in ("key", "errorCode", "errorDetails")}
         flags.append(body)
     return canonical_json({"flags": flags})
+
+
+def log_exposures(assignments: Sequence[Assignment], unit_id: str, now: datetime) -> int:
+    """Write the exposures of the analysed assignments through the events domain.
+
+    The event ids are deterministic (:func:`exposure_event_id`), so a unit assigned again is stored
+    once: the events domain keeps the first exposure and counts the repeat as a duplicate (or, as
+    its timestamp differs, a conflict; the stored first exposure is kept either way).
+
+    Parameters
+    ----------
+    assignments : sequence of Assignment
+        The answers given to the unit.
+    unit_id : str
+        The unit.
+    now : datetime
+        The exposure timestamp (aware UTC).
+
+    Returns
+    -------
+    int
+        How many exposures were newly stored.
+    """
+    events = [ExposureIn.model_validate(e) for e in exposures_for(assignments, unit_id, now)]
+    if not events:
+        return 0
+    session = open_session(write=True)
+    try:
+        result = ingest(session, events)
+    finally:
+        session.close()
+    for rejected in result.rejected:
+        log.warning("exposure of %s not stored: %s", unit_id, rejected)
+    return result.accepted
