@@ -13,9 +13,6 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.alerts.routes import router as alerts_router
-from service.insights.routes import router as insights_router
-from service.templates.routes import approval_router, router as templates_router
-from service.webhooks.routes import router as webhooks_router
 from service.analysis.routes import router as analysis_router
 from service.assignment.routes import ofrep_router
 from service.assignment.routes import router as assignment_router
@@ -25,10 +22,14 @@ from service.errors import Problem, install_error_handlers, problem_response
 from service.events.routes import router as events_router
 from service.experiments.routes import layers_router
 from service.experiments.routes import router as experiments_router
+from service.insights.routes import router as insights_router
 from service.keys.routes import router as keys_router
 from service.keys.service import bootstrap_admin
 from service.metrics.routes import router as metrics_router
 from service.reports.routes import router as reports_router
+from service.templates.routes import approval_router
+from service.templates.routes import router as templates_router
+from service.webhooks.routes import router as webhooks_router
 
 log = logging.getLogger("trialbook")
 

@@ -1,5 +1,6 @@
 """Import every table so that SQLModel.metadata is complete (Alembic and tests use this)."""
 
+from service.alerts.models import Alert  # noqa: F401
 from service.events.models import Conversion, Exposure, ExposureUnit  # noqa: F401
 from service.experiments.models import (  # noqa: F401
     AuditEntry,
@@ -8,9 +9,8 @@ from service.experiments.models import (  # noqa: F401
     ExperimentPhase,
     Layer,
 )
+from service.insights.models import ExperimentOutcome  # noqa: F401
 from service.keys.models import ApiKey  # noqa: F401
 from service.metrics.models import Metric  # noqa: F401
-from service.alerts.models import Alert  # noqa: F401
-from service.insights.models import ExperimentOutcome  # noqa: F401
 from service.templates.models import ProtocolTemplate, ProtocolTemplateVersion  # noqa: F401
 from service.webhooks.models import WebhookDelivery, WebhookSubscription  # noqa: F401

@@ -1,7 +1,7 @@
 """Import the modules that register CLI commands and lifecycle hooks."""
 
-import service.alerts.commands  # noqa: F401,E402  (trialbook check)
-import service.insights.service  # noqa: F401,E402  (outcome snapshots at stop/conclude)
-import service.reports.cli  # noqa: F401  (trialbook report, trialbook demo)
-import service.templates.service  # noqa: F401,E402  (template defaults/rules, approval)
-import service.webhooks.service  # noqa: F401,E402  (webhooks on lifecycle transitions)
+import service.alerts.commands  # (trialbook check)
+import service.insights.service  # (outcome snapshots at stop/conclude)
+import service.reports.cli
+import service.templates.service  # (template defaults/rules, approval)
+import service.webhooks.service  # noqa: F401  (webhooks on lifecycle transitions)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field as PField, StrictBool
+from pydantic import BaseModel, ConfigDict, StrictBool
+from pydantic import Field as PField
 from sqlalchemy import JSON, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
@@ -25,7 +26,9 @@ class ProtocolTemplate(SQLModel, table=True):
     # The organisation default (at most one): applies to experiments that name no template.
     is_default: bool = False
     latest_version: int = 1
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
 
 
 class ProtocolTemplateVersion(SQLModel, table=True):
@@ -43,7 +46,9 @@ class ProtocolTemplateVersion(SQLModel, table=True):
     defaults: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     rules: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_by: str = Field(max_length=300)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
 
 
 # --------------------------------------------------------------------------------------- schemas
@@ -79,7 +84,10 @@ class RequiredGuardrail(BaseModel):
 
     metric: MetricKey
     max_margin: float = PField(
-        gt=0, strict=True, allow_inf_nan=False, description="the guardrail margin may not exceed this"
+        gt=0,
+        strict=True,
+        allow_inf_nan=False,
+        description="the guardrail margin may not exceed this",
     )
 
 
@@ -92,7 +100,8 @@ class TemplateRules(BaseModel):
     require_structured_hypothesis: StrictBool = False
     max_secondary_metrics: int | None = PField(default=None, ge=0, le=20, strict=True)
     approval_required: StrictBool = PField(
-        default=False, description="start needs POST /v1/experiments/{key}/approve by another editor"
+        default=False,
+        description="start needs POST /v1/experiments/{key}/approve by another editor",
     )
 
 

@@ -107,9 +107,10 @@ def _add_version(
 
 def create_template(session: Session, body: TemplateCreate, who: Principal) -> TemplatePublic:
     """Create a template at version 1."""
-    if session.exec(
-        select(ProtocolTemplate.id).where(ProtocolTemplate.key == body.key)
-    ).first() is not None:
+    if (
+        session.exec(select(ProtocolTemplate.id).where(ProtocolTemplate.key == body.key)).first()
+        is not None
+    ):
         raise ConflictError(
             f"A template with key '{body.key}' already exists; PUT a new version instead.",
             code="duplicate_key",
@@ -175,9 +176,7 @@ def apply_defaults(body: ExperimentCreate, defaults: TemplateDefaults) -> Experi
             update[name] = value
     given = body.analysis.model_fields_set if "analysis" in body.model_fields_set else set()
     analysis_update = {
-        k: v
-        for k, v in defaults.analysis.model_dump(exclude_none=True).items()
-        if k not in given
+        k: v for k, v in defaults.analysis.model_dump(exclude_none=True).items() if k not in given
     }
     if analysis_update:
         # model_validate keeps the result strict-checked and fields_set accurate.
@@ -316,7 +315,10 @@ def protocol_hook(
     tpl, ver = found
     body = apply_defaults(body, TemplateDefaults.model_validate(ver.defaults))
     errors = rule_errors(
-        session, body, TemplateRules.model_validate(ver.rules), f"template '{tpl.key}' v{ver.version}"
+        session,
+        body,
+        TemplateRules.model_validate(ver.rules),
+        f"template '{tpl.key}' v{ver.version}",
     )
     if errors:
         raise ValidationFailedError(

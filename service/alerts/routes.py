@@ -1,0 +1,65 @@
+"""HTTP routes for health alerts."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Path, Query
+
+from service.alerts import service
+from service.alerts.models import AlertList, AlertPublic, AlertType, CheckReport
+from service.config import get_settings
+from service.deps import AdminDep, EditorDep, ReaderDep, SessionDep
+from service.errors import responses
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run the health-check scheduler unless TRIALBOOK_CHECK_INTERVAL_SECONDS is 0."""
+    interval = get_settings().check_interval_seconds
+    scheduler = service.HealthScheduler(interval) if interval > 0 else None
+    if scheduler is not None:
+        scheduler.start()
+    try:
+        yield
+    finally:
+        if scheduler is not None:
+            scheduler.stop()
+
+
+router = APIRouter(
+    prefix="/v1/alerts", tags=["alerts"], responses=responses(401, 403), lifespan=lifespan
+)
+
+
+@router.get("", response_model=AlertList, responses=responses(422))
+def list_alerts(
+    session: SessionDep,
+    _: ReaderDep,
+    experiment: Annotated[str | None, Query(max_length=80)] = None,
+    type: AlertType | None = None,
+    open: Annotated[bool | None, Query(description="true: unresolved; false: resolved")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AlertList:
+    """List health alerts, newest first."""
+    return service.page_alerts(
+        session, experiment_key=experiment, type_=type, open_=open, limit=limit, offset=offset
+    )
+
+
+@router.post("/check", response_model=CheckReport)
+def run_checks(session: SessionDep, _: AdminDep) -> CheckReport:
+    """Re-analyse every running experiment now and raise new alerts."""
+    # The request's own write transaction would hold SQLite's write lock that the checks need.
+    session.commit()
+    session.close()
+    return service.run_checks()
+
+
+@router.post("/{alert_id}/resolve", response_model=AlertPublic, responses=responses(404, 409, 422))
+def resolve_alert(
+    alert_id: Annotated[int, Path(ge=1, le=2**31 - 1)], session: SessionDep, who: EditorDep
+) -> AlertPublic:
+    """Mark an alert as handled (it is not raised again for the same condition)."""
+    return service.resolve_alert(session, alert_id, who)

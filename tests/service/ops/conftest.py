@@ -1,0 +1,151 @@
+"""Fixtures for the product-ops tests: a second editor, a real webhook receiver, fast retries."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+
+class Receiver:
+    """A threaded HTTP server on 127.0.0.1 that verifies Standard Webhooks signatures with the
+    ``standardwebhooks`` reference package, and answers from a script of status codes."""
+
+    def __init__(self) -> None:
+        self.secret: str | None = None
+        self.verified: list[dict[str, Any]] = []
+        self.rejected: list[str] = []
+        self.attempts: list[dict[str, str]] = []
+        self.script: list[int] = []  # statuses to answer first (then 204)
+        self.delay = 0.0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                with receiver.lock:
+                    receiver.attempts.append(headers)
+                    status = receiver.script.pop(0) if receiver.script else 204
+                    if status == 204:
+                        try:
+                            assert receiver.secret is not None
+                            payload = Webhook(receiver.secret).verify(body, headers)
+                            receiver.verified.append({"headers": headers, "payload": payload})
+                        except WebhookVerificationError as exc:
+                            receiver.rejected.append(str(exc))
+                            status = 400
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if predicate():
+                    return
+            time.sleep(0.02)
+        raise AssertionError("timed out waiting for the webhook receiver")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    r.thread.start()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+    r.thread.join(5)
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retry after ~0.1 s instead of the production schedule, three retries in all."""
+    from service.webhooks import service
+
+    monkeypatch.setattr(service, "RETRY_SCHEDULE_SECONDS", (0.1, 0.1, 0.1))
+
+
+@pytest.fixture
+def other_editor(engine: Any) -> dict[str, str]:
+    """A second editor key (approvals must come from someone else)."""
+    from service.db import open_session
+    from service.keys.models import Role
+    from service.keys.service import create_key
+
+    session = open_session(write=True)
+    try:
+        created = create_key(session, name="reviewer", role=Role.editor)
+    finally:
+        session.close()
+    return {"Authorization": f"Bearer {created.key}"}
+
+
+@pytest.fixture
+def exposures() -> Callable[..., list[dict[str, Any]]]:
+    """Exposure events: ``exposures("exp", {"control": 600, "treatment": 400})``."""
+
+    def make(experiment: str, counts: dict[str, int], prefix: str = "u") -> list[dict[str, Any]]:
+        ts = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+        out = []
+        for variant, n in counts.items():
+            for i in range(n):
+                out.append(
+                    {
+                        "event_id": str(uuid.uuid4()),
+                        "type": "exposure",
+                        "experiment": experiment,
+                        "variant": variant,
+                        "unit_id": f"{prefix}-{variant}-{i}",
+                        "timestamp": ts,
+                    }
+                )
+        return out
+
+    return make
+
+
+@pytest.fixture
+def set_times(engine: Any) -> Callable[..., None]:
+    """Move an experiment's start (and its current phase's start) into the past."""
+
+    def move(key: str, started_ago: timedelta) -> None:
+        from sqlmodel import select
+
+        from service.db import open_session
+        from service.experiments.models import Experiment, ExperimentPhase
+
+        session = open_session(write=True)
+        try:
+            exp = session.exec(select(Experiment).where(Experiment.key == key)).one()
+            when = datetime.now(UTC) - started_ago
+            exp.started_at = when
+            session.add(exp)
+            for phase in session.exec(
+                select(ExperimentPhase).where(ExperimentPhase.experiment_id == exp.id)
+            ).all():
+                phase.started_at = when
+                session.add(phase)
+            session.commit()
+        finally:
+            session.close()
+
+    return move
