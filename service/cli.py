@@ -49,7 +49,10 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     finally:
         session.close()
     print(created.key)
-    print(f"# {created.role.value} key '{created.name}' (id {created.id}); shown once", file=sys.stderr)
+    print(
+        f"# {created.role.value} key '{created.name}' (id {created.id}); shown once",
+        file=sys.stderr,
+    )
     return 0
 
 

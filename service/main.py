@@ -129,7 +129,7 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title="Trialbook",
         version="0.1.0",
-        summary="Self-hosted experimentation: pre-registered A/B tests, assignment, events, results.",
+        summary="Self-hosted experimentation: pre-registered A/B tests, assignment, results",
         lifespan=lifespan,
     )
     app.state.startup_hooks = []

@@ -62,7 +62,11 @@ def _empty_tables(engine: Any) -> None:
     tables = [t.name for t in reversed(SQLModel.metadata.sorted_tables)]
     with engine.begin() as conn:
         if is_postgres():
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+            conn.execute(
+                text(
+                    "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+                )
+            )
         else:
             for t in tables:
                 conn.execute(text(f'DELETE FROM "{t}"'))

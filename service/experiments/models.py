@@ -6,7 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field as PField, StrictBool
+from pydantic import BaseModel, ConfigDict, StrictBool
+from pydantic import Field as PField
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
@@ -45,7 +47,9 @@ class Experiment(SQLModel, table=True):
     overrides: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     primary_metric: str = Field(max_length=80)
     primary_mde: float
-    secondary_metrics: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    secondary_metrics: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     guardrails: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
@@ -59,7 +63,9 @@ class Experiment(SQLModel, table=True):
     layer_allocation: float | None = None
     layer_range: list[float] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    notes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    notes: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     status: str = Field(default=Status.draft.value, max_length=20, index=True)
     seed: str = Field(max_length=64)
     phase: int = 1
@@ -70,11 +76,17 @@ class Experiment(SQLModel, table=True):
     template_version: int | None = None
     approved_by: str | None = Field(default=None, max_length=300)
     created_by: str = Field(max_length=300)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
-    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
     started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     stopped_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
-    concluded_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    concluded_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime, nullable=True)
+    )
 
 
 class ExperimentMetric(SQLModel, table=True):
@@ -128,7 +140,9 @@ class Layer(SQLModel, table=True):
     description: str | None = Field(default=None, max_length=2000)
     seed: str = Field(max_length=64)
     holdout_fraction: float = 0.0
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
 
 
 # --------------------------------------------------------------------------------------- schemas
@@ -137,6 +151,10 @@ Fraction = Annotated[float, PField(gt=0, le=1, strict=True)]
 PositiveFloat = Annotated[float, PField(gt=0, strict=True, allow_inf_nan=False)]
 MetricKey = Annotated[str, PField(min_length=1, max_length=80)]
 NonEmpty = Annotated[str, PField(min_length=1, max_length=5000, pattern=r"\S")]
+UnitId = Annotated[str, PField(min_length=1, max_length=200)]
+Tag = Annotated[str, PField(min_length=1, max_length=50)]
+# An optional field that may be omitted but not sent as null (None only as the "unset" default).
+NoNull = SkipJsonSchema[None]
 
 
 class VariantIn(BaseModel):
@@ -244,36 +262,32 @@ class ExperimentCreate(ProtocolFields):
 class ExperimentUpdate(BaseModel):
     """A partial update. In `draft` everything may change; later only the always-editable fields.
 
-    Fields typed without ``None`` may be omitted but not set to null.
+    Fields whose schema has no ``null`` may be omitted but not set to null.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = PField(default=None, min_length=1, max_length=300, pattern=r"\S")
-    owner: str = PField(default=None, min_length=1, max_length=200, pattern=r"\S")
+    title: Annotated[str, PField(min_length=1, max_length=300, pattern=r"\S")] | NoNull = None
+    owner: Annotated[str, PField(min_length=1, max_length=200, pattern=r"\S")] | NoNull = None
     description: str | None = PField(default=None, max_length=10_000)
-    hypothesis: NonEmpty | StructuredHypothesis = PField(default=None)
-    randomization_unit: str = PField(default=None, pattern=ATTRIBUTE_PATTERN)
-    variants: list[VariantIn] = PField(default=None, min_length=2, max_length=20)
-    traffic_fraction: Fraction = PField(default=None)
+    hypothesis: NonEmpty | StructuredHypothesis | NoNull = None
+    randomization_unit: Annotated[str, PField(pattern=ATTRIBUTE_PATTERN)] | NoNull = None
+    variants: Annotated[list[VariantIn], PField(min_length=2, max_length=20)] | NoNull = None
+    traffic_fraction: Fraction | NoNull = None
     targeting: dict[str, Any] | None = None
-    overrides: dict[Annotated[str, PField(min_length=1, max_length=200)], str] = PField(
-        default=None, max_length=1000
-    )
-    primary_metric: PrimaryMetricIn = PField(default=None)
-    secondary_metrics: list[MetricKey] = PField(default=None, max_length=20)
-    guardrails: list[GuardrailIn] = PField(default=None, max_length=20)
-    alpha: float = PField(default=None, gt=0, lt=0.5, strict=True)
-    power: float = PField(default=None, ge=0.5, lt=1, strict=True)
+    overrides: Annotated[dict[UnitId, str], PField(max_length=1000)] | NoNull = None
+    primary_metric: PrimaryMetricIn | NoNull = None
+    secondary_metrics: Annotated[list[MetricKey], PField(max_length=20)] | NoNull = None
+    guardrails: Annotated[list[GuardrailIn], PField(max_length=20)] | NoNull = None
+    alpha: Annotated[float, PField(gt=0, lt=0.5, strict=True)] | NoNull = None
+    power: Annotated[float, PField(ge=0.5, lt=1, strict=True)] | NoNull = None
     baseline: Baseline | None = None
     expected_daily_units: PositiveFloat | None = None
     attribution_window_hours: PositiveFloat | None = None
-    analysis: AnalysisSettings = PField(default=None)
+    analysis: AnalysisSettings | NoNull = None
     layer: str | None = PField(default=None, pattern=KEY_PATTERN)
     layer_allocation: Fraction | None = None
-    tags: list[Annotated[str, PField(min_length=1, max_length=50)]] = PField(
-        default=None, max_length=50
-    )
+    tags: Annotated[list[Tag], PField(max_length=50)] | NoNull = None
 
 
 class TransitionIn(BaseModel):
@@ -404,7 +418,7 @@ class LayerUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str | None = PField(default=None, max_length=2000)
-    holdout_fraction: float = PField(default=None, ge=0, lt=1, strict=True)
+    holdout_fraction: Annotated[float, PField(ge=0, lt=1, strict=True)] | NoNull = None
 
 
 class LayerExperimentOut(BaseModel):

@@ -51,9 +51,7 @@ def list_experiments(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> ExperimentList:
     """List experiments, newest first, filtered by status and owner."""
-    return service.list_experiments(
-        session, status=status, owner=owner, limit=limit, offset=offset
-    )
+    return service.list_experiments(session, status=status, owner=owner, limit=limit, offset=offset)
 
 
 @router.get("/{key}", response_model=ExperimentPublic, responses=responses(404))
@@ -66,7 +64,7 @@ def get_experiment(key: str, session: SessionDep, _: ReaderDep) -> ExperimentPub
 def update_experiment(
     key: str, body: ExperimentUpdate, session: SessionDep, who: EditorDep
 ) -> ExperimentPublic:
-    """Change the protocol while in draft; afterwards only title, owner, tags, overrides and ramp."""
+    """Change the protocol in draft; later only title, owner, tags, overrides and the ramp."""
     return service.update_experiment(session, key, body, who)
 
 
@@ -99,9 +97,7 @@ _transition_route("stop", "Stop a running or paused experiment.")
 _transition_route("archive", "Archive a draft experiment that will not run.")
 
 
-@router.post(
-    "/{key}/conclude", response_model=ExperimentPublic, responses=responses(404, 409, 422)
-)
+@router.post("/{key}/conclude", response_model=ExperimentPublic, responses=responses(404, 409, 422))
 def conclude_experiment(
     key: str, body: ConcludeIn, session: SessionDep, who: EditorDep
 ) -> ExperimentPublic:
@@ -129,7 +125,10 @@ def add_note(key: str, body: NoteIn, session: SessionDep, who: EditorDep) -> Exp
 
 
 @layers_router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=LayerPublic, responses=responses(409, 422)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=LayerPublic,
+    responses=responses(409, 422),
 )
 def create_layer(body: LayerCreate, session: SessionDep, _: EditorDep) -> LayerPublic:
     """Create a mutual-exclusion layer, optionally with a holdout."""

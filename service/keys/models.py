@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field as PField
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PField
 from sqlmodel import Column, Field, SQLModel
 
 from service.db import UTCDateTime, utcnow
@@ -28,9 +29,13 @@ class ApiKey(SQLModel, table=True):
     role: str = Field(max_length=20)
     key_hash: str = Field(max_length=64, unique=True)
     prefix: str = Field(max_length=16)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
-    last_used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    last_used_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime, nullable=True)
+    )
 
 
 class ApiKeyCreate(BaseModel):

@@ -40,7 +40,9 @@ def to_public(row: ApiKey) -> ApiKeyPublic:
     )
 
 
-def create_key(session: Session, *, name: str, role: Role, token: str | None = None) -> ApiKeyCreated:
+def create_key(
+    session: Session, *, name: str, role: Role, token: str | None = None
+) -> ApiKeyCreated:
     """Store a new key (hashed) and return it with its secret, shown this once."""
     token = token or new_key_token()
     row = ApiKey(name=name, role=role.value, key_hash=hash_key(token), prefix=token[:10])
@@ -88,7 +90,7 @@ def revoke_key(session: Session, key_id: int, *, caller_key_id: int) -> ApiKeyPu
 
 
 def bootstrap_admin(session: Session, token: str | None) -> bool:
-    """Make ``token`` the first admin key when no active admin key exists. Returns True if stored."""
+    """Make ``token`` the first admin key when no active admin key exists (True if stored)."""
     if not token:
         return False
     exists = session.exec(

@@ -6,7 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field as PField, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, StrictBool, model_validator
+from pydantic import Field as PField
+from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Column, Field, SQLModel
 
 from service.db import UTCDateTime, utcnow
@@ -23,7 +25,7 @@ class MetricType(StrEnum):
 
 class Aggregation(StrEnum):
     sum = "sum"
-    count = "count"
+    count = "count"  # type: ignore[assignment]  # shadows str.count, on purpose: the API value
 
 
 class Metric(SQLModel, table=True):
@@ -41,12 +43,18 @@ class Metric(SQLModel, table=True):
     higher_is_better: bool = True
     winsorize_lower: float | None = None
     winsorize_upper: float | None = None
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
-    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
 
 
 Percentile = Annotated[float, PField(gt=0, lt=1, strict=True)]
 EventName = Annotated[str, PField(pattern=EVENT_PATTERN)]
+# An optional field that may be omitted but not sent as null (None only as the "unset" default).
+NoNull = SkipJsonSchema[None]
 
 
 class MetricDefinition(BaseModel):
@@ -89,7 +97,9 @@ class MetricDefinition(BaseModel):
             if self.numerator_event is None or self.denominator_event is None:
                 raise ValueError("a ratio metric needs both numerator_event and denominator_event")
             if self.event is not None or self.aggregation is not None:
-                raise ValueError("a ratio metric takes numerator_event/denominator_event, not event")
+                raise ValueError(
+                    "a ratio metric takes numerator_event/denominator_event, not event"
+                )
         if (
             self.winsorize_lower is not None
             and self.winsorize_upper is not None
@@ -106,18 +116,21 @@ class MetricCreate(MetricDefinition):
 
 
 class MetricUpdate(BaseModel):
-    """Fields that may change. Definition fields are refused once a live experiment uses the metric."""
+    """Fields that may change; the definition is frozen once a live experiment uses the metric.
+
+    Fields whose schema has no ``null`` may be omitted but not set to null.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = PField(default=None, min_length=1, max_length=200)
+    name: Annotated[str, PField(min_length=1, max_length=200)] | NoNull = None
     description: str | None = PField(default=None, max_length=5000)
-    type: MetricType = PField(default=None)
-    event: EventName = PField(default=None)
-    aggregation: Aggregation = PField(default=None)
-    numerator_event: EventName = PField(default=None)
-    denominator_event: EventName = PField(default=None)
-    higher_is_better: StrictBool = PField(default=None)
+    type: MetricType | NoNull = None
+    event: EventName | None = None
+    aggregation: Aggregation | None = None
+    numerator_event: EventName | None = None
+    denominator_event: EventName | None = None
+    higher_is_better: StrictBool | NoNull = None
     winsorize_lower: Percentile | None = None
     winsorize_upper: Percentile | None = None
 

@@ -41,8 +41,6 @@ def get_metric(key: str, session: SessionDep, _: ReaderDep) -> MetricPublic:
 
 
 @router.patch("/{key}", response_model=MetricPublic, responses=responses(404, 409, 422))
-def update_metric(
-    key: str, body: MetricUpdate, session: SessionDep, _: EditorDep
-) -> MetricPublic:
-    """Update a metric's name or description (its definition only while no live experiment uses it)."""
+def update_metric(key: str, body: MetricUpdate, session: SessionDep, _: EditorDep) -> MetricPublic:
+    """Update a metric (its definition only while no live experiment uses it)."""
     return service.update_metric(session, key, body)

@@ -61,7 +61,9 @@ def test_malformed_json_is_a_400_problem(client, admin):
 
 def test_oversize_body_is_a_413_problem(client, admin):
     big = b'{"key": "' + b"a" * (6 * 1024 * 1024) + b'"}'
-    r = client.post("/v1/metrics", content=big, headers={**admin, "Content-Type": "application/json"})
+    r = client.post(
+        "/v1/metrics", content=big, headers={**admin, "Content-Type": "application/json"}
+    )
     assert_problem(r, 413)
 
 
@@ -83,7 +85,9 @@ def test_method_not_allowed_is_a_problem(client, admin):
 
 
 @pytest.mark.parametrize("value", [False, "0.05"])
-def test_numbers_are_not_coerced_from_booleans_or_strings(client, admin, make_metric, bodies, value):
+def test_numbers_are_not_coerced_from_booleans_or_strings(
+    client, admin, make_metric, bodies, value
+):
     make_metric()
     r = client.post("/v1/experiments", json=bodies.experiment(alpha=value), headers=admin)
     body = assert_problem(r, 422)

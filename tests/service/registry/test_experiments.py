@@ -42,27 +42,35 @@ def test_planned_duration_longer_than_a_week(client, admin, make_metric, bodies)
 
 def test_two_controls_is_a_422_on_variants(client, admin, make_metric, bodies):
     make_metric()
-    body = bodies.experiment(variants=[
-        {"key": "a", "weight": 0.5, "is_control": True},
-        {"key": "b", "weight": 0.5, "is_control": True},
-    ])
-    assert "exactly one variant must have is_control" in _errors(
-        client.post("/v1/experiments", json=body, headers=admin))["variants"]
+    body = bodies.experiment(
+        variants=[
+            {"key": "a", "weight": 0.5, "is_control": True},
+            {"key": "b", "weight": 0.5, "is_control": True},
+        ]
+    )
+    assert (
+        "exactly one variant must have is_control"
+        in _errors(client.post("/v1/experiments", json=body, headers=admin))["variants"]
+    )
 
 
 def test_weights_that_do_not_sum_to_one_are_a_422(client, admin, make_metric, bodies):
     make_metric()
-    body = bodies.experiment(variants=[
-        {"key": "a", "weight": 0.6, "is_control": True},
-        {"key": "b", "weight": 0.6},
-    ])
+    body = bodies.experiment(
+        variants=[
+            {"key": "a", "weight": 0.6, "is_control": True},
+            {"key": "b", "weight": 0.6},
+        ]
+    )
     msg = _errors(client.post("/v1/experiments", json=body, headers=admin))["variants"]
     assert "sum to 1.2" in msg and "must sum to 1" in msg
 
 
 def test_alpha_out_of_range_is_a_422(client, admin, make_metric, bodies):
     make_metric()
-    errors = _errors(client.post("/v1/experiments", json=bodies.experiment(alpha=0.7), headers=admin))
+    errors = _errors(
+        client.post("/v1/experiments", json=bodies.experiment(alpha=0.7), headers=admin)
+    )
     assert "0.5" in errors["alpha"]
 
 
@@ -77,7 +85,9 @@ def test_guardrail_without_margin_is_a_422(client, admin, make_metric, bodies):
     make_metric()
     make_metric("errors")
     body = bodies.experiment(guardrails=[{"metric": "errors"}])
-    assert "guardrails.0.margin" in _errors(client.post("/v1/experiments", json=body, headers=admin))
+    assert "guardrails.0.margin" in _errors(
+        client.post("/v1/experiments", json=body, headers=admin)
+    )
 
 
 def test_unknown_metric_is_a_422_naming_it(client, admin, make_metric, bodies):
@@ -120,8 +130,12 @@ def test_protocol_rules_name_the_field(client, admin, make_metric, bodies, extra
 
 def test_structured_hypothesis_is_kept(client, admin, make_metric, bodies):
     make_metric()
-    hyp = {"change": "one-page checkout", "population": "all web buyers",
-           "expected_outcome": "+10 % purchases", "rationale": "fewer steps"}
+    hyp = {
+        "change": "one-page checkout",
+        "population": "all web buyers",
+        "expected_outcome": "+10 % purchases",
+        "rationale": "fewer steps",
+    }
     r = client.post("/v1/experiments", json=bodies.experiment(hypothesis=hyp), headers=admin)
     assert r.status_code == 201 and r.json()["hypothesis"] == hyp
 
@@ -157,7 +171,9 @@ def test_patch_in_draft_recomputes_the_plan(client, admin, make_experiment):
 def test_full_lifecycle_writes_one_audit_entry_per_change(client, admin, make_experiment):
     make_experiment()
     for action in ("start", "pause", "resume", "stop"):
-        r = client.post(f"/v1/experiments/new-checkout/{action}", json={"note": action}, headers=admin)
+        r = client.post(
+            f"/v1/experiments/new-checkout/{action}", json={"note": action}, headers=admin
+        )
         assert r.status_code == 200, r.text
     r = client.post(
         "/v1/experiments/new-checkout/conclude",
@@ -199,7 +215,9 @@ def test_illegal_transition_is_409_and_changes_nothing(client, admin, make_exper
 
 def test_archive_only_from_draft(client, admin, make_experiment):
     make_experiment("exp-one")
-    assert client.post("/v1/experiments/exp-one/archive", headers=admin).json()["status"] == "archived"
+    assert (
+        client.post("/v1/experiments/exp-one/archive", headers=admin).json()["status"] == "archived"
+    )
     make_experiment("exp-two", start=True)
     assert client.post("/v1/experiments/exp-two/archive", headers=admin).status_code == 409
 
@@ -210,7 +228,9 @@ def test_conclude_ship_needs_a_real_variant(client, admin, make_experiment):
     url = "/v1/experiments/new-checkout/conclude"
     r = client.post(url, json={"decision": "ship", "rationale": "x"}, headers=admin)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "variant"
-    r = client.post(url, json={"decision": "ship", "variant": "zzz", "rationale": "x"}, headers=admin)
+    r = client.post(
+        url, json={"decision": "ship", "variant": "zzz", "rationale": "x"}, headers=admin
+    )
     assert r.status_code == 422
     assert client.get("/v1/experiments/new-checkout", headers=admin).json()["status"] == "stopped"
 
@@ -220,8 +240,12 @@ def test_patch_of_a_running_protocol_is_409_and_changes_nothing(client, admin, m
     before = client.get("/v1/experiments/new-checkout", headers=admin).json()
     for change in (
         {"alpha": 0.01},
-        {"variants": [{"key": "control", "weight": 0.4, "is_control": True},
-                      {"key": "treatment", "weight": 0.6}]},
+        {
+            "variants": [
+                {"key": "control", "weight": 0.4, "is_control": True},
+                {"key": "treatment", "weight": 0.6},
+            ]
+        },
         {"primary_metric": {"metric": "conversion", "mde": 0.3}},
         {"hypothesis": "something else"},
     ):
@@ -243,14 +267,19 @@ def test_notes_tags_and_ramp_are_allowed_after_start(client, admin, make_experim
     assert r.json()["traffic_fraction"] == 0.5 and r.json()["phase"] == 1
     r = client.post("/v1/experiments/new-checkout/notes", json={"text": "ramped"}, headers=admin)
     assert r.json()["notes"][0]["text"] == "ramped"
-    actions = [a["action"] for a in client.get(
-        "/v1/experiments/new-checkout/audit", headers=admin).json()["items"]]
+    actions = [
+        a["action"]
+        for a in client.get("/v1/experiments/new-checkout/audit", headers=admin).json()["items"]
+    ]
     assert actions == ["create", "start", "update", "note"]
 
 
 def test_new_weights_go_through_a_new_phase(client, admin, make_experiment):
     make_experiment(start=True)
-    new = [{"key": "control", "weight": 0.3, "is_control": True}, {"key": "treatment", "weight": 0.7}]
+    new = [
+        {"key": "control", "weight": 0.3, "is_control": True},
+        {"key": "treatment", "weight": 0.7},
+    ]
     r = client.post(
         "/v1/experiments/new-checkout/phases",
         json={"variants": new, "reason": "ramp the treatment"},
@@ -263,7 +292,10 @@ def test_new_weights_go_through_a_new_phase(client, admin, make_experiment):
     assert exp["phases"][0]["ended_at"] is not None and exp["phases"][1]["ended_at"] is None
     audit = client.get("/v1/experiments/new-checkout/audit", headers=admin).json()["items"]
     assert audit[-1]["action"] == "new_phase" and audit[-1]["details"]["phase"] == 2
-    bad = [{"key": "control", "weight": 0.6, "is_control": True}, {"key": "treatment", "weight": 0.6}]
+    bad = [
+        {"key": "control", "weight": 0.6, "is_control": True},
+        {"key": "treatment", "weight": 0.6},
+    ]
     r = client.post(
         "/v1/experiments/new-checkout/phases", json={"variants": bad, "reason": "x"}, headers=admin
     )
@@ -273,7 +305,8 @@ def test_new_weights_go_through_a_new_phase(client, admin, make_experiment):
 def test_a_draft_cannot_start_a_phase(client, admin, make_experiment):
     make_experiment()
     r = client.post(
-        "/v1/experiments/new-checkout/phases", json={"traffic_fraction": 0.5, "reason": "x"},
+        "/v1/experiments/new-checkout/phases",
+        json={"traffic_fraction": 0.5, "reason": "x"},
         headers=admin,
     )
     assert r.status_code == 409
@@ -293,3 +326,15 @@ def test_layers_give_disjoint_slices(client, admin, make_experiment):
     assert client.get("/v1/experiments/exp-three", headers=admin).json()["status"] == "draft"
     r = client.patch("/v1/layers/checkout", json={"holdout_fraction": 0.2}, headers=admin)
     assert r.status_code == 409
+
+
+def test_patch_refuses_null_for_fields_that_cannot_be_empty(client, admin, make_experiment):
+    make_experiment()
+    before = client.get("/v1/experiments/new-checkout", headers=admin).json()
+    for field in ("title", "variants", "alpha", "primary_metric"):
+        r = client.patch("/v1/experiments/new-checkout", json={field: None}, headers=admin)
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["field"] == field
+    r = client.patch("/v1/experiments/new-checkout", json={"description": None}, headers=admin)
+    assert r.status_code == 200
+    assert client.get("/v1/experiments/new-checkout", headers=admin).json()["title"] == before["title"]

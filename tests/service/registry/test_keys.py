@@ -4,8 +4,8 @@ import os
 import subprocess
 import sys
 
-from sqlalchemy import text
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 
 def test_admin_creates_lists_and_revokes_keys(client, admin):
@@ -25,7 +25,9 @@ def test_admin_creates_lists_and_revokes_keys(client, admin):
 
 
 def test_keys_are_never_stored_in_plain_text(client, admin, engine):
-    secret = client.post("/v1/keys", json={"name": "x", "role": "viewer"}, headers=admin).json()["key"]
+    secret = client.post("/v1/keys", json={"name": "x", "role": "viewer"}, headers=admin).json()[
+        "key"
+    ]
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT * FROM api_key")).all()
     dump = repr(rows)
@@ -38,8 +40,11 @@ def test_revoking_an_unknown_key_is_404(client, admin):
 
 
 def test_an_admin_cannot_revoke_its_own_key(client, admin):
-    me = next(k for k in client.get("/v1/keys", headers=admin).json()["items"]
-              if k["name"] == "test-admin")
+    me = next(
+        k
+        for k in client.get("/v1/keys", headers=admin).json()["items"]
+        if k["name"] == "test-admin"
+    )
     r = client.delete(f"/v1/keys/{me['id']}", headers=admin)
     assert r.status_code == 409 and r.json()["code"] == "revoke_own_key"
     assert client.get("/v1/keys", headers=admin).status_code == 200
@@ -87,7 +92,10 @@ def test_cli_creates_a_key_that_authenticates(client, engine):
     env = dict(os.environ)
     out = subprocess.run(
         [sys.executable, "-m", "service.cli", "keys", "create", "--role", "editor", "--name", "pm"],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     secret = out.stdout.strip()
     assert secret.startswith("tb_")

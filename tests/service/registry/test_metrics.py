@@ -16,8 +16,12 @@ def test_create_each_metric_type(client, admin, bodies):
 
 def test_mean_count_and_winsorization(client, admin, bodies):
     body = bodies.metric(
-        "sessions", "mean", aggregation="count", higher_is_better=False,
-        winsorize_lower=0.01, winsorize_upper=0.99,
+        "sessions",
+        "mean",
+        aggregation="count",
+        higher_is_better=False,
+        winsorize_lower=0.01,
+        winsorize_upper=0.99,
     )
     r = client.post("/v1/metrics", json=body, headers=admin)
     assert r.status_code == 201, r.text
@@ -28,11 +32,27 @@ def test_mean_count_and_winsorization(client, admin, bodies):
     ("body", "field", "words"),
     [
         ({"key": "a1b", "name": "x", "type": "binomial"}, "body", "needs `event`"),
-        ({"key": "a1b", "name": "x", "type": "ratio", "numerator_event": "n"}, "body", "denominator"),
-        ({"key": "a1b", "name": "x", "type": "binomial", "event": "e", "aggregation": "sum"}, "body", "only for mean"),
-        ({"key": "a1b", "name": "x", "type": "mean", "event": "e", "winsorize_upper": 1.5}, "winsorize_upper", "less than 1"),
+        (
+            {"key": "a1b", "name": "x", "type": "ratio", "numerator_event": "n"},
+            "body",
+            "denominator",
+        ),
+        (
+            {"key": "a1b", "name": "x", "type": "binomial", "event": "e", "aggregation": "sum"},
+            "body",
+            "only for mean",
+        ),
+        (
+            {"key": "a1b", "name": "x", "type": "mean", "event": "e", "winsorize_upper": 1.5},
+            "winsorize_upper",
+            "less than 1",
+        ),
         ({"key": "A!", "name": "x", "type": "mean", "event": "e"}, "key", "pattern"),
-        ({"key": "a1b", "name": "x", "type": "mean", "event": "e", "higher_is_better": "yes"}, "higher_is_better", "boolean"),
+        (
+            {"key": "a1b", "name": "x", "type": "mean", "event": "e", "higher_is_better": "yes"},
+            "higher_is_better",
+            "boolean",
+        ),
     ],
 )
 def test_invalid_metrics_are_422_naming_the_field(client, admin, body, field, words):
@@ -54,9 +74,7 @@ def test_update_description_and_definition_while_unused(client, admin, make_metr
     assert r.status_code == 200 and r.json()["description"] == "Orders placed"
     r = client.patch("/v1/metrics/purchase", json={"event": "order_completed"}, headers=admin)
     assert r.status_code == 200 and r.json()["event"] == "order_completed"
-    r = client.patch(
-        "/v1/metrics/purchase", json={"type": "mean"}, headers=admin
-    )
+    r = client.patch("/v1/metrics/purchase", json={"type": "mean"}, headers=admin)
     assert r.status_code == 422
 
 

@@ -9,13 +9,13 @@ import re
 import pytest
 from fastapi.routing import APIRoute
 
-
 from service.keys.models import Role
 
 # path -> why it needs no API key
 PUBLIC = {
     "/healthz": "liveness probe",
 }
+
 
 def _allowed_roles(route: APIRoute) -> frozenset[Role] | None:
     # Hot-path routes that authenticate by hand declare their roles on the endpoint itself.
@@ -45,7 +45,9 @@ ROUTES = list(_routes())
 assert len(ROUTES) > 20
 
 
-@pytest.mark.parametrize(("method", "template", "route"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
+@pytest.mark.parametrize(
+    ("method", "template", "route"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES]
+)
 def test_every_endpoint_requires_a_key_with_the_right_role(client, keys, method, template, route):
     allowed = _allowed_roles(route)
     if allowed is None:

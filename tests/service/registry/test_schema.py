@@ -42,7 +42,11 @@ def test_every_route_has_a_summary_and_declares_its_errors():
             op = spec["paths"][path][method.lower()]
             doc = (route.endpoint.__doc__ or "").strip()
             assert doc, f"{method} {path} has no docstring"
-            assert op["summary"] == doc.splitlines()[0], f"{method} {path}: summary is not the docstring"
+            assert op["summary"] == doc.splitlines()[0], (
+                f"{method} {path}: summary is not the docstring"
+            )
             if path != "/healthz":
-                assert {"401", "403"} <= set(op["responses"]), f"{method} {path} does not declare 401/403"
+                assert {"401", "403"} <= set(op["responses"]), (
+                    f"{method} {path} does not declare 401/403"
+                )
     assert seen > 20
