@@ -484,7 +484,8 @@ class Client:
         """
         return self._ready.wait(timeout)
 
-    def _install_config(self, config: object, source: str) -> bool:
+    def _install_config(self, config: object, source: str, fetched: Response | None = None) -> bool:
+        """Compile and use ``config``; ``fetched`` is the server answer it came from, if any."""
         if not isinstance(config, Mapping) or config.get("hash_version") != HASH_VERSION:
             version = config.get("hash_version") if isinstance(config, Mapping) else None
             logger.error(
@@ -498,6 +499,11 @@ class Client:
         if compiled.errors:
             logger.warning("trialbook: %s has problems: %s", source, compiled.errors[:5])
         self._compiled = compiled
+        if fetched is not None:
+            # Recorded before readiness is signalled: a refresh() right after wait_until_ready()
+            # must already send If-None-Match (and stats() count the fetch).
+            self._etag = fetched.headers.get("etag")
+            self._count("config_fetches")
         self._ready.set()
         return True
 
@@ -539,11 +545,9 @@ class Client:
             self._count("config_errors")
             logger.warning("trialbook: config is not JSON: %s", exc)
             return False
-        if not self._install_config(config, "config from server"):
+        if not self._install_config(config, "config from server", fetched=response):
             self._count("config_errors")
             return False
-        self._count("config_fetches")
-        self._etag = response.headers.get("etag")
         return True
 
     def _refresh_loop(self) -> None:
