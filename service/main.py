@@ -136,17 +136,18 @@ def create_app() -> FastAPI:
     app.state.shutdown_hooks = []
     install_error_handlers(app)
     for router in ROUTERS:
+        for route in router.routes:
+            # One-line route docstrings become the OpenAPI summary (set before the router is
+            # included: FastAPI snapshots included routes).
+            if isinstance(route, APIRoute) and route.summary is None and route.endpoint.__doc__:
+                route.summary = route.endpoint.__doc__.strip().splitlines()[0]
         app.include_router(router)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], summary="Liveness probe.")
     def healthz() -> dict[str, str]:
         """Liveness probe."""
         return {"status": "ok"}
 
-    for _path, _methods, route in api_routes(app):
-        # One-line route docstrings become the OpenAPI summary.
-        if route.summary is None and route.endpoint.__doc__:
-            route.summary = route.endpoint.__doc__.strip().splitlines()[0]
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app

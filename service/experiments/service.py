@@ -79,7 +79,7 @@ def get_row(session: Session, key: str) -> Experiment:
 
 
 def control_of(variants: list[dict[str, Any]]) -> str:
-    return next(v["key"] for v in variants if v.get("is_control"))
+    return str(next(v["key"] for v in variants if v.get("is_control")))
 
 
 def phases_of(session: Session, exp: Experiment) -> list[ExperimentPhase]:
@@ -101,9 +101,7 @@ def current_phase(session: Session, exp: Experiment) -> ExperimentPhase | None:
 
 
 def to_public(session: Session, exp: Experiment) -> ExperimentPublic:
-    phases = [
-        PhaseOut.model_validate(p, from_attributes=True) for p in phases_of(session, exp)
-    ]
+    phases = [PhaseOut.model_validate(p, from_attributes=True) for p in phases_of(session, exp)]
     return ExperimentPublic.model_validate(
         {
             **exp.model_dump(),
@@ -177,7 +175,7 @@ def _metric_errors(
         errors.append(
             FieldError(
                 field="secondary_metrics",
-                message=f"'{primary.metric}' is the primary metric; remove it from secondary_metrics",
+                message=f"'{primary.metric}' is the primary metric; drop it from secondary_metrics",
             )
         )
     guard_keys = [g.metric for g in guardrails]
@@ -188,7 +186,7 @@ def _metric_errors(
         errors.append(
             FieldError(
                 field="guardrails",
-                message=f"{overlap} are already primary or secondary metrics; a metric has one role",
+                message=f"{overlap} are already primary or secondary; a metric has one role",
             )
         )
     return errors, found
@@ -257,7 +255,7 @@ def validate_protocol(session: Session, p: ExperimentCreate) -> dict[str, Metric
         errors.append(
             FieldError(
                 field="analysis.prior_sd" if a.prior_sd is None else "analysis.prior_mean",
-                message="a normal prior needs both prior_mean and prior_sd (or neither: flat prior)",
+                message="a normal prior needs prior_mean and prior_sd (or neither: flat prior)",
             )
         )
     if p.layer is not None:
@@ -279,9 +277,7 @@ def validate_protocol(session: Session, p: ExperimentCreate) -> dict[str, Metric
     return metrics
 
 
-def compute_plan(
-    exp: Experiment, primary: Metric | None
-) -> tuple[int | None, int | None]:
+def compute_plan(exp: Experiment, primary: Metric | None) -> tuple[int | None, int | None]:
     """Sample size per variant and planned duration from the protocol (None when unknown)."""
     if primary is None or exp.baseline is None:
         return None, None
@@ -353,12 +349,16 @@ def list_audit(session: Session, key: str) -> list[AuditEntryOut]:
 
 def _sync_metric_links(session: Session, exp: Experiment) -> None:
     assert exp.id is not None
-    session.exec(delete(ExperimentMetric).where(col(ExperimentMetric.experiment_id) == exp.id))  # type: ignore[call-overload]
-    session.add(ExperimentMetric(experiment_id=exp.id, metric_key=exp.primary_metric, role="primary"))
+    session.exec(delete(ExperimentMetric).where(col(ExperimentMetric.experiment_id) == exp.id))
+    session.add(
+        ExperimentMetric(experiment_id=exp.id, metric_key=exp.primary_metric, role="primary")
+    )
     for key in exp.secondary_metrics:
         session.add(ExperimentMetric(experiment_id=exp.id, metric_key=key, role="secondary"))
     for g in exp.guardrails:
-        session.add(ExperimentMetric(experiment_id=exp.id, metric_key=g["metric"], role="guardrail"))
+        session.add(
+            ExperimentMetric(experiment_id=exp.id, metric_key=g["metric"], role="guardrail")
+        )
 
 
 def _apply_protocol(exp: Experiment, p: ExperimentCreate) -> None:
@@ -369,9 +369,19 @@ def _apply_protocol(exp: Experiment, p: ExperimentCreate) -> None:
     exp.primary_mde = p.primary_metric.mde
 
 
-ProtocolHook = Callable[[Session, ExperimentCreate, Principal], tuple[ExperimentCreate, str | None, int | None]]
+ProtocolHook = Callable[
+    [Session, ExperimentCreate, Principal], tuple[ExperimentCreate, str | None, int | None]
+]
 # Templates register here: (session, protocol, who) -> (protocol with defaults, template, version)
 protocol_hooks: list[ProtocolHook] = []
+# Called by update_experiment with (session, stored row before the change, merged protocol, names
+# of the fields whose value changes, who), before anything is written. A hook raises (422) to
+# refuse the update, may change the row (templates clear an approval), and returns a note for the
+# update's audit entry, or None.
+UpdateHook = Callable[
+    [Session, Experiment, ExperimentCreate, frozenset[str], Principal], str | None
+]
+update_hooks: list[UpdateHook] = []
 
 
 def create_experiment(session: Session, body: ExperimentCreate, who: Principal) -> ExperimentPublic:
@@ -454,26 +464,52 @@ def _protocol_of(exp: Experiment) -> dict[str, Any]:
     return data
 
 
+def _normal_form(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored protocol as the schema dumps it (defaults filled in), to compare with a new one."""
+    try:
+        return ExperimentCreate.model_validate(data).model_dump(mode="json")
+    except ValueError:  # a row written under an older schema: compare it as stored
+        return data
+
+
 def update_experiment(
     session: Session, key: str, body: ExperimentUpdate, who: Principal
 ) -> ExperimentPublic:
     exp = get_row(session, key)
     changes = body.model_dump(mode="json", exclude_unset=True)
-    nulls = [k for k, v in changes.items() if v is None and k not in ("description", "targeting",
-             "baseline", "expected_daily_units", "attribution_window_hours", "layer",
-             "layer_allocation")]
+    nulls = [
+        k
+        for k, v in changes.items()
+        if v is None
+        and k
+        not in (
+            "description",
+            "targeting",
+            "baseline",
+            "expected_daily_units",
+            "attribution_window_hours",
+            "layer",
+            "layer_allocation",
+        )
+    ]
     if nulls:
         raise ValidationFailedError(
             "these fields cannot be null: " + ", ".join(nulls),
-            errors=[FieldError(field=k, message="cannot be null; omit it to keep the value")
-                    for k in nulls],
+            errors=[
+                FieldError(field=k, message="cannot be null; omit it to keep the value")
+                for k in nulls
+            ],
         )
+    current = _protocol_of(exp)
+    if isinstance(changes.get("analysis"), dict):
+        # A merge patch (RFC 7396): analysis settings the request leaves out keep their stored
+        # value (a template default, say) instead of falling back to the schema default.
+        changes["analysis"] = dict(current.get("analysis") or {}) | changes["analysis"]
     status = Status(exp.status)
     if status is not Status.draft:
         editable = ALWAYS_EDITABLE | (
             LIVE_EDITABLE if status in (Status.running, Status.paused) else frozenset()
         )
-        current = _protocol_of(exp)
         frozen = sorted(k for k, v in changes.items() if k not in editable and current.get(k) != v)
         if frozen:
             hint = (
@@ -482,28 +518,41 @@ def update_experiment(
                 else ""
             )
             raise ConflictError(
-                f"The protocol is frozen once the experiment leaves draft (status '{status.value}'); "
-                f"these fields cannot change: {', '.join(frozen)}.{hint}",
+                "The protocol is frozen once the experiment leaves draft (status "
+                f"'{status.value}'); these fields cannot change: {', '.join(frozen)}.{hint}",
                 code="protocol_frozen",
                 errors=[FieldError(field=k, message="frozen after start") for k in frozen],
             )
-    merged = _protocol_of(exp) | changes
+    merged = current | changes
     merged["key"] = exp.key
     try:
         protocol = ExperimentCreate.model_validate(merged)
     except ValueError as exc:
         raise ValidationFailedError.on("body", str(exc)) from exc
+    before = {k: v for k, v in current.items() if k in changes}
+    # Compared in normal form: re-sending a variant without its null `name` is no change (and so
+    # does not, for instance, clear an approval).
+    stored = _normal_form(current | {"key": exp.key})
+    proposed = protocol.model_dump(mode="json")
+    changed = sorted(k for k in changes if stored.get(k) != proposed.get(k))
+    approved_before = exp.approved_by
+    hook_notes = [
+        note
+        for hook in update_hooks
+        if (note := hook(session, exp, protocol, frozenset(changed), who)) is not None
+    ]
     if "overrides" in changes and status is not Status.draft:
         variant_keys = {v["key"] for v in exp.variants}
         bad = {u: v for u, v in protocol.overrides.items() if v not in variant_keys}
         if bad:
             raise ValidationFailedError(
                 "overrides name unknown variants",
-                errors=[FieldError(field=f"overrides.{u}", message=f"'{v}' is not a variant")
-                        for u, v in bad.items()],
+                errors=[
+                    FieldError(field=f"overrides.{u}", message=f"'{v}' is not a variant")
+                    for u, v in bad.items()
+                ],
             )
     metrics = validate_protocol(session, protocol)
-    before = {k: current_v for k, current_v in _protocol_of(exp).items() if k in changes}
     _apply_protocol(exp, protocol)
     exp.sample_size_per_variant, exp.planned_duration_days = compute_plan(
         exp, metrics.get(protocol.primary_metric.metric)
@@ -522,11 +571,20 @@ def update_experiment(
             session.add(phase)
     session.add(exp)
     _sync_metric_links(session, exp)
-    changed = sorted(k for k in changes if before.get(k) != changes[k])
     if changed:
+        details: dict[str, Any] = {
+            "fields": changed,
+            "before": {k: before.get(k) for k in changed},
+        }
+        if approved_before is not None and exp.approved_by is None:
+            details["approval_cleared"] = approved_before
         audit(
-            session, exp, who.actor, "update",
-            details={"fields": changed, "before": {k: before.get(k) for k in changed}},
+            session,
+            exp,
+            who.actor,
+            "update",
+            note="; ".join(hook_notes) or None,
+            details=details,
         )
     session.commit()
     return to_public(session, exp)
@@ -630,8 +688,14 @@ def transition(
     exp.updated_at = now
     session.add(exp)
     audit(
-        session, exp, who.actor, action,
-        from_status=status.value, to_status=target.value, note=note, details=details,
+        session,
+        exp,
+        who.actor,
+        action,
+        from_status=status.value,
+        to_status=target.value,
+        note=note,
+        details=details,
     )
     for listener in transition_listeners:
         listener(session, exp, action, status.value, target.value)
@@ -659,7 +723,7 @@ def new_phase(session: Session, key: str, body: PhaseCreate, who: Principal) -> 
         removed = sorted(set(exp.overrides.values()) - {v["key"] for v in variants})
         if removed:
             raise ConflictError(
-                f"overrides point at variants the new phase drops ({removed}); PATCH overrides first",
+                f"overrides point at variants the new phase drops ({removed}); PATCH them first",
                 code="override_variant_removed",
             )
     now = utcnow()
@@ -687,8 +751,16 @@ def new_phase(session: Session, key: str, body: PhaseCreate, who: Principal) -> 
     exp.sample_size_per_variant, exp.planned_duration_days = compute_plan(exp, primary)
     session.add(exp)
     audit(
-        session, exp, who.actor, "new_phase", note=body.reason,
-        details={"phase": exp.phase, "variants": variants, "traffic_fraction": exp.traffic_fraction},
+        session,
+        exp,
+        who.actor,
+        "new_phase",
+        note=body.reason,
+        details={
+            "phase": exp.phase,
+            "variants": variants,
+            "traffic_fraction": exp.traffic_fraction,
+        },
     )
     session.commit()
     return to_public(session, exp)
@@ -739,7 +811,10 @@ def create_layer(session: Session, body: LayerCreate) -> LayerPublic:
 
 
 def list_layers(session: Session) -> list[LayerPublic]:
-    return [_layer_public(session, x) for x in session.exec(select(Layer).order_by(col(Layer.key))).all()]
+    return [
+        _layer_public(session, x)
+        for x in session.exec(select(Layer).order_by(col(Layer.key))).all()
+    ]
 
 
 def update_layer(session: Session, key: str, body: LayerUpdate) -> LayerPublic:
@@ -750,14 +825,15 @@ def update_layer(session: Session, key: str, body: LayerUpdate) -> LayerPublic:
             raise ValidationFailedError.on("holdout_fraction", "give a number in [0, 1)")
         live = session.exec(
             select(Experiment.key).where(
-                Experiment.layer == key, col(Experiment.status) != Status.draft.value,
+                Experiment.layer == key,
+                col(Experiment.status) != Status.draft.value,
                 col(Experiment.status) != Status.archived.value,
             )
         ).all()
         if live:
             raise ConflictError(
                 f"The holdout of layer '{key}' cannot change while experiments have used it "
-                f"({', '.join(sorted(live))}): it would move units between holdout and experiments.",
+                f"({', '.join(sorted(live))}): units would move between holdout and experiments.",
                 code="layer_in_use",
             )
         layer.holdout_fraction = changes["holdout_fraction"]

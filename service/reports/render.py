@@ -7,8 +7,10 @@ and inline SVG charts). Every user-provided string is escaped. Numeric cells of 
 exact JSON value in ``data-value`` (and its JSON path in ``data-field``) so that tools and tests
 can read the numbers without parsing the rounded text.
 
-Section order (the same for every experiment): header, 1 protocol, 2 health, 3 scorecard,
-4 guardrails, 5 deviations, 6 recommendation and recorded decision.
+Section order (the same for every experiment): header, 1 protocol (with the template version the
+experiment was registered under and its approval), 2 health (with the open and resolved alerts),
+3 scorecard, 4 guardrails, 5 deviations, 6 recommendation and recorded decision. The index page
+lists every experiment with its open alerts, then the portfolio insights.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class ReportContext:
     generated_at: datetime
     results_note: str | None = None
     audit: list[dict[str, Any]] = field(default_factory=list)
+    # ``AlertPublic`` JSON of every alert of the experiment (all phases), newest first.
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    # ``TemplatePublic`` JSON of the template version the experiment was registered under.
+    template: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,8 @@ class IndexRow:
     multiple_exposures: int | None
     recommendation: str | None
     progress: float | None
+    # The type of every open (unresolved) alert of the experiment, one entry per alert.
+    open_alerts: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -250,6 +258,109 @@ def _days(value: float | None) -> str:
     return DASH if value is None else f"{value:.1f}"
 
 
+def _rules_text(rules: dict[str, Any]) -> str:
+    """The rules of a template version in one line."""
+    out = [
+        f"guards {g.get('metric')} with margin ≤ {pct(g.get('max_margin'), signed=False)}"
+        for g in rules.get("required_guardrails") or []
+    ]
+    if rules.get("minimum_duration_days") is not None:
+        out.append(f"runs at least {rules['minimum_duration_days']} days")
+    if rules.get("allowed_primary_metrics") is not None:
+        out.append("primary metric one of " + ", ".join(rules["allowed_primary_metrics"]))
+    if rules.get("require_structured_hypothesis"):
+        out.append("structured hypothesis")
+    if rules.get("max_secondary_metrics") is not None:
+        out.append(f"at most {rules['max_secondary_metrics']} secondary metric(s)")
+    if rules.get("approval_required"):
+        out.append("approval by another editor before start")
+    return "; ".join(out) or "no rules"
+
+
+def _approval_entry(ctx: ReportContext) -> dict[str, Any] | None:
+    """The audit entry of the approval in force (the latest ``approve``)."""
+    entries = [a for a in ctx.audit if a.get("action") == "approve"]
+    return entries[-1] if entries else None
+
+
+def _registration(ctx: ReportContext) -> list[tuple[str, str]]:
+    """(label, text) rows: the template version and the approval, the same rows for every
+    experiment."""
+    exp = ctx.experiment
+    tpl = ctx.template or {}
+    rules = tpl.get("rules") or {}
+    if exp.get("template"):
+        template = f"{exp['template']} v{exp.get('template_version')}"
+        if tpl.get("name"):
+            template += f" — {tpl['name']}"
+        latest = tpl.get("latest_version")
+        if is_number(latest) and latest != exp.get("template_version"):
+            template += f" (the template is now at v{latest}; this experiment keeps its version)"
+        rows = [("Template", template), ("Template rules", _rules_text(rules))]
+    else:
+        rows = [("Template", "none"), ("Template rules", "none")]
+    approver = exp.get("approved_by")
+    if approver:
+        entry = _approval_entry(ctx) or {}
+        text = f"approved by {approver}"
+        if entry.get("at"):
+            text += f", {when(entry['at'])}"
+        if entry.get("note"):
+            text += f" — “{entry['note']}”"
+    elif rules.get("approval_required"):
+        text = (
+            "required before start, not given yet"
+            if exp.get("status") == "draft"
+            else "required; not on record"
+        )
+    else:
+        text = "not required"
+    rows.append(("Approval", text))
+    return rows
+
+
+ALERT_TEXT = {
+    "srm": "Sample ratio mismatch",
+    "guardrail_failed": "Guardrail failed",
+    "decision_ready": "Decision ready",
+    "overdue": "Overdue",
+    "stalled": "Exposures stalled",
+}
+
+
+def _alert_order(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Open alerts first, then resolved ones; newest first within each."""
+    return sorted(alerts, key=lambda a: (a.get("resolved_at") is not None, -int(a.get("id") or 0)))
+
+
+def _alert_state(a: dict[str, Any]) -> str:
+    if a.get("resolved_at") is None:
+        return "open"
+    return f"resolved by {a.get('resolved_by') or DASH}, {when(a.get('resolved_at'))}"
+
+
+def _alert_summary(alerts: list[dict[str, Any]]) -> str:
+    n_open = sum(1 for a in alerts if a.get("resolved_at") is None)
+    return f"{n_open} open, {len(alerts) - n_open} resolved"
+
+
+def open_alert_text(types: tuple[str, ...] | list[str]) -> str:
+    """``2 open: srm, guardrail_failed ×2`` — the count, then each type once with its count."""
+    if not types:
+        return "none"
+    counts: dict[str, int] = {}
+    for t in types:
+        counts[t] = counts.get(t, 0) + 1
+    order = list(ALERT_TEXT)
+    parts = [
+        t if c == 1 else f"{t} ×{c}"
+        for t, c in sorted(
+            counts.items(), key=lambda x: (order.index(x[0]) if x[0] in order else 99, x[0])
+        )
+    ]
+    return f"{len(types)} open: " + ", ".join(parts)
+
+
 # ---------------------------------------------------------------------------------------- HTML
 
 CSS = """
@@ -314,8 +425,6 @@ def _html_header(ctx: ReportContext) -> str:
         ("Stopped", when(exp.get("stopped_at"))),
         ("Concluded", when(exp.get("concluded_at"))),
     ]
-    if exp.get("template"):
-        facts.append(("Template", f"{exp['template']} v{exp.get('template_version')}"))
     return (
         f'<header id="header"><h1>{_e(exp.get("title"))}</h1>'
         f'<p class="muted">Experiment report · generated {_e(when(ctx.generated_at))}</p>'
@@ -325,7 +434,8 @@ def _html_header(ctx: ReportContext) -> str:
 
 def _html_protocol(ctx: ReportContext) -> str:
     exp = ctx.experiment
-    parts = ["<h3>Hypothesis</h3>"]
+    parts = ['<h3>Registration</h3><div id="registration">', _facts(_registration(ctx)), "</div>"]
+    parts.append("<h3>Hypothesis</h3>")
     h = _hypothesis(ctx)
     parts.append(_facts(h) if isinstance(h, list) else f'<p class="hypothesis">{_e(h)}</p>')
     if exp.get("description"):
@@ -393,7 +503,30 @@ def _expected_units(total: float, weight: Any) -> str:
     return num(round(total * float(weight))) if is_number(weight) else DASH
 
 
+def _html_alerts(ctx: ReportContext) -> str:
+    head = f'<h3>Alerts</h3><p id="alert-summary">{_e(_alert_summary(ctx.alerts))}</p>'
+    if not ctx.alerts:
+        return head + '<p class="muted" id="no-alerts">No alert has been raised.</p>'
+    rows = "".join(
+        f'<tr data-alert-id="{_e(a.get("id"))}" data-type="{_e(a.get("type"))}" '
+        f'data-state="{"open" if a.get("resolved_at") is None else "resolved"}">'
+        f"<td>{_badge(str(a.get('type')), 'bad' if a.get('resolved_at') is None else '')}"
+        f" {_e(ALERT_TEXT.get(str(a.get('type')), ''))}</td>"
+        f'<td class="num">{_e(a.get("phase"))}</td><td>{_e(when(a.get("created_at")))}</td>'
+        f"<td>{_e(_alert_state(a))}</td><td>{_e(a.get('message'))}</td></tr>"
+        for a in _alert_order(ctx.alerts)
+    )
+    return (
+        head + '<table id="alerts"><thead><tr><th>Type</th><th>Phase</th><th>Raised at</th>'
+        f"<th>State</th><th>Detail</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def _html_health(ctx: ReportContext) -> str:
+    return _html_health_results(ctx) + _html_alerts(ctx)
+
+
+def _html_health_results(ctx: ReportContext) -> str:
     r = ctx.results
     if r is None:
         return f'<p class="muted">{_e(ctx.results_note or "No results yet.")}</p>'
@@ -746,6 +879,10 @@ def render_markdown(ctx: ReportContext) -> str:
         "",
         "## 1. Protocol",
         "",
+        "### Registration",
+        "",
+        *(f"- **{k}:** {_md(v)}" for k, v in _registration(ctx)),
+        "",
         "### Hypothesis",
         "",
     ]
@@ -815,6 +952,21 @@ def render_markdown(ctx: ReportContext) -> str:
             f"{num(power.get('sample_size_per_variant'))})",
             "",
         ]
+    lines += ["### Alerts", "", _alert_summary(ctx.alerts), ""]
+    if ctx.alerts:
+        lines += _table(
+            ["Type", "Phase", "Raised at", "State", "Detail"],
+            [
+                [
+                    _md(a.get("type")),
+                    _md(a.get("phase")),
+                    when(a.get("created_at")),
+                    _md(_alert_state(a)),
+                    _md(a.get("message")),
+                ]
+                for a in _alert_order(ctx.alerts)
+            ],
+        )
     lines += ["## 3. Scorecard", ""]
     if r is None:
         lines += [note, ""]
@@ -949,13 +1101,116 @@ def render_markdown(ctx: ReportContext) -> str:
 # ---------------------------------------------------------------------------------------- index
 
 
-def render_index(rows: list[IndexRow], generated_at: datetime) -> str:
-    """Render the index page: every experiment with status, health and recommendation.
+def _insight_cell(path: str, value: Any, fmt: Callable[[Any], str] = num) -> str:
+    """A table cell of the insights, its exact JSON value in ``data-value`` (path in
+    ``data-field``, prefixed ``insights.``)."""
+    return _cell(f"insights.{path}", value, fmt)
+
+
+def _share(value: Any) -> str:
+    return pct(value, signed=False)
+
+
+def _html_insights(insights: dict[str, Any] | None, note: str | None) -> str:
+    """The portfolio-insights section of the index page (``InsightsPublic`` JSON)."""
+    head = '<section id="insights"><h2>Portfolio insights</h2>'
+    if insights is None:
+        return head + f'<p class="muted">{_e(note or "Insights unavailable.")}</p></section>'
+    by_status = insights.get("experiments_by_status") or {}
+    status_rows = "".join(
+        f"<tr><td>{_e(k)}</td>" + _insight_cell(f"experiments_by_status.{k}", v) + "</tr>"
+        for k, v in by_status.items()
+    )
+    months = insights.get("concluded_per_month") or []
+    month_rows = (
+        "".join(
+            f"<tr><td>{_e(m.get('month'))}</td>"
+            + _insight_cell(f"concluded_per_month.{i}.count", m.get("count"))
+            + "</tr>"
+            for i, m in enumerate(months)
+        )
+        or f'<tr><td colspan="2" class="muted">{_e("No experiment concluded yet.")}</td></tr>'
+    )
+    outcomes = insights.get("outcomes") or {}
+    counts = outcomes.get("counts") or {}
+    shares = outcomes.get("shares") or {}
+    outcome_rows = "".join(
+        f"<tr><td>{_e(RECOMMENDATION_TEXT.get(d, d))}</td>"
+        + _insight_cell(f"outcomes.counts.{d}", counts.get(d))
+        + _insight_cell(f"outcomes.shares.{d}", shares.get(d), _share)
+        + "</tr>"
+        for d in counts
+    )
+
+    def rate_row(label: str, key: str, what: str) -> str:
+        r = insights.get(key) or {}
+        return (
+            f"<tr><td>{_e(label)}</td>"
+            + _insight_cell(f"{key}.share", r.get("share"), _share)
+            + _insight_cell(f"{key}.numerator", r.get("numerator"))
+            + _insight_cell(f"{key}.denominator", r.get("denominator"))
+            + f"<td>{_e(what)}</td></tr>"
+        )
+
+    d = insights.get("duration") or {}
+    rates = (
+        rate_row(
+            "Win rate",
+            "win_rate",
+            "concluded experiments where a treatment beat control significantly on the primary "
+            "metric",
+        )
+        + rate_row("Share with SRM", "srm", "started experiments with a sample ratio mismatch")
+        + rate_row(
+            "Followed the recommendation",
+            "followed_recommendation",
+            "concluded experiments whose decision followed the recommendation at stop",
+        )
+    )
+    return (
+        head + f'<p class="muted">computed {_e(when(insights.get("computed_at")))} from the '
+        "registry, the outcome snapshots taken at stop and the alerts "
+        "(<code>GET /v1/insights</code>)</p>"
+        '<div class="pair"><div><h3>Experiments by status</h3><table><thead><tr><th>Status</th>'
+        f"<th>Experiments</th></tr></thead><tbody>{status_rows}</tbody></table></div>"
+        "<div><h3>Concluded per month</h3><table><thead><tr><th>Month (UTC)</th>"
+        f"<th>Concluded</th></tr></thead><tbody>{month_rows}</tbody></table></div></div>"
+        "<h3>Outcomes of concluded experiments</h3><table><thead><tr><th>Decision</th>"
+        f"<th>Experiments</th><th>Share</th></tr></thead><tbody>{outcome_rows}</tbody></table>"
+        "<h3>Rates</h3><table><thead><tr><th></th><th>Share</th><th>Experiments</th>"
+        f"<th>Out of</th><th>Counted</th></tr></thead><tbody>{rates}</tbody></table>"
+        "<h3>Duration (days)</h3><table><thead><tr><th></th><th>Median planned</th>"
+        "<th>Median actual</th><th>Experiments</th></tr></thead><tbody><tr>"
+        "<td>stopped or concluded with a planned duration</td>"
+        + _insight_cell("duration.median_planned_days", d.get("median_planned_days"))
+        + _insight_cell("duration.median_actual_days", d.get("median_actual_days"))
+        + _insight_cell("duration.experiments", d.get("experiments"))
+        + "</tr></tbody></table><p>Stopped before the planned sample or duration: "
+        f'<span data-field="insights.stopped_early" '
+        f'data-value="{_json(insights.get("stopped_early"))}">'
+        f"{_e(num(insights.get('stopped_early')))}</span> experiment(s).</p></section>"
+    )
+
+
+def render_index(
+    rows: list[IndexRow],
+    generated_at: datetime,
+    insights: dict[str, Any] | None = None,
+    insights_note: str | None = None,
+) -> str:
+    """Render the index page: every experiment with status, health, open alerts and
+    recommendation, then the portfolio insights.
 
     Parameters
     ----------
     rows : list of IndexRow
+        One per experiment, in the order shown.
     generated_at : datetime
+        Printed in the page.
+    insights : dict, optional
+        ``InsightsPublic`` as JSON (``GET /v1/insights``); ``None`` shows ``insights_note``.
+    insights_note : str, optional
+        Why there are no insights.
 
     Returns
     -------
@@ -976,12 +1231,16 @@ def render_index(rows: list[IndexRow], generated_at: datetime) -> str:
         trs.append(
             f'<tr data-key="{_e(r.key)}"><td><a href="/v1/experiments/{_e(r.key)}/report">'
             f"{_e(r.key)}</a></td><td>{_e(r.title)}</td><td>{_e(r.owner)}</td>"
-            f'<td>{_e(r.status)}</td><td>{srm}</td><td class="num">{_e(me)}</td>'
+            f"<td>{_e(r.status)}</td><td>{srm}</td>"
+            f'<td class="alerts" data-open-alerts="{len(r.open_alerts)}">'
+            f"{_e(open_alert_text(r.open_alerts))}</td>"
+            f'<td class="num">{_e(me)}</td>'
             f'<td class="num">{_e(pct(r.progress, signed=False))}</td><td>{_e(rec)}</td></tr>'
         )
     table = (
         "<table><thead><tr><th>Experiment</th><th>Title</th><th>Owner</th><th>Status</th>"
-        "<th>SRM</th><th>Multiple exposures</th><th>Progress</th><th>Recommendation</th></tr>"
+        "<th>SRM</th><th>Open alerts</th><th>Multiple exposures</th><th>Progress</th>"
+        "<th>Recommendation</th></tr>"
         f"</thead><tbody>{''.join(trs)}</tbody></table>"
         if trs
         else "<p>No experiments yet. Register one with <code>POST /v1/experiments</code> or run "
@@ -994,5 +1253,5 @@ def render_index(rows: list[IndexRow], generated_at: datetime) -> str:
         "<h1>Experiments</h1>"
         f'<p class="muted">{len(rows)} experiment(s) · generated {_e(when(generated_at))} · each '
         "report also exists as Markdown with <code>?format=md</code></p>"
-        f"{table}</main></body></html>"
+        f"{table}{_html_insights(insights, insights_note)}</main></body></html>"
     )

@@ -42,13 +42,18 @@ def get_report(
     return HTMLResponse(render_html(ctx))
 
 
+def _index(session: SessionDep) -> HTMLResponse:
+    insights, note = service.index_insights(session)
+    return HTMLResponse(render_index(service.index_rows(session), utcnow(), insights, note))
+
+
 @router.get("/reports", response_class=HTMLResponse, responses=_INDEX_DOC)
 def get_index(session: SessionDep, _: ReaderDep) -> HTMLResponse:
-    """Every experiment with its status, health and recommendation, linking to its report."""
-    return HTMLResponse(render_index(service.index_rows(session), utcnow()))
+    """Every experiment with its status, health, alerts and recommendation; portfolio insights."""
+    return _index(session)
 
 
 @router.get("/", response_class=HTMLResponse, responses=_INDEX_DOC)
 def get_root(session: SessionDep, _: ReaderDep) -> HTMLResponse:
     """The index page (same as `/reports`)."""
-    return HTMLResponse(render_index(service.index_rows(session), utcnow()))
+    return _index(session)

@@ -327,14 +327,67 @@ def protocol_hook(
     return body, tpl.key, ver.version
 
 
-def rules_of(session: Session, exp: Experiment) -> TemplateRules | None:
-    """The rules of the template version the experiment was registered under."""
+def registered_version(
+    session: Session, exp: Experiment
+) -> tuple[ProtocolTemplate, ProtocolTemplateVersion] | None:
+    """The template and the version the experiment was registered under, or None."""
     if exp.template is None or exp.template_version is None:
         return None
     tpl = session.exec(select(ProtocolTemplate).where(ProtocolTemplate.key == exp.template)).first()
     if tpl is None:
         return None
-    return TemplateRules.model_validate(get_version_row(session, tpl, exp.template_version).rules)
+    return tpl, get_version_row(session, tpl, exp.template_version)
+
+
+def rules_of(session: Session, exp: Experiment) -> TemplateRules | None:
+    """The rules of the template version the experiment was registered under."""
+    found = registered_version(session, exp)
+    return None if found is None else TemplateRules.model_validate(found[1].rules)
+
+
+def update_hook(
+    session: Session,
+    exp: Experiment,
+    protocol: ExperimentCreate,
+    changed: frozenset[str],
+    who: Principal,
+) -> str | None:
+    """Registered in ``experiments.service.update_hooks``: the rules again at a PATCH of a draft.
+
+    The merged protocol is checked against the rules of the template *version the experiment was
+    registered under* (a 422 naming each violated rule, as at create). When that version requires
+    an approval, a change of the protocol the approver reviewed (any field but the always-editable
+    title, description, owner, tags and overrides) clears the approval, and so does handing the
+    ownership to the approver; the returned note goes into the update's audit entry.
+    """
+    if exp.status != Status.draft.value:
+        return None  # later the protocol is frozen; the version's rules held at registration
+    found = registered_version(session, exp)
+    if found is None:
+        return None
+    tpl, ver = found
+    rules = TemplateRules.model_validate(ver.rules)
+    label = f"template '{tpl.key}' v{ver.version}"
+    errors = rule_errors(session, protocol, rules, label)
+    if errors:
+        raise ValidationFailedError(
+            "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors
+        )
+    approver = exp.approved_by
+    if not rules.approval_required or approver is None:
+        return None
+    reviewed = sorted(changed - experiments.ALWAYS_EDITABLE)
+    if reviewed:
+        why = f"the protocol changed ({', '.join(reviewed)})"
+    elif "owner" in changed and approver.startswith(f"{protocol.owner} (key "):
+        why = "the approver became the owner"
+    else:
+        return None
+    exp.approved_by = None
+    return (
+        f"approval by {approver} cleared: {label} requires an approval and {why}; "
+        "approve again before start"
+    )
 
 
 # ----------------------------------------------------------------------------------- approval
@@ -382,3 +435,5 @@ if protocol_hook not in experiments.protocol_hooks:
     experiments.protocol_hooks.append(protocol_hook)
 if approval_check not in experiments.start_checks:
     experiments.start_checks.append(approval_check)
+if update_hook not in experiments.update_hooks:
+    experiments.update_hooks.append(update_hook)

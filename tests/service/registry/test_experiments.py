@@ -337,4 +337,5 @@ def test_patch_refuses_null_for_fields_that_cannot_be_empty(client, admin, make_
         assert r.json()["errors"][0]["field"] == field
     r = client.patch("/v1/experiments/new-checkout", json={"description": None}, headers=admin)
     assert r.status_code == 200
-    assert client.get("/v1/experiments/new-checkout", headers=admin).json()["title"] == before["title"]
+    after = client.get("/v1/experiments/new-checkout", headers=admin).json()
+    assert after["title"] == before["title"]
