@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
@@ -75,3 +75,8 @@ AdminDep = Annotated[Principal, Depends(require(Role.admin))]
 EditorDep = Annotated[Principal, Depends(require(Role.editor))]
 ReaderDep = Annotated[Principal, Depends(require(Role.editor, Role.viewer))]
 SdkDep = Annotated[Principal, Depends(require(Role.sdk))]
+
+
+# Paging and row ids, bounded so that no value can overflow a 64-bit database integer.
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="items to skip")]
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]

@@ -4,12 +4,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, Query
+from fastapi import APIRouter, FastAPI, Query
 
 from service.alerts import service
 from service.alerts.models import AlertList, AlertPublic, AlertType, CheckReport
 from service.config import get_settings
-from service.deps import AdminDep, EditorDep, ReaderDep, SessionDep
+from service.deps import AdminDep, EditorDep, Offset, ReaderDep, RowId, SessionDep
 from service.errors import responses
 
 
@@ -40,7 +40,7 @@ def list_alerts(
     type: AlertType | None = None,
     open: Annotated[bool | None, Query(description="true: unresolved; false: resolved")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> AlertList:
     """List health alerts, newest first."""
     return service.page_alerts(
@@ -58,8 +58,6 @@ def run_checks(session: SessionDep, _: AdminDep) -> CheckReport:
 
 
 @router.post("/{alert_id}/resolve", response_model=AlertPublic, responses=responses(404, 409, 422))
-def resolve_alert(
-    alert_id: Annotated[int, Path(ge=1, le=2**31 - 1)], session: SessionDep, who: EditorDep
-) -> AlertPublic:
+def resolve_alert(alert_id: RowId, session: SessionDep, who: EditorDep) -> AlertPublic:
     """Mark an alert as handled (it is not raised again for the same condition)."""
     return service.resolve_alert(session, alert_id, who)

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from service.deps import EditorDep, ReaderDep, SessionDep
+from service.deps import EditorDep, Offset, ReaderDep, SessionDep
 from service.errors import responses
 from service.experiments import service
 from service.experiments.models import (
@@ -48,7 +48,7 @@ def list_experiments(
     status: Status | None = None,
     owner: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    offset: Offset = 0,
 ) -> ExperimentList:
     """List experiments, newest first, filtered by status and owner."""
     return service.list_experiments(session, status=status, owner=owner, limit=limit, offset=offset)

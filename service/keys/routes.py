@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, status
 
-from service.deps import AdminDep, SessionDep
+from service.deps import AdminDep, RowId, SessionDep
 from service.errors import responses
 from service.keys import service
 from service.keys.models import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyPublic
@@ -25,6 +25,6 @@ def list_keys(session: SessionDep, _: AdminDep) -> ApiKeyList:
 
 
 @router.delete("/{key_id}", response_model=ApiKeyPublic, responses=responses(404, 409, 422))
-def revoke_key(key_id: int, session: SessionDep, who: AdminDep) -> ApiKeyPublic:
+def revoke_key(key_id: RowId, session: SessionDep, who: AdminDep) -> ApiKeyPublic:
     """Revoke an API key (not the one making the request)."""
     return service.revoke_key(session, key_id, caller_key_id=who.key_id)

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from service.deps import EditorDep, ReaderDep, SessionDep
+from service.deps import EditorDep, Offset, ReaderDep, SessionDep
 from service.errors import responses
 from service.metrics import service
 from service.metrics.models import MetricCreate, MetricList, MetricPublic, MetricUpdate
@@ -28,7 +28,7 @@ def list_metrics(
     session: SessionDep,
     _: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    offset: Offset = 0,
 ) -> MetricList:
     """List metrics."""
     return service.list_metrics(session, limit=limit, offset=offset)

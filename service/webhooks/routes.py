@@ -4,9 +4,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, Query, Response, status
+from fastapi import APIRouter, FastAPI, Query, Response, status
 
-from service.deps import AdminDep, SessionDep
+from service.deps import AdminDep, Offset, RowId, SessionDep
 from service.errors import responses
 from service.webhooks import service
 from service.webhooks.models import (
@@ -34,7 +34,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(
     prefix="/v1/webhooks", tags=["webhooks"], responses=responses(401, 403), lifespan=lifespan
 )
-WebhookId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.post(
@@ -52,7 +51,7 @@ def list_webhooks(session: SessionDep, _: AdminDep) -> WebhookList:
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, responses=responses(404, 422))
-def get_webhook(webhook_id: WebhookId, session: SessionDep, _: AdminDep) -> WebhookPublic:
+def get_webhook(webhook_id: RowId, session: SessionDep, _: AdminDep) -> WebhookPublic:
     """Get one webhook subscription."""
     return WebhookPublic.model_validate(
         service.get_subscription(session, webhook_id), from_attributes=True
@@ -61,7 +60,7 @@ def get_webhook(webhook_id: WebhookId, session: SessionDep, _: AdminDep) -> Webh
 
 @router.patch("/{webhook_id}", response_model=WebhookPublic, responses=responses(404, 422))
 def update_webhook(
-    webhook_id: WebhookId, body: WebhookUpdate, session: SessionDep, _: AdminDep
+    webhook_id: RowId, body: WebhookUpdate, session: SessionDep, _: AdminDep
 ) -> WebhookPublic:
     """Change a subscription's URL, event types, description or active flag."""
     return service.update_subscription(session, webhook_id, body)
@@ -70,7 +69,7 @@ def update_webhook(
 @router.delete(
     "/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404, 422)
 )
-def delete_webhook(webhook_id: WebhookId, session: SessionDep, _: AdminDep) -> Response:
+def delete_webhook(webhook_id: RowId, session: SessionDep, _: AdminDep) -> Response:
     """Delete a subscription and its delivery log."""
     service.delete_subscription(session, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -78,12 +77,12 @@ def delete_webhook(webhook_id: WebhookId, session: SessionDep, _: AdminDep) -> R
 
 @router.get("/{webhook_id}/deliveries", response_model=DeliveryList, responses=responses(404, 422))
 def list_deliveries(
-    webhook_id: WebhookId,
+    webhook_id: RowId,
     session: SessionDep,
     _: AdminDep,
     status: DeliveryStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> DeliveryList:
     """The delivery log of a subscription, newest first."""
     return service.list_deliveries(session, webhook_id, status=status, limit=limit, offset=offset)
