@@ -19,13 +19,18 @@ are stored twice into freshly migrated, empty tables:
    with its verdicts after the commit (``synchronous=FULL`` on SQLite), ``exposure_unit``
    maintained.
 
-events/s = events / wall time. For scale, the raw insert is also run with UUIDv7 ids (time-ordered:
-the unique index is appended to instead of written at random pages) and, on SQLite, into a copy of
-the tables without the unique index.
+events/s = events / wall time. Raw and HTTP alternate over ``--rounds`` rounds (default 3), each on
+a fresh database, and the ratio is taken per round and reported as the median: on a shared
+machine the load changes within a minute, and a baseline measured once, apart, is not the same-run
+baseline the promise is about. The 1-minute load average is printed beside every figure. For
+scale, the raw insert is also run once with UUIDv7 ids (time-ordered: the unique index is appended
+to instead of written at random pages) and, on SQLite, into a copy of the tables without the
+unique index.
 
 The database of ``--postgres`` is scratch: its schema ``public`` is dropped and recreated.
 
-Run: ``.venv/bin/python bench/ingest.py [--batches N] [--soak SECONDS] [--postgres URL]``;
+Run: ``.venv/bin/python bench/ingest.py [--batches N] [--rounds R] [--soak SECONDS]
+[--postgres URL]``;
 documented: ``.venv/bin/python bench/ingest.py --soak 300``.
 """
 
@@ -37,6 +42,7 @@ import os
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -432,12 +438,21 @@ def soak(server: Server, key: str, seconds: float) -> tuple[int, int, int, int]:
 # ------------------------------------------------------------------------------------------ run
 
 
+def load() -> str:
+    """The 1-minute load average, to print beside each figure (the machine may be shared)."""
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
 def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
     sqlite = url.startswith("sqlite")
     kind = "SQLite" if sqlite else "PostgreSQL"
     print(
         f"== {kind}: {args.batches} batches of {BATCH} events ({args.ids} ids), "
-        f"{workers} worker(s), {CLIENTS} clients"
+        f"{workers} worker(s), {CLIENTS} clients, {args.rounds} round(s) of raw then HTTP"
     )
     batches = make_batches(args.batches, args.ids)
     bodies = [json.dumps({"events": b}).encode() for b in batches]
@@ -452,32 +467,51 @@ def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
             return raw_sqlite(url.removeprefix("sqlite:///"), rows, unique=unique)
         return raw_postgres(url, rows)
 
-    raw_rate = raw(args.ids)
     other = "v7" if args.ids == "v4" else "v4"
-    raw_other = raw(other)
-    raw_nounique = raw(args.ids, unique=False) if sqlite else None
+    print(f"raw idempotent insert ({other}):   {raw(other):>10,.0f} rows/s   {load()}")
+    if sqlite:
+        print(f"raw insert, no unique index:  {raw(args.ids, False):>10,.0f} rows/s   {load()}")
 
-    reset_database(url)
-    seed_experiment(url)
-    server = Server(url, workers, tmp / f"server-{kind}.log")
+    # Raw and HTTP alternate, each round on the same rows into a fresh database, so that a
+    # change in the machine's load affects both sides of a ratio alike.
+    raws: list[float] = []
+    https: list[float] = []
+    server: Server | None = None
     try:
-        key = sdk_key(server.base)
-        http, totals = http_rate(server.base, key, bodies)
-        print(f"raw idempotent insert ({args.ids}): {raw_rate:>10,.0f} rows/s")
-        print(f"raw idempotent insert ({other}): {raw_other:>10,.0f} rows/s")
-        if raw_nounique is not None:
-            print(f"raw insert, no unique index:  {raw_nounique:>10,.0f} rows/s")
-        print(f"HTTP end to end:              {http:>10,.0f} events/s   verdicts {totals}")
-        print(f"ratio HTTP / raw:             {http / raw_rate:>10.1%}")
-        if args.soak > 0:
+        for r in range(1, args.rounds + 1):
+            raw_rate = raw(args.ids)
+            raws.append(raw_rate)
+            print(
+                f"round {r}: raw idempotent insert ({args.ids}): "
+                f"{raw_rate:>10,.0f} rows/s  {load()}"
+            )
+            reset_database(url)
+            seed_experiment(url)
+            if server is not None:
+                server.stop()
+            server = Server(url, workers, tmp / f"server-{kind}.log")
+            key = sdk_key(server.base)
+            http, totals = http_rate(server.base, key, bodies)
+            https.append(http)
+            print(
+                f"round {r}: HTTP end to end:              {http:>10,.0f} events/s  {load()}  "
+                f"ratio {http / raw_rate:.1%}  verdicts {totals}"
+            )
+        ratios = [h / r for h, r in zip(https, raws, strict=True)]
+        print(
+            f"median over {args.rounds} round(s): raw {median(raws):,.0f} rows/s, "
+            f"HTTP {median(https):,.0f} events/s, ratio HTTP / raw {median(ratios):.1%}"
+        )
+        if args.soak > 0 and server is not None:
             n, start, peak, end = soak(server, key, args.soak)
             print(
                 f"soak {args.soak:.0f} s: {n:,} events ({n / args.soak:,.0f}/s); server RSS "
                 f"start {start / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
-                f"end {end / 1024:.1f} MiB"
+                f"end {end / 1024:.1f} MiB   {load()}"
             )
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
 
 
 def main() -> int:
@@ -485,6 +519,7 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=100, help="batches of 1,000 (default 100)")
     parser.add_argument("--ids", choices=["v4", "v7"], default="v4", help="event id kind")
     parser.add_argument("--soak", type=float, default=15.0, help="soak seconds (default 15)")
+    parser.add_argument("--rounds", type=int, default=3, help="raw/HTTP rounds (default 3)")
     parser.add_argument("--postgres", metavar="URL", help="also run against this scratch database")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="trialbook-bench-") as tmp:

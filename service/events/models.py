@@ -15,13 +15,14 @@ Storage contract (other domains read these tables):
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Strict,
     TypeAdapter,
 )
 from pydantic import (
@@ -29,6 +30,9 @@ from pydantic import (
 )
 from sqlalchemy import Index
 from sqlmodel import Column, Field, SQLModel
+
+# pydantic needs typing_extensions' TypedDict before Python 3.12.
+from typing_extensions import TypedDict
 
 from service.db import UTCDateTime, utcnow
 
@@ -162,6 +166,57 @@ class EventBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[EventIn] = PField(max_length=MAX_EVENTS_PER_REQUEST)
+
+
+# ---------------------------------------------------------------- fast path (internal, no models)
+# The same fields and constraints as ExposureIn / ConversionIn, validated in one pydantic-core
+# pass over the raw JSON body into plain dicts (no model instances, no Python validator). A JSON
+# timestamp must be a string either way: ``Strict()`` refuses numbers exactly as
+# ``_timestamp_input`` does. Any error, and ``parse_batch`` falls back to per-event validation
+# with the models above, which says which event is bad and why. tests/service/events check that
+# both paths accept and refuse the same events.
+_PHASE = Annotated[int, PField(ge=1, le=1_000_000, strict=True)]
+
+
+class ExposureDict(TypedDict):
+    """An exposure as validated by the fast path (see :class:`ExposureIn`)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+    event_id: EventId
+    type: Literal["exposure"]
+    experiment: Annotated[str, PField(min_length=1, max_length=80)]
+    variant: Annotated[str, PField(min_length=1, max_length=64)]
+    unit_id: UnitId
+    timestamp: Annotated[AwareDatetime, Strict()]
+    phase: NotRequired[_PHASE | None]
+
+
+class ConversionDict(TypedDict):
+    """A conversion as validated by the fast path (see :class:`ConversionIn`)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+    event_id: EventId
+    type: Literal["conversion"]
+    name: Annotated[str, PField(min_length=1, max_length=NAME_MAX)]
+    unit_id: UnitId
+    value: NotRequired[Annotated[float, PField(strict=True, allow_inf_nan=False)]]
+    timestamp: Annotated[AwareDatetime, Strict()]
+
+
+class EventBatchDict(TypedDict):
+    """The body ``{events: [...]}`` as validated by the fast path."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+    events: Annotated[
+        list[Annotated[ExposureDict | ConversionDict, PField(discriminator="type")]],
+        PField(max_length=MAX_EVENTS_PER_REQUEST),
+    ]
+
+
+batch_adapter: TypeAdapter[EventBatchDict] = TypeAdapter(EventBatchDict)
 
 
 class RejectedEvent(BaseModel):

@@ -2,27 +2,39 @@
 
 Flow of a ``POST /v1/events`` request (:func:`ingest_body`):
 
-1. The body is parsed once with :func:`json.loads` and each event is validated on its own with a
-   pydantic ``TypeAdapter``, so a malformed event is rejected with its index and the others go on.
-   This happens before any database lock is taken.
-2. A per-process gate bounds the requests waiting for the write lock; past it the request is shed
+1. Parse (:func:`parse_batch`): one pass of pydantic-core's JSON validator over the raw body into
+   plain dicts; only if that fails, :func:`json.loads` and per-event validation with the models,
+   so a malformed event is rejected with its index and the others go on.
+2. Prepare (:func:`_prepare`): per event one UTC conversion, the payload hash and the values of
+   its row. Steps 1 and 2 run before any database lock is taken, so on SQLite they overlap the
+   inserts of other requests (the driver releases the GIL while SQLite works).
+3. A per-process gate bounds the requests waiting for the write lock; past it the request is shed
    with a 429 and ``Retry-After`` (setting ``TRIALBOOK_INGEST_MAX_CONCURRENCY``).
-3. One write transaction (SQLite ``BEGIN IMMEDIATE``) resolves the experiments of the exposures,
-   rejects unknown experiments, phases and variants, inserts the rows with the fastest idempotent
-   statement of the database, compares the payload hash of every event that was already stored
-   (same hash: duplicate; different: conflict, the stored event is kept), upserts
-   ``exposure_unit`` for the newly inserted exposures, and commits. Only then is the answer sent,
-   so a 2xx means the accepted events are durable.
+4. One write transaction (SQLite ``BEGIN IMMEDIATE``, :func:`_store`) reads the experiments of
+   the exposures (one query), rejects unknown experiments, phases and variants, inserts the rows
+   with the fastest idempotent statement of the database, compares the payload hash of every
+   event that was already stored (same hash: duplicate; different: conflict, the stored event is
+   kept), upserts ``exposure_unit`` for the newly inserted exposures, and commits. Only then is
+   the answer sent, so a 2xx means the accepted events are durable.
 
 Insert statements:
 
-- SQLite: ``executemany`` of ``INSERT ... ON CONFLICT(event_id) DO NOTHING`` through the driver
-  connection; the inserted rows are known from ``total_changes`` and, when some were already
-  stored, from the rowids above the maximum before the insert (the write lock is held).
+- SQLite: ``executemany`` of one prepared ``INSERT ... ON CONFLICT(event_id) DO NOTHING`` through
+  the driver connection; the inserted rows are known from ``total_changes`` and, when some were
+  already stored, from the rowids above the maximum before the insert (the write lock is held).
+  ``exposure_unit``: ``executemany`` of one prepared upsert.
 - PostgreSQL: ``COPY`` into a temporary staging table, then ``INSERT ... SELECT ... ORDER BY
-  event_id ON CONFLICT (event_id) DO NOTHING RETURNING event_id``. The ordering (also used for the
-  ``exposure_unit`` upsert) makes concurrent transactions take row locks in the same order, so they
-  wait for each other instead of deadlocking.
+  event_id ON CONFLICT (event_id) DO NOTHING RETURNING event_id``; ``exposure_unit`` likewise,
+  one set-based ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``. The ordering makes concurrent
+  transactions take row locks in the same order, so they wait for each other instead of
+  deadlocking.
+
+Group commit (:class:`_GroupWriter`): the requests waiting while a transaction runs are written
+together in the next one, each still answered with its own verdicts after that commit.
+
+Timestamps are stored as UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` on SQLite (what SQLAlchemy's
+``DateTime`` writes, read back by ``UTCDateTime``) and sent to PostgreSQL as the same text with
+``+00``.
 
 Known limit: ``event_id`` is unique per table. An id reused across an exposure and a conversion
 in different requests is stored in both tables; within one request it is a conflict.
@@ -30,17 +42,17 @@ in different requests is stored in both tables; within one request it is a confl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from hashlib import blake2b
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from service.config import get_settings
 from service.db import get_engine, open_session, utcnow
@@ -53,26 +65,27 @@ from service.errors import (
 )
 from service.events.models import (
     MAX_EVENTS_PER_REQUEST,
-    ConversionIn,
-    EventBatchIn,
     EventIn,
     ExposureIn,
     IngestResult,
     RejectedEvent,
+    batch_adapter,
     event_adapter,
 )
-from service.experiments.models import Experiment, ExperimentPhase, Status
+from service.experiments.models import Status
 
 __all__ = [
     "EventIn",
     "IngestGate",
+    "ParsedBatch",
     "ingest",
     "ingest_body",
+    "ingest_indexed",
     "parse_batch",
     "payload_hash",
 ]
 
-SQLITE_ROWS_PER_STATEMENT = 500
+ROWS_PER_LOOKUP = 500  # event ids per ``IN (...)`` when reading stored hashes
 RETRY_AFTER_SECONDS = 1
 NOT_STARTED = frozenset({Status.draft.value, Status.archived.value})
 ENDED = frozenset({Status.stopped.value, Status.concluded.value})
@@ -89,14 +102,16 @@ EXPOSURE_COLUMNS = (
     "late",
 )
 CONVERSION_COLUMNS = ("event_id", "name", "unit_id", "value", "ts", "received_at", "payload_hash")
-# PostgreSQL staging tables for COPY: the inserted columns only (no id, no constraints).
+UNIT_COLUMNS = ("experiment_id", "phase", "unit_id", "variant", "first_ts", "multiple")
+# PostgreSQL staging tables for COPY: the inserted columns in row order (no id, no constraints).
 STAGE_COLUMNS = {
     "exposure": "event_id text, experiment_id integer, phase integer, variant text, unit_id text, "
     "ts timestamptz, received_at timestamptz, payload_hash text, late boolean",
     "conversion": "event_id text, name text, unit_id text, value double precision, "
     "ts timestamptz, received_at timestamptz, payload_hash text",
+    "exposure_unit": "experiment_id integer, phase integer, unit_id text, variant text, "
+    "first_ts timestamptz, multiple boolean",
 }
-UNIT_COLUMNS = ("experiment_id", "phase", "unit_id", "variant", "first_ts", "multiple")
 
 # ------------------------------------------------------------------------------------- parsing
 
@@ -105,6 +120,19 @@ class MalformedJsonError(AppError):
     status = 400
     code = "malformed_json"
     title = "Malformed JSON"
+
+
+class ParsedBatch(NamedTuple):
+    """A parsed request body: the valid events as plain dicts, and the rejected ones.
+
+    ``events[i]`` has the keys of :class:`ExposureIn` or :class:`ConversionIn` (``phase`` and
+    ``value`` may be missing); it sits at position ``indexes[i]`` of the request, or at ``i`` when
+    ``indexes`` is ``None`` (every event was valid).
+    """
+
+    events: list[dict[str, Any]]
+    indexes: list[int] | None
+    rejected: list[RejectedEvent]
 
 
 def _describe(exc: ValidationError) -> str:
@@ -118,8 +146,8 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_batch(body: bytes) -> tuple[list[tuple[int, EventIn]], list[RejectedEvent]]:
-    """Parse a ``{events: [...]}`` body and validate every event on its own.
+def parse_batch(body: bytes) -> ParsedBatch:
+    """Parse a ``{events: [...]}`` body and validate every event.
 
     Parameters
     ----------
@@ -128,10 +156,9 @@ def parse_batch(body: bytes) -> tuple[list[tuple[int, EventIn]], list[RejectedEv
 
     Returns
     -------
-    valid : list of (int, EventIn)
-        The events that passed validation, with their index in the batch.
-    rejected : list of RejectedEvent
-        The events that did not, with their index and the reason.
+    ParsedBatch
+        The valid events (plain dicts) with their index in the batch, and the rejected events
+        with their index and the reason.
 
     Raises
     ------
@@ -141,15 +168,18 @@ def parse_batch(body: bytes) -> tuple[list[tuple[int, EventIn]], list[RejectedEv
         The body is not an object with exactly one list field ``events`` (422).
     PayloadTooLargeError
         More than 10,000 events (413).
+
+    Notes
+    -----
+    Fast path: one pass of pydantic-core's JSON validator over the whole body into dicts
+    (``batch_adapter``; about 2 µs an event, no Python per event). On any error the slow path
+    parses with :func:`json.loads` and validates each event on its own with the models, which
+    says which events are bad and why; the good ones of the batch go on.
     """
-    # Fast path: one pass of pydantic's JSON validator over the whole batch (no Python dicts).
-    # Any problem, and the slow path below says which events are bad and why.
     try:
-        batch = EventBatchIn.model_validate_json(body)
+        return ParsedBatch(batch_adapter.validate_json(body)["events"], None, [])  # type: ignore[arg-type]
     except ValidationError:
         pass
-    else:
-        return list(enumerate(batch.events)), []
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -170,22 +200,49 @@ def parse_batch(body: bytes) -> tuple[list[tuple[int, EventIn]], list[RejectedEv
             f"{len(events)} events in one request; send at most {MAX_EVENTS_PER_REQUEST:,}.",
             code="too_many_events",
         )
-    valid: list[tuple[int, EventIn]] = []
+    valid: list[dict[str, Any]] = []
+    indexes: list[int] = []
     rejected: list[RejectedEvent] = []
     validate = event_adapter.validate_python
     for index, raw in enumerate(events):
         try:
-            valid.append((index, validate(raw)))
+            valid.append(vars(validate(raw)))
         except ValidationError as exc:
             rejected.append(RejectedEvent(index=index, error=_describe(exc), code="invalid"))
-    return valid, rejected
+        else:
+            indexes.append(index)
+    return ParsedBatch(valid, indexes, rejected)
 
 
 # ------------------------------------------------------------------------------------- hashing
 
 
-def _utc(ts: datetime) -> datetime:
-    return ts.astimezone(UTC)
+def _utc_iso(ts: datetime) -> str:
+    """ISO 8601 of the instant in UTC: ``YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00``."""
+    if ts.utcoffset():  # zero offsets (Z, +00:00) need no conversion: the common case
+        ts = ts.astimezone(UTC)
+    return ts.isoformat()
+
+
+def _exposure_digest(
+    event_id: str, experiment: str, variant: str, unit: str, iso: str, phase: Any
+) -> str:
+    # Strings are length-prefixed so that no choice of separator inside them can make two
+    # different payloads encode alike.
+    canonical = (
+        f"exposure|{len(event_id)}:{event_id}|{len(experiment)}:{experiment}|"
+        f"{len(variant)}:{variant}|{len(unit)}:{unit}|{iso}|{phase}"
+    )
+    return blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _conversion_digest(event_id: str, name: str, unit: str, iso: str, value: float) -> str:
+    # ``value`` has had 0.0 added (-0.0 is 0.0); repr of a float round-trips exactly.
+    canonical = (
+        f"conversion|{len(event_id)}:{event_id}|{len(name)}:{name}|{len(unit)}:{unit}|"
+        f"{iso}|{value!r}"
+    )
+    return blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def payload_hash(event: EventIn) -> str:
@@ -202,21 +259,79 @@ def payload_hash(event: EventIn) -> str:
     Returns
     -------
     str
-        32 hexadecimal characters (BLAKE2b, 128 bits).
+        32 hexadecimal characters (BLAKE2b, 128 bits) of the length-prefixed fields.
     """
-    ts = _utc(event.timestamp).isoformat()
-    # Strings are length-prefixed so that no choice of separator inside them can make two
-    # different payloads encode alike.
+    iso = _utc_iso(event.timestamp)
     if isinstance(event, ExposureIn):
-        e, x, v, u = event.event_id, event.experiment, event.variant, event.unit_id
-        canonical = (
-            f"exposure|{len(e)}:{e}|{len(x)}:{x}|{len(v)}:{v}|{len(u)}:{u}|{ts}|{event.phase}"
+        return _exposure_digest(
+            event.event_id, event.experiment, event.variant, event.unit_id, iso, event.phase
         )
-    else:
-        e, n, u = event.event_id, event.name, event.unit_id
-        # + 0.0 maps -0.0 to 0.0 (the same value); repr of a float round-trips exactly.
-        canonical = f"conversion|{len(e)}:{e}|{len(n)}:{n}|{len(u)}:{u}|{ts}|{event.value + 0.0!r}"
-    return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return _conversion_digest(event.event_id, event.name, event.unit_id, iso, event.value + 0.0)
+
+
+# One prepared event: (index, is_exposure, event_id, digest, stored ts, unit_id,
+#   experiment | name, variant | value, phase as sent | None).
+_Item = tuple[int, bool, str, str, str, str, str, Any, Any]
+
+
+def _prepare(
+    events: Sequence[Mapping[str, Any]], indexes: Sequence[int] | None, *, sqlite: bool
+) -> tuple[list[_Item], list[RejectedEvent]]:
+    """Per event, the work that needs no database: UTC timestamp, payload hash, row values.
+
+    Runs before the write lock is taken, so that it overlaps the inserts of other requests.
+    """
+    items: list[_Item] = []
+    rejected: list[RejectedEvent] = []
+    append = items.append
+    suffix = "" if sqlite else "+00"  # PostgreSQL parses the text of a timestamptz: say UTC
+    # The bodies of _utc_iso, _exposure_digest and _conversion_digest, inlined: this loop runs
+    # once per event and a Python call costs about 0.1 µs (tests check they agree).
+    for pos, ev in enumerate(events):
+        index = pos if indexes is None else indexes[pos]
+        ts = ev["timestamp"]
+        if ts.utcoffset():
+            try:
+                ts = ts.astimezone(UTC)
+            except OverflowError:  # e.g. 0001-01-01T00:30:00+01:00 is before year 1 in UTC
+                rejected.append(
+                    RejectedEvent(
+                        index=index, error="timestamp: out of range once in UTC", code="invalid"
+                    )
+                )
+                continue
+        iso = ts.isoformat()
+        stored = f"{iso[:10]} {iso[11:19]}{iso[19:26] if iso[19] == '.' else '.000000'}{suffix}"
+        event_id, unit = ev["event_id"], ev["unit_id"]
+        if ev["type"] == "exposure":
+            experiment, variant, phase = ev["experiment"], ev["variant"], ev.get("phase")
+            canonical = (
+                f"exposure|{len(event_id)}:{event_id}|{len(experiment)}:{experiment}|"
+                f"{len(variant)}:{variant}|{len(unit)}:{unit}|{iso}|{phase}"
+            )
+            digest = blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16)
+            append(
+                (
+                    index,
+                    True,
+                    event_id,
+                    digest.hexdigest(),
+                    stored,
+                    unit,
+                    experiment,
+                    variant,
+                    phase,
+                )
+            )
+        else:
+            name, value = ev["name"], ev.get("value", 1.0) + 0.0
+            canonical = (
+                f"conversion|{len(event_id)}:{event_id}|{len(name)}:{name}|{len(unit)}:{unit}|"
+                f"{iso}|{value!r}"
+            )
+            digest = blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16)
+            append((index, False, event_id, digest.hexdigest(), stored, unit, name, value, None))
+    return items, rejected
 
 
 # ---------------------------------------------------------------------------------- experiments
@@ -231,34 +346,33 @@ class _Target:
     ended: set[int] = field(default_factory=set)
 
 
-def _targets(session: Session, keys: set[str]) -> dict[str, _Target]:
-    if not keys:
-        return {}
-    rows = session.exec(
-        select(
-            col(Experiment.id), col(Experiment.key), col(Experiment.status), col(Experiment.phase)
-        ).where(col(Experiment.key).in_(sorted(keys)))
-    ).all()
-    out = {
-        key: _Target(id=int(id_ or 0), status=status, phase=phase)
-        for id_, key, status, phase in rows
-    }
-    by_id = {t.id: t for t in out.values()}
-    if by_id:
-        phases = session.exec(
-            select(
-                col(ExperimentPhase.experiment_id),
-                col(ExperimentPhase.phase),
-                col(ExperimentPhase.variants),
-                col(ExperimentPhase.ended_at),
-            ).where(col(ExperimentPhase.experiment_id).in_(sorted(by_id)))
-        ).all()
-        for exp_id, number, variants, ended_at in phases:
-            target = by_id[exp_id]
-            target.variants[number] = frozenset(v["key"] for v in variants)
-            if ended_at is not None:
-                target.ended.add(number)
-    return out
+# (experiment id, phase, late) for an accepted exposure, else (code, reason).
+_Resolution = tuple[int, int, bool] | tuple[str, str]
+
+
+def _resolve(
+    target: _Target | None, experiment: str, phase_sent: int | None, variant: str
+) -> _Resolution:
+    """Check an exposure against its experiment: ids and lateness, or a rejection."""
+    if target is None:
+        return "unknown_experiment", f"no experiment with key '{experiment}'"
+    if target.status in NOT_STARTED:
+        return "not_started", f"experiment '{experiment}' is '{target.status}': it has not started"
+    phase = phase_sent if phase_sent is not None else target.phase
+    variants = target.variants.get(phase)
+    if variants is None:
+        return (
+            "unknown_phase",
+            f"experiment '{experiment}' has no phase {phase} (phases 1 to {target.phase})",
+        )
+    if variant not in variants:
+        return (
+            "unknown_variant",
+            f"'{variant}' is not a variant of experiment '{experiment}' in phase {phase}; "
+            f"use one of {sorted(variants)}",
+        )
+    late = target.status in ENDED or phase in target.ended or phase < target.phase
+    return target.id, phase, late
 
 
 # -------------------------------------------------------------------------------------- storage
@@ -267,11 +381,6 @@ def _targets(session: Session, keys: set[str]) -> dict[str, _Target]:
 def _sqlite_ts(ts: datetime) -> str:
     """The text SQLAlchemy's SQLite ``DateTime`` stores (fixed width, so it sorts as time)."""
     return ts.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _chunks(rows: list[tuple[Any, ...]], size: int) -> Iterable[list[tuple[Any, ...]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
 
 
 class _Store:
@@ -283,68 +392,110 @@ class _Store:
         self.raw: Any = connection.connection.driver_connection
         self.mark = "?" if self.sqlite else "%s"
 
-    def ts(self, value: datetime) -> Any:
-        return _sqlite_ts(value) if self.sqlite else value
-
-    def flag(self, value: bool) -> Any:
-        return int(value) if self.sqlite else value
-
-    def _values(self, width: int, count: int) -> str:
-        one = "(" + ",".join([self.mark] * width) + ")"
-        return ",".join([one] * count)
+    def targets(self, keys: Collection[str]) -> dict[str, _Target]:
+        """The experiments with these keys, their phases' variants and which phases ended."""
+        if not keys:
+            return {}
+        marks = ",".join([self.mark] * len(keys))
+        cur = self.raw.cursor()
+        try:
+            cur.execute(
+                "SELECT e.id, e.key, e.status, e.phase, p.phase, p.variants, p.ended_at "
+                "FROM experiment e LEFT JOIN experiment_phase p ON p.experiment_id = e.id "
+                f"WHERE e.key IN ({marks})",
+                sorted(keys),
+            )
+            rows = cur.fetchall()
+        finally:
+            cur.close()
+        out: dict[str, _Target] = {}
+        for exp_id, key, status, current, number, variants, ended_at in rows:
+            target = out.get(key)
+            if target is None:
+                target = out[key] = _Target(id=int(exp_id), status=status, phase=int(current))
+            if number is None:
+                continue
+            if isinstance(variants, str | bytes):  # SQLite keeps JSON as text
+                variants = json.loads(variants)
+            target.variants[int(number)] = frozenset(v["key"] for v in variants)
+            if ended_at is not None:
+                target.ended.add(int(number))
+        return out
 
     def insert_new(
         self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
-    ) -> set[str]:
-        """Insert rows whose ``event_id`` (first column) is new; return the ids inserted."""
+    ) -> set[str] | None:
+        """Insert rows whose ``event_id`` (first column) is new; return the ids inserted.
+
+        ``None`` means every row was inserted (the common case, answered without a query).
+        """
         if not rows:
-            return set()
-        rows.sort(key=lambda r: r[0])
+            return None
         names = ", ".join(columns)
-        inserted: set[str] = set()
         if self.sqlite:
             # The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so the rows this
             # statement inserts are exactly those with a rowid above the current maximum; when
-            # every row is new (the common case) not even that query is needed.
+            # every row is new not even that query is needed. One prepared statement, executed
+            # per row in C (executemany), is the fastest idempotent insert of the driver.
             cur = self.raw.cursor()
             try:
                 top = cur.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
                 before = self.raw.total_changes
-                cur.executemany(
-                    f"INSERT INTO {table} ({names}) VALUES ({','.join('?' * len(columns))}) "
+                self._insert_many(
+                    cur,
+                    f"INSERT INTO {table} ({names}) VALUES ",
                     "ON CONFLICT(event_id) DO NOTHING",
                     rows,
                 )
                 if self.raw.total_changes - before == len(rows):
-                    return {r[0] for r in rows}
+                    return None
                 cur.execute(f"SELECT event_id FROM {table} WHERE id > ?", (top,))
-                inserted.update(r[0] for r in cur.fetchall())
+                return {r[0] for r in cur.fetchall()}
             finally:
                 cur.close()
-            return inserted
+        stage = self._stage(table, rows)
+        with self.raw.cursor() as cur:
+            # Sorted so that concurrent transactions take the unique index's row locks in the
+            # same order: they wait for each other instead of deadlocking.
+            cur.execute(
+                f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} ORDER BY event_id "
+                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            )
+            inserted = {r[0] for r in cur.fetchall()}
+        return None if len(inserted) == len(rows) else inserted
+
+    @staticmethod
+    def _insert_many(cur: Any, head: str, tail: str, rows: list[tuple[Any, ...]]) -> None:
+        """SQLite: ``executemany`` of one prepared single-row statement ``head (?, ...) tail``.
+
+        Faster in CPU than multi-row ``VALUES`` (about 175,000 against 145,000 rows/s here:
+        no flattening, no compile). The driver releases the GIL around every row's step, and
+        while other request threads validate, the writer waits to take it back; group commit
+        (:class:`_GroupWriter`) keeps the rows per hand-over high enough that it still wins
+        end to end.
+        """
+        cur.executemany(f"{head}({','.join('?' * len(rows[0]))}) {tail}", rows)
+
+    def _stage(self, table: str, rows: list[tuple[Any, ...]]) -> str:
+        """PostgreSQL: ``COPY`` the rows into the transaction's staging table; return its name."""
         stage = f"tb_stage_{table}"
         with self.raw.cursor() as cur:
             cur.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({STAGE_COLUMNS[table]}) "
                 "ON COMMIT DELETE ROWS"
             )
-            cur.execute(f"DELETE FROM {stage}")
-            with cur.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+            cur.execute(f"TRUNCATE {stage}")
+            with cur.copy(f"COPY {stage} FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            cur.execute(
-                f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} ORDER BY event_id "
-                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-            )
-            inserted.update(r[0] for r in cur.fetchall())
-        return inserted
+        return stage
 
     def stored_hashes(self, table: str, event_ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         cur = self.raw.cursor()
         try:
-            for start in range(0, len(event_ids), SQLITE_ROWS_PER_STATEMENT):
-                ids = event_ids[start : start + SQLITE_ROWS_PER_STATEMENT]
+            for start in range(0, len(event_ids), ROWS_PER_LOOKUP):
+                ids = event_ids[start : start + ROWS_PER_LOOKUP]
                 marks = ",".join([self.mark] * len(ids))
                 cur.execute(
                     f"SELECT event_id, payload_hash FROM {table} WHERE event_id IN ({marks})", ids
@@ -355,97 +506,189 @@ class _Store:
         return out
 
     def upsert_units(self, rows: list[tuple[Any, ...]]) -> None:
-        """Merge first exposures into ``exposure_unit`` (earliest wins; flag several variants)."""
+        """Merge first exposures into ``exposure_unit`` (earliest wins; flag several variants).
+
+        ``rows`` has one row per key. Sorted by key, so that concurrent PostgreSQL transactions
+        lock in the same order.
+        """
         if not rows:
             return
         rows.sort(key=lambda r: (r[0], r[1], r[2]))
         names = ", ".join(UNIT_COLUMNS)
-        cur = self.raw.cursor()
-        try:
-            for chunk in _chunks(rows, SQLITE_ROWS_PER_STATEMENT):
-                cur.execute(
-                    f"INSERT INTO exposure_unit ({names}) VALUES "
-                    f"{self._values(len(UNIT_COLUMNS), len(chunk))} "
-                    "ON CONFLICT (experiment_id, phase, unit_id) DO UPDATE SET "
-                    "multiple = (exposure_unit.multiple OR excluded.multiple "
-                    "OR exposure_unit.variant <> excluded.variant), "
-                    "variant = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
-                    "THEN excluded.variant ELSE exposure_unit.variant END, "
-                    "first_ts = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
-                    "THEN excluded.first_ts ELSE exposure_unit.first_ts END",
-                    [v for row in chunk for v in row],
+        merge = (
+            "ON CONFLICT (experiment_id, phase, unit_id) DO UPDATE SET "
+            "multiple = (exposure_unit.multiple OR excluded.multiple "
+            "OR exposure_unit.variant <> excluded.variant), "
+            "variant = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
+            "THEN excluded.variant ELSE exposure_unit.variant END, "
+            "first_ts = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
+            "THEN excluded.first_ts ELSE exposure_unit.first_ts END"
+        )
+        if self.sqlite:
+            cur = self.raw.cursor()
+            try:
+                self._insert_many(cur, f"INSERT INTO exposure_unit ({names}) VALUES ", merge, rows)
+            finally:
+                cur.close()
+            return
+        # One set-based statement over the COPY-staged rows.
+        stage = self._stage("exposure_unit", rows)
+        with self.raw.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO exposure_unit ({names}) SELECT {names} FROM {stage} "
+                f"ORDER BY experiment_id, phase, unit_id {merge}"
+            )
+
+
+def _unit_rows(new_exposures: Iterable[tuple[Any, ...]], flag: Any) -> list[tuple[Any, ...]]:
+    """One ``exposure_unit`` row per (experiment, phase, unit) of the inserted exposures.
+
+    The earliest exposure gives the variant and ``first_ts`` (stored timestamps are fixed-width
+    UTC text, so they compare as time); ``multiple`` when the unit saw several variants.
+    """
+    no = flag(False)
+    units: dict[tuple[int, int, str], tuple[Any, ...]] = {}
+    for row in new_exposures:
+        _, exp_id, phase, variant, unit_id, ts = row[:6]
+        key = (exp_id, phase, unit_id)
+        current = units.get(key)
+        if current is None:  # the common case: the unit's only exposure in the batch
+            units[key] = (exp_id, phase, unit_id, variant, ts, no)
+            continue
+        multiple = flag(bool(current[5]) or current[3] != variant)
+        if ts < current[4]:
+            units[key] = (exp_id, phase, unit_id, variant, ts, multiple)
+        else:
+            units[key] = (*current[:5], multiple)
+    return list(units.values())
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request's prepared events, and its verdicts once stored."""
+
+    items: list[_Item]
+    rejected: list[RejectedEvent]
+    accepted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    late: int = 0
+    committed: bool = False
+    error: BaseException | None = None
+
+    def result(self) -> IngestResult:
+        self.rejected.sort(key=lambda r: r.index)
+        return IngestResult(
+            accepted=self.accepted,
+            duplicates=self.duplicates,
+            conflicts=self.conflicts,
+            rejected=self.rejected,
+            late=self.late,
+        )
+
+
+def _store(session: Session, jobs: Sequence[_Job]) -> None:
+    """Resolve, insert and classify the jobs' events in the session's transaction, and commit.
+
+    Several jobs (requests) in one transaction give each the verdicts it would have had alone,
+    in order: a repeat inside a job is compared with the job's first occurrence of the id (in
+    either table); an id stored by an earlier job of the group in the same table is compared
+    with that job's payload, exactly as if the earlier job had committed first.
+    """
+    store = _Store(session)
+    flag: Any = int if store.sqlite else bool
+    received = utcnow().isoformat(" ", "microseconds")[:26] + ("" if store.sqlite else "+00")
+    targets = store.targets({item[6] for job in jobs for item in job.items if item[1]})
+    resolutions: dict[tuple[str, Any, str], _Resolution] = {}
+    exposures: list[tuple[Any, ...]] = []
+    conversions: list[tuple[Any, ...]] = []
+    # Rows are appended job after job: job k owns exposures[spans[k][0]:spans[k][1]] and
+    # conversions[spans[k][2]:spans[k][3]].
+    spans: list[tuple[int, int, int, int]] = []
+    # event_id -> (digest, job, is_exposure) of its first valid occurrence in the group: one
+    # look-up an event in the common case. The two dicts below exist for the rare ids seen
+    # again by a later job, or in both tables.
+    seen: dict[str, tuple[str, _Job, bool]] = {}
+    job_first: dict[tuple[int, str], str] = {}  # (id(job), event_id) -> digest
+    table_first: dict[tuple[bool, str], str] = {}  # (is_exposure, event_id) -> digest
+
+    for job in jobs:
+        start_e, start_c = len(exposures), len(conversions)
+        for index, is_exposure, event_id, digest, ts, unit, a, b, phase_sent in job.items:
+            if is_exposure:
+                key = (a, phase_sent, b)
+                resolution = resolutions.get(key)
+                if resolution is None:
+                    resolution = resolutions[key] = _resolve(targets.get(a), a, phase_sent, b)
+                if len(resolution) == 2:
+                    code, reason = resolution
+                    job.rejected.append(
+                        RejectedEvent(index=index, error=str(reason), code=str(code))
+                    )
+                    continue
+            prior = seen.get(event_id)
+            if prior is None:
+                seen[event_id] = (digest, job, is_exposure)
+            else:
+                p_digest, p_job, p_exposure = prior
+                first = p_digest if p_job is job else job_first.get((id(job), event_id))
+                if first is None:  # not a repeat inside the job: stored in this table before?
+                    job_first[id(job), event_id] = digest
+                    first = (
+                        p_digest
+                        if p_exposure == is_exposure
+                        else table_first.get((is_exposure, event_id))
+                    )
+                    if first is None:
+                        table_first[is_exposure, event_id] = digest
+                if first is not None:
+                    if first == digest:
+                        job.duplicates += 1
+                    else:
+                        job.conflicts += 1
+                    continue
+            if is_exposure:
+                exp_id, phase, late = resolution  # type: ignore[misc]
+                exposures.append(
+                    (event_id, exp_id, phase, b, unit, ts, received, digest, flag(late))
                 )
-        finally:
-            cur.close()
+            else:
+                conversions.append((event_id, a, unit, b, ts, received, digest))
+        spans.append((start_e, len(exposures), start_c, len(conversions)))
 
-
-@dataclass
-class _Pending:
-    """An event that passed every check, waiting for its insert."""
-
-    index: int
-    event: EventIn
-    digest: str
-    row: tuple[Any, ...]
-    late: bool = False
-    unit: tuple[int, int, str, str, datetime] | None = None  # (exp id, phase, unit, variant, ts)
-
-
-def _resolve_exposure(
-    event: ExposureIn, targets: dict[str, _Target]
-) -> tuple[RejectedEvent | None, int, int, bool]:
-    """Check an exposure against its experiment; return (rejection, experiment id, phase, late)."""
-    target = targets.get(event.experiment)
-    if target is None:
-        return (
-            RejectedEvent(
-                index=-1,
-                error=f"no experiment with key '{event.experiment}'",
-                code="unknown_experiment",
-            ),
-            0,
-            0,
-            False,
-        )
-    if target.status in NOT_STARTED:
-        return (
-            RejectedEvent(
-                index=-1,
-                error=f"experiment '{event.experiment}' is '{target.status}': it has not started",
-                code="not_started",
-            ),
-            0,
-            0,
-            False,
-        )
-    phase = event.phase if event.phase is not None else target.phase
-    variants = target.variants.get(phase)
-    if variants is None:
-        return (
-            RejectedEvent(
-                index=-1,
-                error=f"experiment '{event.experiment}' has no phase {phase} "
-                f"(phases 1 to {target.phase})",
-                code="unknown_phase",
-            ),
-            0,
-            0,
-            False,
-        )
-    if event.variant not in variants:
-        return (
-            RejectedEvent(
-                index=-1,
-                error=f"'{event.variant}' is not a variant of experiment '{event.experiment}' "
-                f"in phase {phase}; use one of {sorted(variants)}",
-                code="unknown_variant",
-            ),
-            0,
-            0,
-            False,
-        )
-    late = target.status in ENDED or phase in target.ended or phase < target.phase
-    return None, target.id, phase, late
+    new_exposures: list[tuple[Any, ...]] = exposures
+    for table, columns, rows in (
+        ("exposure", EXPOSURE_COLUMNS, exposures),
+        ("conversion", CONVERSION_COLUMNS, conversions),
+    ):
+        exposure = table == "exposure"
+        inserted = store.insert_new(table, columns, rows)
+        if inserted is None:  # all new: the common case
+            for job, (e0, e1, c0, c1) in zip(jobs, spans, strict=True):
+                if exposure:
+                    job.accepted += e1 - e0
+                    job.late += sum(1 for r in exposures[e0:e1] if r[8])
+                else:
+                    job.accepted += c1 - c0
+            continue
+        stored = store.stored_hashes(table, [r[0] for r in rows if r[0] not in inserted])
+        digest_at = 7 if exposure else 6
+        if exposure:
+            new_exposures = []
+        for job, (e0, e1, c0, c1) in zip(jobs, spans, strict=True):
+            for r in rows[e0:e1] if exposure else rows[c0:c1]:
+                if r[0] in inserted:
+                    job.accepted += 1
+                    if exposure:
+                        new_exposures.append(r)
+                        if r[8]:
+                            job.late += 1
+                elif stored.get(r[0]) == r[digest_at]:
+                    job.duplicates += 1
+                else:
+                    job.conflicts += 1
+    store.upsert_units(_unit_rows(new_exposures, flag))
+    session.commit()
 
 
 def ingest_indexed(
@@ -469,117 +712,14 @@ def ingest_indexed(
     IngestResult
         accepted, duplicates, conflicts, rejected (sorted by index) and late.
     """
-    out_rejected = list(rejected)
-    store = _Store(session)
-    received = store.ts(utcnow())
-    targets = _targets(session, {e.experiment for _, e in events if isinstance(e, ExposureIn)})
-
-    first: dict[str, _Pending] = {}  # event_id -> first valid occurrence in this batch
-    duplicates = conflicts = 0
-    exposures: list[_Pending] = []
-    conversions: list[_Pending] = []
-    for index, event in events:
-        digest = payload_hash(event)
-        if isinstance(event, ExposureIn):
-            rejection, exp_id, phase, late = _resolve_exposure(event, targets)
-            if rejection is not None:
-                out_rejected.append(rejection.model_copy(update={"index": index}))
-                continue
-        seen = first.get(event.event_id)
-        if seen is not None:  # a repeat inside the batch
-            if seen.digest == digest:
-                duplicates += 1
-            else:
-                conflicts += 1
-            continue
-        if isinstance(event, ExposureIn):
-            row: tuple[Any, ...] = (
-                event.event_id,
-                exp_id,
-                phase,
-                event.variant,
-                event.unit_id,
-                store.ts(event.timestamp),
-                received,
-                digest,
-                store.flag(late),
-            )
-            pending = _Pending(
-                index,
-                event,
-                digest,
-                row,
-                late,
-                (exp_id, phase, event.unit_id, event.variant, _utc(event.timestamp)),
-            )
-            exposures.append(pending)
-        else:
-            assert isinstance(event, ConversionIn)
-            row = (
-                event.event_id,
-                event.name,
-                event.unit_id,
-                event.value,
-                store.ts(event.timestamp),
-                received,
-                digest,
-            )
-            pending = _Pending(index, event, digest, row)
-            conversions.append(pending)
-        first[event.event_id] = pending
-
-    accepted = late_count = 0
-    new_exposures: list[_Pending] = []
-    for table, columns, pendings in (
-        ("exposure", EXPOSURE_COLUMNS, exposures),
-        ("conversion", CONVERSION_COLUMNS, conversions),
-    ):
-        inserted = store.insert_new(table, columns, [p.row for p in pendings])
-        accepted += len(inserted)
-        old = [p for p in pendings if p.event.event_id not in inserted]
-        stored = store.stored_hashes(table, [p.event.event_id for p in old]) if old else {}
-        for p in old:
-            if stored.get(p.event.event_id) == p.digest:
-                duplicates += 1
-            else:
-                conflicts += 1
-        if table == "exposure":
-            new_exposures = [p for p in pendings if p.event.event_id in inserted]
-            late_count = sum(1 for p in new_exposures if p.late)
-
-    store.upsert_units(_unit_rows(new_exposures, store))
-    session.commit()
-    out_rejected.sort(key=lambda r: r.index)
-    return IngestResult(
-        accepted=accepted,
-        duplicates=duplicates,
-        conflicts=conflicts,
-        rejected=out_rejected,
-        late=late_count,
+    sqlite = session.connection().dialect.name == "sqlite"
+    items, out_rejected = _prepare(
+        [vars(e) for _, e in events], [i for i, _ in events], sqlite=sqlite
     )
-
-
-def _unit_rows(new_exposures: list[_Pending], store: _Store) -> list[tuple[Any, ...]]:
-    """One row per (experiment, phase, unit) of the inserted exposures, earliest first."""
-    units: dict[tuple[int, int, str], tuple[str, datetime, bool]] = {}
-    for p in new_exposures:
-        assert p.unit is not None
-        exp_id, phase, unit_id, variant, ts = p.unit
-        key = (exp_id, phase, unit_id)
-        current = units.get(key)
-        if current is None:
-            units[key] = (variant, ts, False)
-            continue
-        cur_variant, cur_ts, multiple = current
-        multiple = multiple or cur_variant != variant
-        if ts < cur_ts:
-            units[key] = (variant, ts, multiple)
-        else:
-            units[key] = (cur_variant, cur_ts, multiple)
-    return [
-        (exp_id, phase, unit_id, variant, store.ts(ts), store.flag(multiple))
-        for (exp_id, phase, unit_id), (variant, ts, multiple) in units.items()
-    ]
+    job = _Job(items, [*rejected, *out_rejected])
+    _store(session, [job])
+    job.committed = True
+    return job.result()
 
 
 def ingest(session: Session, events: Sequence[EventIn]) -> IngestResult:
@@ -657,30 +797,112 @@ def ingest_body(body: bytes) -> IngestResult:
     IngestResult
         The per-event verdicts; the accepted events are committed.
     """
-    valid, rejected = parse_batch(body)
-    if not valid:
-        return IngestResult(accepted=0, duplicates=0, conflicts=0, rejected=rejected, late=0)
-    with gate(), _sqlite_writer():
-        session = open_session(write=True)
-        try:
-            return ingest_indexed(session, valid, rejected)
-        finally:
-            session.close()
+    parsed = parse_batch(body)
+    sqlite = get_engine().dialect.name == "sqlite"
+    items, rejected = _prepare(parsed.events, parsed.indexes, sqlite=sqlite)
+    job = _Job(items, parsed.rejected + rejected)
+    if items:
+        with gate():
+            _writer.submit(job)
+    return job.result()
 
 
-_sqlite_write_lock = threading.Lock()
+class _GroupWriter:
+    """Group commit: one thread of this process at a time writes, for every request waiting.
 
+    A request whose events are prepared joins the queue. If no thread is writing, it becomes the
+    leader: it takes the queue (FIFO, up to ``max_events`` events, at least one request), stores
+    it in one transaction (:func:`_store`), wakes those requests with their verdicts, and hands
+    the lead to the first request still queued. Each request is answered only after the commit
+    that holds its events.
 
-@contextmanager
-def _sqlite_writer() -> Iterator[None]:
-    """On SQLite, let one thread of this process at a time ask for the write lock.
+    Why: on SQLite the transactions of a database are serialized anyway, and one transaction for
+    several requests pays once for the commit (an fsync with ``synchronous=FULL``), the statement
+    round trips and the GIL hand-overs that the thread holding the write lock waits for while
+    other request threads validate (a long C call such as pydantic's keeps the GIL for its whole
+    duration). On PostgreSQL it saves the same round trips; the workers (processes) still write
+    concurrently. Threads of this process queue here rather than on SQLite's busy handler, which
+    polls with sleeps of up to 100 ms.
 
-    SQLite's busy handler polls with sleeps of up to 100 ms, so threads queued on it wake late
-    after the lock is released; a Python lock hands over at once. Other processes (workers) still
-    queue on the busy timeout, one thread each. PostgreSQL writes concurrently: no lock.
+    If the group's transaction fails, each of its requests is retried in a transaction of its
+    own, so one request's failure is never another's.
     """
-    if get_engine().dialect.name != "sqlite":
-        yield
-        return
-    with _sqlite_write_lock:
-        yield
+
+    def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[_Job, threading.Event]] = deque()
+        self._busy = False
+
+    def submit(self, job: _Job) -> None:
+        """Store ``job`` (its counters are filled in); raise what its transaction raised."""
+        wake = threading.Event()
+        with self._lock:
+            self._queue.append((job, wake))
+            lead = not self._busy  # not busy: the queue was empty
+            self._busy = True
+        if not lead:
+            wake.wait()
+            with self._lock:
+                lead = (job, wake) in self._queue  # woken to lead, not because it was written
+        if lead:
+            self._lead()
+        if job.error is not None:
+            raise job.error
+        if not job.committed:  # cannot happen: a leader fails every job it did not commit
+            raise RuntimeError("event batch neither committed nor failed")
+
+    def _lead(self) -> None:
+        with self._lock:
+            group = [self._queue.popleft()]
+            size = len(group[0][0].items)
+            while self._queue and size + len(self._queue[0][0].items) <= self.max_events:
+                size += len(self._queue[0][0].items)
+                group.append(self._queue.popleft())
+        try:
+            self._write([job for job, _ in group])
+        except BaseException as exc:  # e.g. KeyboardInterrupt: fail whoever was not written
+            for job, _ in group:
+                if not job.committed and job.error is None:
+                    job.error = exc
+            raise
+        finally:
+            with self._lock:
+                if self._queue:
+                    self._queue[0][1].set()  # the next leader
+                else:
+                    self._busy = False
+            for _, wake in group:
+                wake.set()
+
+    @staticmethod
+    def _write(jobs: list[_Job]) -> None:
+        try:
+            _write_jobs(jobs)
+            return
+        except Exception as exc:
+            if len(jobs) == 1:
+                jobs[0].error = exc
+                return
+        for job in jobs:  # one at a time: only the failing request fails
+            job.accepted = job.duplicates = job.conflicts = job.late = 0
+            job.rejected = [r for r in job.rejected if r.code == "invalid"]
+            try:
+                _write_jobs([job])
+            except Exception as exc:
+                job.error = exc
+
+
+def _write_jobs(jobs: list[_Job]) -> None:
+    """Store the jobs in one transaction of a new write session; mark them committed."""
+    session = open_session(write=True)
+    try:
+        _store(session, jobs)
+    finally:
+        session.close()
+    for job in jobs:
+        job.committed = True
+
+
+GROUP_MAX_EVENTS = 20_000
+_writer = _GroupWriter(GROUP_MAX_EVENTS)

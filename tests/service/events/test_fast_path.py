@@ -1,0 +1,385 @@
+"""The fast ingestion path: one-pass validation, cheap hashing and text timestamps, group commit.
+
+The fast path must be indistinguishable from the per-event path it replaces: the same events
+accepted and refused, the same payload hashes (stored hashes must keep matching repeats sent
+after an upgrade), the same stored timestamps, and with several requests in one transaction the
+verdicts each would have had alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from service.events import service
+from service.events.models import ConversionIn, ExposureIn, batch_adapter, event_adapter
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+EXPOSURE = {
+    "event_id": "e-1",
+    "type": "exposure",
+    "experiment": "new-checkout",
+    "variant": "control",
+    "unit_id": "u1",
+    "timestamp": "2026-03-02T09:00:00Z",
+}
+CONVERSION = {
+    "event_id": "c-1",
+    "type": "conversion",
+    "name": "purchase",
+    "unit_id": "u1",
+    "value": 2.5,
+    "timestamp": "2026-03-02T09:00:00Z",
+}
+
+# Each case: one event as JSON text (so NaN, big numbers and raw literals can be written).
+CASES = [
+    json.dumps(EXPOSURE),
+    json.dumps(EXPOSURE | {"phase": 2}),
+    json.dumps(EXPOSURE | {"phase": None}),
+    json.dumps(EXPOSURE | {"phase": 0}),
+    json.dumps(EXPOSURE | {"phase": 1_000_001}),
+    json.dumps(EXPOSURE | {"phase": 1.0}),
+    json.dumps(EXPOSURE | {"phase": "1"}),
+    json.dumps(EXPOSURE | {"phase": True}),
+    json.dumps(EXPOSURE | {"timestamp": "2026-03-02T09:00:00"}),
+    json.dumps(EXPOSURE | {"timestamp": "2026-03-02T11:00:00.5+02:00"}),
+    json.dumps(EXPOSURE | {"timestamp": "2026-03-02 09:00:00Z"}),
+    json.dumps(EXPOSURE | {"timestamp": "2026-02-30T09:00:00Z"}),
+    json.dumps(EXPOSURE | {"timestamp": "1772442000"}),
+    json.dumps(EXPOSURE | {"timestamp": 1772442000}),
+    json.dumps(EXPOSURE | {"timestamp": 1772442000.5}),
+    json.dumps(EXPOSURE | {"timestamp": True}),
+    json.dumps(EXPOSURE | {"timestamp": None}),
+    json.dumps(EXPOSURE | {"timestamp": "yesterday"}),
+    json.dumps(EXPOSURE | {"experiment": ""}),
+    json.dumps(EXPOSURE | {"experiment": "x" * 81}),
+    json.dumps(EXPOSURE | {"variant": "v" * 65}),
+    json.dumps(EXPOSURE | {"unit_id": 42}),
+    json.dumps(EXPOSURE | {"unit_id": "u" * 257}),
+    json.dumps(EXPOSURE | {"event_id": "e" * 64}),
+    json.dumps(EXPOSURE | {"event_id": "e" * 65}),
+    json.dumps(EXPOSURE | {"event_id": "has space"}),
+    json.dumps(EXPOSURE | {"event_id": "é"}),
+    json.dumps(EXPOSURE | {"name": "purchase"}),
+    json.dumps({k: v for k, v in EXPOSURE.items() if k != "variant"}),
+    json.dumps(CONVERSION),
+    json.dumps({k: v for k, v in CONVERSION.items() if k != "value"}),
+    json.dumps(CONVERSION | {"value": 3}),
+    json.dumps(CONVERSION | {"value": -0.0}),
+    json.dumps(CONVERSION | {"value": True}),
+    json.dumps(CONVERSION | {"value": "1.5"}),
+    json.dumps(CONVERSION | {"value": None}),
+    json.dumps(CONVERSION | {"value": 1e308}),
+    json.dumps(CONVERSION).replace("2.5", "1e999"),
+    json.dumps(CONVERSION).replace("2.5", "NaN"),
+    json.dumps(CONVERSION).replace("2.5", "-Infinity"),
+    json.dumps(CONVERSION | {"name": ""}),
+    json.dumps(CONVERSION | {"name": "n" * 201}),
+    json.dumps(CONVERSION | {"phase": 1}),
+    json.dumps(CONVERSION | {"type": "click"}),
+    json.dumps({k: v for k, v in CONVERSION.items() if k != "type"}),
+    json.dumps(["not", "an", "object"]),
+    "17",
+    "null",
+]
+
+
+def fast(event_json: str) -> list[dict[str, Any]] | None:
+    """The events of the one-pass validator, or None if it refused the batch."""
+    try:
+        return list(batch_adapter.validate_json('{"events": [' + event_json + "]}")["events"])
+    except ValidationError:
+        return None
+
+
+def slow(event_json: str) -> ExposureIn | ConversionIn | None:
+    """The event as the per-event path validates it (json.loads, then the models)."""
+    try:
+        return event_adapter.validate_python(json.loads(event_json))
+    except ValidationError:
+        return None
+
+
+@pytest.mark.parametrize("event_json", CASES)
+def test_the_one_pass_validator_accepts_and_refuses_what_the_models_do(event_json):
+    by_fast, by_slow = fast(event_json), slow(event_json)
+    assert (by_fast is None) == (by_slow is None)
+    if by_fast is not None and by_slow is not None:
+        (event,) = by_fast
+        model = vars(by_slow)
+        assert event["timestamp"] == model["timestamp"]  # the same instant
+        for key in ("event_id", "type", "unit_id", "experiment", "variant", "name"):
+            assert event.get(key) == model.get(key)
+        assert event.get("phase") == model.get("phase")
+        if event["type"] == "conversion":
+            assert event.get("value", 1.0) == model["value"]
+
+
+def test_a_batch_with_one_bad_event_falls_back_and_names_it():
+    body = json.dumps({"events": [EXPOSURE, CONVERSION | {"value": "x"}, CONVERSION]}).encode()
+    parsed = service.parse_batch(body)
+    assert parsed.indexes == [0, 2]
+    assert [(r.index, r.code) for r in parsed.rejected] == [(1, "invalid")]
+    assert "value" in parsed.rejected[0].error
+    clean = service.parse_batch(json.dumps({"events": [EXPOSURE, CONVERSION]}).encode())
+    assert clean.indexes is None and clean.rejected == []
+    assert [e["event_id"] for e in clean.events] == ["e-1", "c-1"]
+
+
+# ---------------------------------------------------------------------- hashes and timestamps
+
+
+def reference_digest(canonical: str) -> str:
+    # The canonical payload documented in service.payload_hash (unchanged since the first
+    # release): BLAKE2b-128 of the length-prefixed fields and the UTC instant in ISO 8601.
+    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def prepared(event: dict[str, Any], *, sqlite: bool = True) -> Any:
+    """The one item ``_prepare`` makes of an event sent as JSON."""
+    parsed = service.parse_batch(json.dumps({"events": [event]}).encode())
+    assert parsed.rejected == []
+    items, rejected = service._prepare(parsed.events, parsed.indexes, sqlite=sqlite)
+    assert rejected == []
+    (item,) = items
+    return item
+
+
+def test_the_payload_hash_is_the_documented_canonical_form():
+    exposure = EXPOSURE | {"timestamp": "2026-03-02T11:00:00.25+02:00"}
+    assert prepared(exposure)[3] == reference_digest(
+        "exposure|3:e-1|12:new-checkout|7:control|2:u1|2026-03-02T09:00:00.250000+00:00|None"
+    )
+    assert prepared(exposure | {"phase": 1})[3] == reference_digest(
+        "exposure|3:e-1|12:new-checkout|7:control|2:u1|2026-03-02T09:00:00.250000+00:00|1"
+    )
+    no_value = {k: v for k, v in CONVERSION.items() if k != "value"}
+    assert prepared(no_value)[3] == reference_digest(
+        "conversion|3:c-1|8:purchase|2:u1|2026-03-02T09:00:00+00:00|1.0"
+    )
+    assert prepared(CONVERSION | {"value": -0.0})[3] == prepared(CONVERSION | {"value": 0})[3]
+
+
+def test_stored_timestamps_are_utc_text_on_sqlite_and_say_utc_on_postgresql():
+    item = prepared(EXPOSURE | {"timestamp": "2026-03-02T01:30:00.000001-07:30"})
+    assert item[4] == "2026-03-02 09:00:00.000001"
+    assert prepared(EXPOSURE, sqlite=False)[4] == "2026-03-02 09:00:00.000000+00"
+
+
+def test_a_timestamp_outside_the_utc_range_is_rejected_not_a_500():
+    events = [EXPOSURE | {"timestamp": "0001-01-01T00:30:00+01:00"}, CONVERSION]
+    parsed = service.parse_batch(json.dumps({"events": events}).encode())
+    items, rejected = service._prepare(parsed.events, parsed.indexes, sqlite=True)
+    assert [i[0] for i in items] == [1]
+    assert [(r.index, r.code) for r in rejected] == [(0, "invalid")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+    ),
+    offset_minutes=st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59),
+    value=st.floats(allow_nan=False, allow_infinity=False),
+    phase=st.one_of(st.none(), st.integers(min_value=1, max_value=1_000_000)),
+)
+def test_prepared_rows_match_the_models_hash_and_sqlalchemys_text(
+    moment, offset_minutes, value, phase
+):
+    local = moment.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    stamp = local.isoformat()
+    exposure = EXPOSURE | {"timestamp": stamp} | ({} if phase is None else {"phase": phase})
+    conversion = CONVERSION | {"timestamp": stamp, "value": value}
+    for event in (exposure, conversion):
+        item = prepared(event)
+        model = event_adapter.validate_python(event)
+        assert item[3] == service.payload_hash(model)
+        assert item[4] == service._sqlite_ts(moment)  # SQLAlchemy's text, fixed width
+
+
+# -------------------------------------------------------------------------------- group commit
+
+
+def job(events: list[dict[str, Any]]) -> Any:
+    parsed = service.parse_batch(json.dumps({"events": events}).encode())
+    sqlite = service.get_engine().dialect.name == "sqlite"
+    items, rejected = service._prepare(parsed.events, parsed.indexes, sqlite=sqlite)
+    return service._Job(items, parsed.rejected + rejected)
+
+
+def verdicts(j: Any) -> tuple[int, int, int, int, list[tuple[int, str]]]:
+    r = j.result()
+    return (
+        r.accepted,
+        r.duplicates,
+        r.conflicts,
+        r.late,
+        [(x.index, x.code) for x in r.rejected],
+    )
+
+
+def test_requests_in_one_transaction_get_the_verdicts_they_would_get_alone(
+    engine, running, events, count
+):
+    from service.db import open_session
+
+    stored = events.conversion("u0", value=1.0)
+    first = job([stored])
+    session = open_session(write=True)
+    try:
+        service._store(session, [first])
+    finally:
+        session.close()
+
+    a_exposure = events.exposure("u1")
+    a_conversion = events.conversion("u1", value=5.0)
+    a = job([a_exposure, a_conversion, events.exposure("u2", "blue")])
+    b = job(
+        [
+            a_exposure,  # stored by `a` in the same transaction: a duplicate
+            dict(a_conversion, value=6.0),  # a conflict with `a`'s payload
+            stored,  # stored before: a duplicate
+            dict(stored, value=2.0),  # a repeat inside `b`: a conflict
+            events.exposure("u3", "treatment"),
+        ]
+    )
+    session = open_session(write=True)
+    try:
+        service._store(session, [a, b])
+    finally:
+        session.close()
+    assert verdicts(a) == (2, 0, 0, 0, [(2, "unknown_variant")])
+    assert verdicts(b) == (1, 2, 2, 0, [])
+    assert count("exposure") == 2 and count("conversion") == 2
+    assert count("exposure_unit") == 2
+    assert count("conversion", "value = 5.0") == 1  # the first payload is kept
+
+
+def test_concurrent_requests_are_grouped_and_each_counted_exactly(engine, running, events, count):
+    batches = [events.mixed(200, prefix=f"t{i}-") for i in range(12)]
+    shared = events.mixed(50, prefix="shared-")  # every thread also sends these
+    answers: list[Any] = [None] * len(batches)
+    start = threading.Barrier(len(batches))
+
+    def send(i: int) -> None:
+        body = json.dumps({"events": batches[i] + shared}).encode()
+        start.wait()
+        answers[i] = service.ingest_body(body)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(a is not None for a in answers)
+    assert sum(a.accepted for a in answers) == 12 * 200 + 50
+    assert sum(a.duplicates for a in answers) == 11 * 50
+    assert all(a.conflicts == 0 and a.rejected == [] for a in answers)
+    assert count("exposure") + count("conversion") == 12 * 200 + 50
+
+
+def test_a_failing_request_in_a_group_fails_alone(engine, running, events, count, monkeypatch):
+    good, bad = job(events.mixed(10, prefix="g")), job(events.mixed(10, prefix="b"))
+    real_store = service._store
+
+    def store(session: Any, jobs: Any) -> None:
+        if any(j is bad for j in jobs):
+            raise RuntimeError("disk on fire")
+        real_store(session, jobs)
+
+    monkeypatch.setattr(service, "_store", store)
+    service._GroupWriter._write([good, bad])
+    assert good.committed and good.error is None
+    assert verdicts(good) == (10, 0, 0, 0, [])
+    assert not bad.committed and isinstance(bad.error, RuntimeError)
+    assert count("exposure") + count("conversion") == 10
+
+
+def test_the_writer_raises_the_error_of_a_request_it_could_not_store(
+    engine, running, events, monkeypatch
+):
+    def store(session: Any, jobs: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(service, "_store", store)
+    writer = service._GroupWriter(100)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        writer.submit(job(events.mixed(4)))
+    # The lead was released: the next request is written.
+    monkeypatch.undo()
+    j = job(events.mixed(4, prefix="next"))
+    writer.submit(j)
+    assert j.committed and j.accepted == 4
+
+
+def test_grouped_verdicts_equal_one_request_at_a_time_even_for_reused_ids(
+    engine, running, events, count
+):
+    """Random jobs drawing ids from a small pool (repeats inside and across jobs, the same id as
+    an exposure and as a conversion): one transaction for all gives the verdicts, and stores the
+    rows, that one transaction each gives. Each run uses its own id and unit prefix."""
+    import random
+
+    from service.db import open_session
+
+    rng = random.Random(20260302)
+
+    def scenario() -> list[list[tuple[str, str, str, int]]]:
+        # (kind, id, variant or value, seconds)
+        return [
+            [
+                (
+                    rng.choice(["exposure", "conversion"]),
+                    f"id{rng.randrange(6)}",
+                    rng.choice(["control", "treatment"]),
+                    rng.randrange(3),
+                )
+                for _ in range(rng.randrange(1, 6))
+            ]
+            for _ in range(rng.randrange(2, 5))
+        ]
+
+    def build(spec: list[tuple[str, str, str, int]], prefix: str) -> Any:
+        out = []
+        for kind, event_id, choice, sec in spec:
+            at = T0 + timedelta(seconds=sec)
+            if kind == "exposure":
+                e = events.exposure(f"{prefix}unit", choice, at=at)
+            else:
+                e = events.conversion(f"{prefix}unit", value=float(choice == "control"), at=at)
+            out.append(e | {"event_id": prefix + event_id})
+        return job(out)
+
+    for n in range(25):
+        spec = scenario()
+        grouped = [build(s, f"g{n}-") for s in spec]
+        session = open_session(write=True)
+        try:
+            service._store(session, grouped)
+        finally:
+            session.close()
+        alone = [build(s, f"s{n}-") for s in spec]
+        for j in alone:
+            session = open_session(write=True)
+            try:
+                service._store(session, [j])
+            finally:
+                session.close()
+        assert [verdicts(j) for j in grouped] == [verdicts(j) for j in alone], spec
+        for table in ("exposure", "conversion"):
+            assert count(table, "event_id LIKE :p", p=f"g{n}-%") == count(
+                table, "event_id LIKE :p", p=f"s{n}-%"
+            )
+        assert count("exposure_unit", "unit_id = :u", u=f"g{n}-unit") == count(
+            "exposure_unit", "unit_id = :u", u=f"s{n}-unit"
+        )
