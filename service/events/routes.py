@@ -70,12 +70,28 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-REQUEST_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": _inline_refs(EventBatchIn.model_json_schema())}},
+def _request_body() -> dict[str, Any]:
+    """The documented body: each event may be anything, because each is judged on its own.
+
+    product.md §5: one bad event never drops the good ones of its batch. An event that is not a
+    valid exposure or conversion is answered in ``rejected`` (index and reason) inside a 200, so
+    the schema of an item documents the two shapes without restricting what may be sent; the
+    batch itself (an object with an ``events`` array of at most 10,000 items) is enforced.
+    """
+    batch = _inline_refs(EventBatchIn.model_json_schema())
+    shapes = batch["properties"]["events"]["items"]
+    alternatives = [*shapes.get("oneOf", shapes.get("anyOf", [shapes]))]
+    alternatives.append(
+        {"description": "Anything else is rejected on its own, in `rejected`, with its index."}
+    )
+    batch["properties"]["events"]["items"] = {
+        "description": "An exposure or a conversion; each event is validated separately.",
+        "anyOf": alternatives,
     }
-}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": batch}}}}
+
+
+REQUEST_BODY = _request_body()
 
 
 @router.post(
