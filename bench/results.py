@@ -12,7 +12,9 @@ arithmetic on the row number, no randomness), not through HTTP. For each size it
 time of ``compute_results`` (best of ``--repeat`` runs) beside the floor measured in the same run:
 a bare ``SELECT name, COUNT(*), SUM(value) FROM conversion GROUP BY name`` over the same
 conversions. Targets at 1,000,000 units / 5,000,000 conversions: < 5 s on SQLite, < 3 s on
-PostgreSQL.
+PostgreSQL. The last column is the 1-minute load average after the timings (the machine is shared:
+read the figures beside it). On PostgreSQL the tables are vacuumed after the load, as autovacuum
+does after a bulk insert.
 """
 
 from __future__ import annotations
@@ -153,6 +155,13 @@ def _load(engine: Any, exp_id: int, units: int) -> None:
                 f" 'x' FROM {series.format(n=n_conv)}"
             )
         )
+    if pg:
+        # VACUUM as autovacuum would after a bulk insert: it sets the visibility map, without which
+        # every index-only read of the analysis goes back to the table (and the figure depends on
+        # whether autovacuum happened to run before the timing).
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE exposure_unit"))
+            conn.execute(text("VACUUM ANALYZE conversion"))
     with engine.begin() as conn:
         conn.execute(text("ANALYZE"))
 
@@ -178,7 +187,7 @@ def run(url: str, sizes: list[int], repeat: int) -> None:
     print(f"database: {engine.dialect.name}")
     print(
         f"{'units':>10} {'conversions':>12} {'load s':>8} {'GROUP BY s':>11}"
-        f" {'results s':>10} {'ratio':>6}"
+        f" {'results s':>10} {'ratio':>6} {'load avg':>8}"
     )
     with client:
         for units in sizes:
@@ -212,7 +221,7 @@ def run(url: str, sizes: list[int], repeat: int) -> None:
             t_res, res = _best(results, repeat)
             print(
                 f"{units:>10,} {units * CONVERSIONS_PER_UNIT:>12,} {load:>8.1f} {t_floor:>11.2f}"
-                f" {t_res:>10.2f} {t_res / t_floor:>6.1f}"
+                f" {t_res:>10.2f} {t_res / t_floor:>6.1f} {os.getloadavg()[0]:>8.2f}"
             )
             assert res.units == units, (res.units, units)
             assert all(m.variants[0].units > 0 for m in res.metrics)

@@ -1,10 +1,12 @@
 """SQL that turns raw events into per-variant sufficient statistics (SQLite and PostgreSQL).
 
-One statement does the whole aggregation; Python only reads one row per variant.
+One statement does the whole aggregation (on SQLite, one per variant); Python only reads one row
+per variant (and, for a winsorized metric, two order statistics per cut point).
 
 1. ``v``: one row per analysed unit of the current phase, from ``exposure_unit`` (units exposed
    to more than one variant, ``multiple``, and units with a forced override are excluded) ``LEFT
-   JOIN conversion`` on the unit, the metrics' event names and the unit's window: ``first_ts``
+   JOIN conversion`` on the unit and the unit's window (each value's ``FILTER`` picks its event
+   name; PostgreSQL also filters the join on the metrics' names): ``first_ts``
    (inclusive) to ``first_ts + attribution_window`` (exclusive, when set), the stop time
    (inclusive, when stopped) and, for CUPED, the pre-period ``[first_ts - pre_period_days,
    first_ts)``; grouped by unit, one column per metric value (binomial: 1 if ≥1 event, mean:
@@ -15,6 +17,17 @@ One statement does the whole aggregation; Python only reads one row per variant.
 
 Index: migration 0003 adds the covering index ``conversion (unit_id, ts, name, value)`` so that
 each unit's events in its window are one index range read (no table lookups).
+
+Speed (``bench/results.py``; issue 7): the plan must stream. Both sides are read in ``unit_id``
+order (the primary key of ``exposure_unit``, the covering index), so the per-unit grouping needs
+no sort and no hash table, whatever the size. Per event only ``FILTER``-ed aggregates run (one
+per distinct per-unit value; no ``CASE`` per metric and row), and the window bounds are computed
+once per unit (SQLite: one ``datetime()`` per bound with a modifier built once). On SQLite the
+statement runs once per variant over the index ``exposure_unit (experiment_id, phase, variant,
+unit_id, first_ts, multiple)`` (migration 0005): no sort of every unit for the per-variant
+``GROUP BY`` (SQLite has no hash aggregate). On PostgreSQL the statement runs with transaction-local
+planner settings (no hash join, no JIT) and, for a large experiment, the units are split into
+ranges of ``unit_id`` aggregated side by side (Parallel Append) and summed.
 
 Winsorization cut points are *pooled over all arms* (as GrowthBook caps a metric), from the
 per-unit values of the analysed units (zeros included): percentile ``p`` is numpy's default
@@ -32,6 +45,7 @@ microseconds (absolute time, no calendar or DST arithmetic).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -126,37 +140,84 @@ def percentile_linear(lower: float, upper: float | None, h: float) -> float:
 # ------------------------------------------------------------------------------------ SQL pieces
 
 
-def _bounds_sql(dialect: str, window: Window) -> tuple[str, str | None]:
-    """SQL expressions (over ``eu.first_ts``) for the lowest event time read and the window end."""
-    if dialect == "postgresql":
-        lo = "eu.first_ts"
-        if window.pre_period_days is not None:
-            lo = "eu.first_ts - CAST(:pre_seconds AS bigint) * INTERVAL '1 second'"
-        hi = None
-        if window.attribution_window_hours is not None:
-            hi = "eu.first_ts + CAST(:window_us AS bigint) * INTERVAL '1 microsecond'"
-        return lo, hi
-    # SQLite: text 'YYYY-MM-DD HH:MM:SS.ffffff'; shift the seconds part with datetime() and carry
-    # the microseconds by hand so the bound stays exact.
-    micros = "CAST(substr(eu.first_ts, 21, 6) AS INTEGER)"
-    lo = "eu.first_ts"
-    if window.pre_period_days is not None:
-        lo = (
-            "(datetime(substr(eu.first_ts, 1, 19), '-' || :pre_seconds || ' seconds')"
-            " || substr(eu.first_ts, 20))"
-        )
-    hi = None
+@dataclass
+class _Bounds:
+    """Window bounds: SQL expressions over ``eu.first_ts``."""
+
+    lo: str  # lowest event time read (inclusive)
+    hi: str | None = None  # window end (exclusive)
+
+
+def _bounds_sql(dialect: str, window: Window, params: dict[str, Any]) -> _Bounds:
+    """SQL expressions (over ``eu.first_ts``) for the lowest event time read and the window end.
+
+    Evaluated once per unit: they are the bounds of the unit's index range read. Fills ``params``.
+    """
+    window_us: int | None = None
     if window.attribution_window_hours is not None:
-        hi = (
-            f"(datetime(substr(eu.first_ts, 1, 19), '+' || (:window_s + ({micros} + :window_rem_us)"
-            f" / {MICROS_PER_SECOND}) || ' seconds')"
-            f" || printf('.%06d', ({micros} + :window_rem_us) % {MICROS_PER_SECOND}))"
-        )
-    return lo, hi
+        window_us = round(window.attribution_window_hours * 3600 * MICROS_PER_SECOND)
+    if dialect == "postgresql":
+        b = _Bounds("eu.first_ts")
+        if window.pre_period_days is not None:
+            params["pre_seconds"] = int(window.pre_period_days) * 86_400
+            b.lo = "eu.first_ts - CAST(:pre_seconds AS bigint) * INTERVAL '1 second'"
+        if window_us is not None:
+            params["window_us"] = window_us
+            b.hi = "eu.first_ts + CAST(:window_us AS bigint) * INTERVAL '1 microsecond'"
+        return b
+    # SQLite: text 'YYYY-MM-DD HH:MM:SS.ffffff'. datetime() shifts the whole seconds (its output
+    # has no fraction) and the fraction is carried by hand, so the bound stays exact. The modifier
+    # ('+259200 seconds') is a parameter built once, not text concatenated per unit.
+    b = _Bounds("eu.first_ts")
+    if window.pre_period_days is not None:
+        params["pre_mod"] = f"-{int(window.pre_period_days) * 86_400} seconds"
+        b.lo = "(datetime(substr(eu.first_ts, 1, 19), :pre_mod) || substr(eu.first_ts, 20))"
+    if window_us is not None:
+        window_s, rem_us = divmod(window_us, MICROS_PER_SECOND)
+        if rem_us == 0:  # a whole number of seconds (the usual case): the fraction is unchanged
+            params["window_mod"] = f"+{window_s} seconds"
+            b.hi = "(datetime(substr(eu.first_ts, 1, 19), :window_mod) || substr(eu.first_ts, 20))"
+        else:
+            params["window_s"], params["window_rem_us"] = window_s, rem_us
+            micros = "CAST(substr(eu.first_ts, 21, 6) AS INTEGER)"
+            b.hi = (
+                f"(datetime(substr(eu.first_ts, 1, 19), '+' || (:window_s + ({micros}"
+                f" + :window_rem_us) / {MICROS_PER_SECOND}) || ' seconds')"
+                f" || printf('.%06d', ({micros} + :window_rem_us) % {MICROS_PER_SECOND}))"
+            )
+    return b
+
+
+def _value_sql(kind: str, event_param: str, pre: bool, dialect: str) -> str:
+    """Per-unit aggregate of one event in the window (``post``) or the pre-period (``pre``).
+
+    ``FILTER`` (SQLite >= 3.30, PostgreSQL) evaluates the condition per event and calls the
+    aggregate only for the matching rows. Every value is non-NULL (a unit without events is 0) and,
+    on PostgreSQL, double precision so that the per-variant sums stay in floating point (a sum of
+    bigint would be numeric, ten times slower); counts are exact in a double below 2**53.
+    """
+    when = f"c.name = :{event_param} AND c.ts {'<' if pre else '>='} eu.first_ts"
+    if kind == "any":
+        return f"COALESCE(MAX(1) FILTER (WHERE {when}), 0)"
+    if kind == "count":
+        count = f"COUNT(*) FILTER (WHERE {when})"
+        return f"CAST({count} AS DOUBLE PRECISION)" if dialect == "postgresql" else count
+    return f"COALESCE(SUM(c.value) FILTER (WHERE {when}), 0)"
+
+
+def _kind(m: MetricSpec) -> str:
+    if m.type == "binomial":
+        return "any"  # 1 if the unit has at least one event
+    if m.type == "mean" and m.aggregation == "count":
+        return "count"
+    return "sum"
 
 
 def _per_unit_sql(
-    dialect: str, metrics: Sequence[MetricSpec], window: Window
+    dialect: str,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    unit_range: str = "",
 ) -> tuple[str, dict[str, Any], list[Any], list[tuple[MetricSpec, str, str, bool]]]:
     """The CTE ``v``: one row per analysed unit with its variant and (uncapped) metric values.
 
@@ -164,59 +225,56 @@ def _per_unit_sql(
     (metric, column name, part suffix, is pre-period).
 
     One ``LEFT JOIN`` of the unit's exposure row with its conversions in the window, grouped by
-    the primary key of ``exposure_unit`` (SQLite reads the units in that index order, so the
-    grouping needs no sort; PostgreSQL may hash). A unit without events gets 0 from the ``ELSE``
-    branches, since ``c.name`` is NULL.
+    the primary key of ``exposure_unit``: both sides are read in ``unit_id`` order (the primary key
+    and the covering index ``(unit_id, ts, name, value)``), so the grouping streams without a sort
+    or a hash table. A unit without events gets 0. Two metrics reading the same event the same way
+    (e.g. ``Σ value`` of ``purchase``) share one per-unit column.
     """
-    lo, hi = _bounds_sql(dialect, window)
     params: dict[str, Any] = {"experiment_id": window.experiment_id, "phase": window.phase}
+    bounds = _bounds_sql(dialect, window, params)
     binds: list[Any] = []
-    if window.pre_period_days is not None:
-        params["pre_seconds"] = int(window.pre_period_days) * 86_400
-    if window.attribution_window_hours is not None:
-        window_us = round(window.attribution_window_hours * 3600 * MICROS_PER_SECOND)
-        params["window_us"] = window_us
-        params["window_s"], params["window_rem_us"] = divmod(window_us, MICROS_PER_SECOND)
     where = "eu.experiment_id = :experiment_id AND eu.phase = :phase AND NOT eu.multiple"
+    if unit_range:
+        where += f" AND {unit_range}"
     if window.overrides:
         where += " AND eu.unit_id NOT IN :overrides"
         params["overrides"] = list(window.overrides)
         binds.append(bindparam("overrides", expanding=True))
     names: list[str] = []
-    agg_cols: list[str] = []
+    agg_cols: dict[str, str] = {}  # SQL expression -> column name in v (one column per distinct)
     columns: list[tuple[MetricSpec, str, str, bool]] = []
-    for i, m in enumerate(metrics):
+    periods = (False, True) if window.pre_period_days is not None else (False,)
+    for m in metrics:
         for suffix, event in m.parts:
             if event not in names:
                 names.append(event)
             p = f"ev{names.index(event)}"
             params[p] = event
-            if m.type == "binomial":
-                post = f"MAX(CASE WHEN c.name = :{p} AND c.ts >= eu.first_ts THEN 1 ELSE 0 END)"
-                pre = f"MAX(CASE WHEN c.name = :{p} AND c.ts < eu.first_ts THEN 1 ELSE 0 END)"
-            else:
-                what = "1" if m.aggregation == "count" else "c.value"
-                post = (
-                    f"SUM(CASE WHEN c.name = :{p} AND c.ts >= eu.first_ts THEN {what} ELSE 0 END)"
-                )
-                pre = f"SUM(CASE WHEN c.name = :{p} AND c.ts < eu.first_ts THEN {what} ELSE 0 END)"
-            col = f"m{i}_{suffix}"
-            agg_cols.append(f"{post} AS {col}")
-            columns.append((m, col, suffix, False))
-            if window.pre_period_days is not None and m.type != "ratio":
-                agg_cols.append(f"{pre} AS {col}_pre")
-                columns.append((m, f"{col}_pre", suffix, True))
-    params["names"] = names
-    binds.append(bindparam("names", expanding=True))
-    join = f"c.unit_id = eu.unit_id AND c.name IN :names AND c.ts >= {lo}"
-    if hi is not None:
-        join += f" AND c.ts < {hi}"
+            for pre in periods:
+                if pre and m.type == "ratio":
+                    continue
+                expr = _value_sql(_kind(m), p, pre, dialect)
+                col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
+                columns.append((m, col, suffix, pre))
+    if dialect != "sqlite":
+        params["names"] = names
+        binds.append(bindparam("names", expanding=True))
+    # SQLite: no event-name condition in the join, so that the planner reads the unit's range of
+    # (unit_id, ts, name, value) rather than seeking once per name in (name, unit_id, ts), and
+    # because the FILTER of every value checks the name anyway (an IN test per event costs more
+    # than it saves). PostgreSQL filters the index scan on the names.
+    join = f"c.unit_id = eu.unit_id AND c.ts >= {bounds.lo}"
+    if dialect != "sqlite":
+        join += " AND c.name IN :names"
+    if bounds.hi is not None:
+        join += f" AND c.ts < {bounds.hi}"
     if window.stopped_at is not None:
         join += " AND c.ts <= :stopped_at"
         params["stopped_at"] = window.stopped_at
         binds.append(bindparam("stopped_at", type_=UTCDateTime()))
+    selected = ", ".join(f"{expr} AS {col}" for expr, col in agg_cols.items())
     values = (
-        f"v AS (SELECT eu.variant, {', '.join(agg_cols)}"
+        f"v AS (SELECT eu.variant, {selected}"
         f" FROM exposure_unit eu LEFT JOIN conversion c ON {join} WHERE {where}"
         " GROUP BY eu.experiment_id, eu.phase, eu.unit_id, eu.variant)"
     )
@@ -228,11 +286,81 @@ def _statement(sql: str, binds: list[Any]) -> TextClause:
     return stmt.bindparams(*binds) if binds else stmt
 
 
+# PostgreSQL planner settings for the per-unit aggregation, local to the transaction. A hash join
+# of all conversions against all units spills to disk in batches and leaves the per-unit grouping
+# to a sort that spills again (the 21x growth from 100k to 1M units); without it the planner
+# streams both indexes in ``unit_id`` order (index range reads per unit, or a merge join) into a
+# group aggregate. JIT compilation costs more than it saves on these expressions.
+_PG_SETTINGS = {"enable_hashjoin": "off", "jit": "off"}
+# The partitioned statement (see ``variant_sums``): no partial (block-parallel) scans, so that
+# the planner runs whole partitions side by side under one Gather (Parallel Append) instead of a
+# Gather per partition, whose leader would merge and finalize every unit's partial aggregate.
+_PG_PARTITIONED = _PG_SETTINGS | {
+    "min_parallel_table_scan_size": "1TB",
+    "min_parallel_index_scan_size": "1TB",
+}
+# PostgreSQL: above this many analysed units the units are split into PG_PARTITIONS ranges of
+# unit_id aggregated independently (in parallel workers when the server allows them).
+PG_PARTITION_MIN_UNITS = 200_000
+PG_PARTITIONS = 6
+
+
+def _execute(
+    session: Session,
+    dialect: str,
+    stmt: TextClause,
+    params: dict[str, Any],
+    settings: dict[str, str] | None = None,
+) -> Any:
+    """Run the aggregation with PostgreSQL ``settings`` (default :data:`_PG_SETTINGS`), restored
+    afterwards."""
+    conn = session.connection()
+    if dialect != "postgresql":
+        return conn.execute(stmt, params).all()
+    settings = _PG_SETTINGS if settings is None else settings
+    names = list(settings)
+    old = [conn.execute(text("SELECT current_setting(:n)"), {"n": n}).scalar_one() for n in names]
+    setting = text("SELECT set_config(:n, :v, true)")
+    for n in names:
+        conn.execute(setting, {"n": n, "v": settings[n]})
+    try:
+        return conn.execute(stmt, params).all()
+    finally:
+        for n, v in zip(names, old, strict=True):
+            conn.execute(setting, {"n": n, "v": v})
+
+
+def _unit_quantiles(session: Session, window: Window, n_units: int, parts: int) -> list[str]:
+    """Up to ``parts - 1`` unit ids splitting the phase's units into ranges of about equal size.
+
+    Each bound is found by skipping ``n_units / parts`` entries of the primary key after the
+    previous bound, so the key is read once in all (any split is correct, an even one faster).
+    """
+    sql = (
+        "WITH RECURSIVE b(k, u) AS (SELECT 0, CAST('' AS text) UNION ALL"
+        " SELECT b.k + 1, (SELECT eu.unit_id FROM exposure_unit eu"
+        " WHERE eu.experiment_id = :experiment_id AND eu.phase = :phase AND eu.unit_id > b.u"
+        " ORDER BY eu.unit_id OFFSET :skip LIMIT 1) FROM b WHERE b.k < :most AND b.u IS NOT NULL)"
+        " SELECT b.u FROM b WHERE b.k > 0 AND b.u IS NOT NULL ORDER BY b.k"
+    )
+    params = {
+        "experiment_id": window.experiment_id,
+        "phase": window.phase,
+        "skip": max(0, n_units // parts - 1),
+        "most": parts - 1,
+    }
+    return [str(r.u) for r in session.connection().execute(text(sql), params)]
+
+
 # ---------------------------------------------------------------------------------------- queries
 
 
 def count_exposures(session: Session, window: Window) -> ExposureCounts:
-    """Units per variant after the exclusions, and how many were excluded (one GROUP BY)."""
+    """Units per variant after the exclusions, and how many were excluded (one GROUP BY).
+
+    On SQLite the units are read in variant order from the index of migration 0005 (the grouping
+    streams, no sort); PostgreSQL hashes the few variants.
+    """
     params: dict[str, Any] = {"experiment_id": window.experiment_id, "phase": window.phase}
     binds: list[Any] = []
     overridden = "0"
@@ -256,21 +384,24 @@ def count_exposures(session: Session, window: Window) -> ExposureCounts:
     )
 
 
+Cuts = dict[tuple[str, str], tuple[float | None, float | None]]
+
+
 def _cut_points(
     session: Session,
     dialect: str,
     metrics: Sequence[MetricSpec],
     window: Window,
     n_units: int,
-) -> dict[str, tuple[float | None, float | None]]:
-    """Pooled winsorization cut points per value column (``m{i}_{part}``): (low, high)."""
+) -> Cuts:
+    """Pooled winsorization cut points per (metric key, part suffix): (low, high)."""
     wanted = [m for m in metrics if m.winsorized]
     if not wanted or n_units == 0:
         return {}
     head, params, binds, columns = _per_unit_sql(dialect, wanted, window)
     selects: list[str] = []
-    plan: list[tuple[str, str, float]] = []  # (column, side, h)
-    for m, col, _suffix, is_pre in columns:
+    plan: list[tuple[tuple[str, str], str, float]] = []  # ((metric, part), side, h)
+    for m, col, suffix, is_pre in columns:
         if is_pre:
             continue
         for side, p in (("low", m.winsorize_lower), ("high", m.winsorize_upper)):
@@ -283,23 +414,19 @@ def _cut_points(
                 f"SELECT * FROM (SELECT {k} AS k, {col} AS x FROM v ORDER BY {col}"
                 f" LIMIT 2 OFFSET :off{k}) s{k}"
             )
-            plan.append((col, side, h))
+            plan.append(((m.key, suffix), side, h))
     sql = head + " " + " UNION ALL ".join(selects)
     got: dict[int, list[float]] = {}
-    for row in session.connection().execute(_statement(sql, binds), params):
+    for row in _execute(session, dialect, _statement(sql, binds), params):
         got.setdefault(int(row.k), []).append(float(row.x))
-    # _per_unit_sql numbered the winsorized metrics among themselves: map back to the full list.
-    rename = {f"m{i}_": f"m{metrics.index(m)}_" for i, m in enumerate(wanted)}
-    cuts: dict[str, tuple[float | None, float | None]] = {}
-    for k, (col, side, h) in enumerate(plan):
+    cuts: Cuts = {}
+    for k, (part, side, h) in enumerate(plan):
         values = sorted(got.get(k, []))
         if not values:
             continue
         cut = percentile_linear(values[0], values[1] if len(values) > 1 else None, h)
-        prefix, _, suffix = col.partition("_")
-        full = rename[prefix + "_"] + suffix
-        low, high = cuts.get(full, (None, None))
-        cuts[full] = (cut, high) if side == "low" else (low, cut)
+        low, high = cuts.get(part, (None, None))
+        cuts[part] = (cut, high) if side == "low" else (low, cut)
     return cuts
 
 
@@ -319,56 +446,141 @@ def _capped(
     return f"({out})", params
 
 
+def _variants(session: Session, window: Window) -> list[str]:
+    """The variants exposed in the phase (one read of the variant index)."""
+    sql = (
+        "SELECT DISTINCT eu.variant FROM exposure_unit eu"
+        " WHERE eu.experiment_id = :experiment_id AND eu.phase = :phase"
+    )
+    params = {"experiment_id": window.experiment_id, "phase": window.phase}
+    return [str(r.variant) for r in session.connection().execute(text(sql), params)]
+
+
 def variant_sums(
-    session: Session, metrics: Sequence[MetricSpec], window: Window, n_units: int
+    session: Session,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    n_units: int,
+    variants: Sequence[str] | None = None,
 ) -> dict[str, dict[str, MetricSums]]:
     """Sufficient statistics: ``{metric key: {variant: MetricSums}}`` for every variant with units.
 
-    ``n_units`` (analysed units, all arms) sizes the winsorization offsets.
+    Parameters
+    ----------
+    session : Session
+        An open session (reads only).
+    metrics : Sequence[MetricSpec]
+        The metrics to aggregate.
+    window : Window
+        The analysis window shared by every unit.
+    n_units : int
+        Analysed units, all arms: sizes the winsorization offsets.
+    variants : Sequence[str] or None
+        Every variant that may have analysed units (``ExposureCounts.units``); read from the
+        table when None. SQLite aggregates one variant at a time.
+
+    Returns
+    -------
+    dict[str, dict[str, MetricSums]]
+        Per metric key and variant: n and the sums named as in ``stats.MeanSummary`` /
+        ``stats.RatioSummary``.
     """
     if not metrics:
         return {}
     dialect = session.get_bind().dialect.name
     cuts = _cut_points(session, dialect, metrics, window, n_units)
-    head, params, binds, columns = _per_unit_sql(dialect, metrics, window)
-    values: dict[str, str] = {}
-    for m, col, _suffix, _is_pre in columns:
-        base = col.removesuffix("_pre")
-        capped, cut_params = _capped(f"v.{col}", cuts.get(base) if m.winsorized else None, col)
+    # SQLite: one statement per variant over its range of (experiment_id, phase, variant, unit_id)
+    # (migration 0005): no sort of every unit by variant for the GROUP BY (SQLite has no hash
+    # aggregate), and the units' rows come from the index alone.
+    per_variant = dialect == "sqlite"
+    head, params, binds, columns = _per_unit_sql(
+        dialect, metrics, window, "eu.variant = :variant" if per_variant else ""
+    )
+    # (metric key, part, is pre-period) -> the per-unit value, capped for a winsorized metric
+    values: dict[tuple[str, str, bool], str] = {}
+    for j, (m, col, suffix, is_pre) in enumerate(columns):
+        cut = cuts.get((m.key, suffix)) if m.winsorized else None
+        capped, cut_params = _capped(f"v.{col}", cut, f"cut{j}")
         params.update(cut_params)
-        values[col] = capped
-    aggs: list[str] = ["COUNT(*) AS n"]
+        values[(m.key, suffix, is_pre)] = capped
+    aggs: list[tuple[str, str]] = [("COUNT(*)", "n")]  # (expression, alias)
     for i, m in enumerate(metrics):
         if m.type == "ratio":
-            num, den = values[f"m{i}_num"], values[f"m{i}_den"]
+            num, den = values[(m.key, "num", False)], values[(m.key, "den", False)]
             aggs += [
-                f"SUM({num}) AS m{i}_sum_num",
-                f"SUM({den}) AS m{i}_sum_den",
-                f"SUM({num} * {num}) AS m{i}_sum_num2",
-                f"SUM({den} * {den}) AS m{i}_sum_den2",
-                f"SUM({num} * {den}) AS m{i}_sum_num_den",
+                (f"SUM({num})", f"m{i}_sum_num"),
+                (f"SUM({den})", f"m{i}_sum_den"),
+                (f"SUM({num} * {num})", f"m{i}_sum_num2"),
+                (f"SUM({den} * {den})", f"m{i}_sum_den2"),
+                (f"SUM({num} * {den})", f"m{i}_sum_num_den"),
             ]
             continue
-        x = values[f"m{i}_x"]
-        aggs += [f"SUM({x}) AS m{i}_sum_x", f"SUM({x} * {x}) AS m{i}_sum_x2"]
-        pre = values.get(f"m{i}_x_pre")
+        x = values[(m.key, "x", False)]
+        x2 = x if m.type == "binomial" else f"{x} * {x}"
+        aggs += [(f"SUM({x})", f"m{i}_sum_x"), (f"SUM({x2})", f"m{i}_sum_x2")]
+        pre = values.get((m.key, "x", True))
         if pre is not None:
+            pre2 = pre if m.type == "binomial" else f"{pre} * {pre}"
             aggs += [
-                f"SUM({pre}) AS m{i}_sum_pre",
-                f"SUM({pre} * {pre}) AS m{i}_sum_pre2",
-                f"SUM({x} * {pre}) AS m{i}_sum_x_pre",
+                (f"SUM({pre})", f"m{i}_sum_pre"),
+                (f"SUM({pre2})", f"m{i}_sum_pre2"),
+                (f"SUM({x} * {pre})", f"m{i}_sum_x_pre"),
             ]
-    sql = f"{head} SELECT v.variant, {', '.join(aggs)} FROM v GROUP BY v.variant"
+    # One column per distinct expression (two metrics may share a per-unit value; a binomial
+    # value is 0 or 1, so Σx² is Σx): ``alias_of`` maps every alias to the column read.
+    alias_of: dict[str, str] = {}
+    unique: dict[str, str] = {}
+    for expr, alias in aggs:
+        alias_of[alias] = unique.setdefault(expr, alias)
+    aggs = [(expr, alias) for expr, alias in unique.items()]
+    selected = ", ".join(f"{expr} AS {alias}" for expr, alias in aggs)
+    sql = f"{head} SELECT v.variant, {selected} FROM v GROUP BY v.variant"
+    settings = None
+    runs: list[dict[str, Any]] = [params]
+    if per_variant:
+        sql = f"{head} SELECT :variant AS variant, {selected} FROM v"
+        if variants is None:
+            variants = _variants(session, window)
+        runs = [params | {"variant": v} for v in dict.fromkeys(variants)]
+    if dialect == "postgresql" and n_units >= PG_PARTITION_MIN_UNITS:
+        # Units split by ranges of unit_id, each range aggregated to per-variant sums on its own
+        # (a unit is in exactly one range), then the ranges summed: the ranges run in parallel
+        # workers, and the per-unit rows never cross a Gather.
+        cuts_at = _unit_quantiles(session, window, n_units, PG_PARTITIONS)
+        edges: list[str | None] = [None, *[f":unit_b{k}" for k in range(len(cuts_at))], None]
+        for k, b in enumerate(cuts_at):
+            params[f"unit_b{k}"] = b
+        branches = []
+        for k, (lo, hi) in enumerate(itertools.pairwise(edges)):
+            cond = " AND ".join(
+                [f"eu.unit_id >= {lo}"] * (lo is not None)
+                + [f"eu.unit_id < {hi}"] * (hi is not None)
+            )
+            part_head = _per_unit_sql(dialect, metrics, window, cond)[0]
+            branches.append(
+                f"SELECT * FROM ({part_head} SELECT v.variant, {selected} FROM v"
+                f" GROUP BY v.variant) p{k}"
+            )
+        totals = ", ".join(f"SUM(p.{alias}) AS {alias}" for _, alias in aggs)
+        sql = (
+            f"SELECT p.variant, {totals} FROM ({' UNION ALL '.join(branches)}) p GROUP BY p.variant"
+        )
+        settings = _PG_PARTITIONED
     out: dict[str, dict[str, MetricSums]] = {m.key: {} for m in metrics}
-    for row in session.connection().execute(_statement(sql, binds), params).mappings():
+    stmt = _statement(sql, binds)
+    rows = [r for run in runs for r in _execute(session, dialect, stmt, run, settings)]
+    for r in rows:
+        row = r._mapping
         variant = str(row["variant"])
         n = int(row["n"])
+        if n == 0:  # a variant without analysed units (per-variant statements)
+            continue
         for i, m in enumerate(metrics):
             prefix = f"m{i}_"
             sums = {
-                name.removeprefix(prefix): float(value or 0)
-                for name, value in row.items()
-                if name.startswith(prefix)
+                alias.removeprefix(prefix): float(row[column] or 0)
+                for alias, column in alias_of.items()
+                if alias.startswith(prefix)
             }
             out[m.key][variant] = MetricSums(n, sums)
     return out

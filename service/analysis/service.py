@@ -280,7 +280,7 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
         warnings.append(NO_EXPOSURES)
     elif any(n == 0 for n in units.values()):
         warnings.append(EMPTY_ARM)
-    sums = variant_sums(session, specs, window, total) if total else {}
+    sums = variant_sums(session, specs, window, total, list(counts.units)) if total else {}
 
     inputs = [
         stats.MetricInput(

@@ -89,6 +89,18 @@ class ExposureUnit(SQLModel, table=True):
     """A unit's first exposure in an experiment's phase, and whether it saw several variants."""
 
     __tablename__ = "exposure_unit"
+    __table_args__ = (
+        # Per-variant reads of the results engine (migration 0005).
+        Index(
+            "ix_exposure_unit_variant",
+            "experiment_id",
+            "phase",
+            "variant",
+            "unit_id",
+            "first_ts",
+            "multiple",
+        ),
+    )
 
     experiment_id: int = Field(foreign_key="experiment.id", primary_key=True, ondelete="CASCADE")
     phase: int = Field(primary_key=True)

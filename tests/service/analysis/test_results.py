@@ -254,6 +254,34 @@ def test_results_match_numpy_reference_end_to_end(
     assert got["power"]["units_so_far"] == min(got["srm"]["observed"].values())
 
 
+@pytest.mark.parametrize("split_units", [1, 10**12])
+def test_the_postgresql_range_split_gives_the_same_sums(
+    client: Any,
+    admin: dict[str, str],
+    bodies: Any,
+    make_metric: Any,
+    ingest: Any,
+    results: Any,
+    raw: Raw,
+    reference: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    split_units: int,
+) -> None:
+    """From PG_PARTITION_MIN_UNITS units PostgreSQL sums unit ranges in parallel; forced on here
+    (1) and off (10**12), the answer is the numpy reference either way (SQLite ignores it)."""
+    from service.analysis import aggregate
+
+    monkeypatch.setattr(aggregate, "PG_PARTITION_MIN_UNITS", split_units)
+    _metrics(make_metric)
+    _experiment(client, admin, bodies)
+    _simulate(raw)
+    ingest(raw.exposures + raw.conversions)
+    got = results(KEY)
+    expected = _reference(raw, reference)["result"]
+    for g, w in zip(got["metrics"], expected["metrics"], strict=True):
+        _assert_close(g, w, g["metric"])
+
+
 def test_window_edges_are_exact(
     client: Any,
     admin: dict[str, str],
