@@ -110,6 +110,14 @@ class PowerPublic(BaseModel):
     )
     units_per_variant: dict[str, int]
     progress: float | None = Field(description="min over arms of units / sample_size_per_variant")
+    sample_size_estimated: bool = Field(
+        default=False,
+        description="the protocol gave no baseline: the sample size comes from the control arm's "
+        "data ingested so far (see `estimated_baseline`)",
+    )
+    estimated_baseline: dict[str, float] | None = Field(
+        default=None, description="`rate` (binomial) or `mean` and `sd`, from the control arm"
+    )
 
 
 class DecisionPublic(BaseModel):

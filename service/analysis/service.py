@@ -45,6 +45,9 @@ EMPTY_ARM = "empty_arm"
 UNKNOWN_VARIANT_EXPOSURES = "unknown_variant_exposures"
 METRIC_NOT_FOUND = "metric_not_found"
 NO_PLANNED_SAMPLE = "no_planned_sample_size"
+SAMPLE_SIZE_ESTIMATED = "sample_size_estimated_from_data"
+# Fewest control units from which the baseline is estimated when the protocol gave none.
+MIN_UNITS_FOR_BASELINE = 100
 
 
 def _spec(metric: Metric) -> MetricSpec:
@@ -85,6 +88,35 @@ def _protocol_metrics(exp: Experiment) -> list[tuple[str, str, float | None]]:
     out += [(key, "secondary", None) for key in exp.secondary_metrics]
     out += [(g["metric"], "guardrail", float(g["margin"])) for g in exp.guardrails]
     return out
+
+
+def _estimated_sample_size(
+    exp: Experiment, primary: MetricResultPublic, control: str, weights: dict[str, float]
+) -> tuple[int | None, dict[str, float] | None]:
+    """Sample size from the control arm's data when the protocol gave no baseline (§2: the
+    baseline "may be estimated from data already ingested"). None until the control arm has
+    MIN_UNITS_FOR_BASELINE units and a usable mean and spread."""
+    arm = next((v for v in primary.variants if v.variant == control), None)
+    if arm is None or arm.units < MIN_UNITS_FOR_BASELINE or arm.mean is None or arm.sd is None:
+        return None, None
+    baseline = (
+        {"rate": arm.mean} if primary.type == "binomial" else {"mean": arm.mean, "sd": arm.sd}
+    )
+    ordered = [control, *(v for v in weights if v != control)]
+    try:
+        n = stats.sample_size_per_variant(
+            metric_type=primary.type,
+            mde=exp.primary_mde,
+            alpha=exp.alpha,
+            power=exp.power,
+            baseline_rate=baseline.get("rate"),
+            baseline_mean=baseline.get("mean"),
+            baseline_sd=baseline.get("sd"),
+            weights=[weights[v] for v in ordered],
+        )
+    except ValueError:  # a rate of 0 or 1, a zero mean or sd: nothing to plan with yet
+        return None, None
+    return n, baseline
 
 
 def _fmt_p(p: float | None) -> str:
@@ -328,9 +360,14 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
     srm = SrmPublic.model_validate(result["srm"])
 
     needed = exp.sample_size_per_variant
+    baseline = None
+    if needed is None and metrics and metrics[0].role == "primary":
+        needed, baseline = _estimated_sample_size(exp, metrics[0], control, weights)
     smallest = min(units.values()) if units else 0
     if needed is None:
         warnings.append(NO_PLANNED_SAMPLE)
+    elif baseline is not None:
+        warnings.append(SAMPLE_SIZE_ESTIMATED)
     power = PowerPublic(
         sample_size_per_variant=needed,
         units_so_far=smallest,
@@ -338,6 +375,8 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
         progress=None
         if needed is None or needed < 1
         else stats.progress(units_per_variant=list(units.values()), sample_size_per_variant=needed),
+        sample_size_estimated=baseline is not None,
+        estimated_baseline=baseline,
     )
     decision = decide(
         status=exp.status, sequential=sequential, srm=srm, metrics=metrics, power=power
