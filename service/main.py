@@ -59,25 +59,30 @@ class BodyLimitMiddleware:
         self.app = app
         self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = problem_response(
+    def _too_large(self) -> ASGIApp:
+        return problem_response(
             413,
             "Request body too large",
             "payload_too_large",
             f"The request body exceeds {self.limit} bytes; send smaller batches.",
         )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = 0
+                    break
                 if declared > self.limit:
-                    await too_large(scope, receive, send)
+                    await self._too_large()(scope, receive, send)
                     return
+                # The HTTP server delivers exactly Content-Length bytes: nothing more to count.
+                await self.app(scope, receive, send)
+                return
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -88,7 +93,7 @@ class BodyLimitMiddleware:
             body = message.get("body", b"")
             size += len(body)
             if size > self.limit:
-                await too_large(scope, receive, send)
+                await self._too_large()(scope, receive, send)
                 return
             chunks.append(body)
             more = message.get("more_body", False)

@@ -67,6 +67,17 @@ def test_oversize_body_is_a_413_problem(client, admin):
     assert_problem(r, 413)
 
 
+def test_oversize_chunked_body_without_length_is_a_413_problem(client, admin):
+    def chunks():
+        for _ in range(6):
+            yield b"x" * (1024 * 1024)
+
+    r = client.post(
+        "/v1/metrics", content=chunks(), headers={**admin, "Content-Type": "application/json"}
+    )
+    assert_problem(r, 413)
+
+
 def test_unexpected_error_is_a_500_without_internals(app, admin, caplog):
     @app.get("/boom-for-test")
     def boom() -> None:
