@@ -42,6 +42,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from service.testing import LiveServer, free_port, migrate
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "bench-checkout"
 ADMIN_KEY = "tb_bench_admin_key_assign_http"
@@ -65,18 +67,13 @@ async def bare_assign() -> dict[str, Any]:
     return BARE_BODY
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start(app: str, env: dict[str, str], app_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+def _start_bare(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """The bare FastAPI app under uvicorn; it has no ``/healthz``, so wait for the TCP port."""
+    port = free_port()
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir)),
+            *(sys.executable, "-m", "uvicorn", "assign_http:bare_app"),
+            *("--app-dir", str(ROOT / "bench")),
             *("--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS),
         ],
         env=env,
@@ -89,7 +86,7 @@ def _start(app: str, env: dict[str, str], app_dir: Path) -> tuple[subprocess.Pop
                 return proc, port
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{app} did not start") from None
+                raise RuntimeError("the bare app did not start") from None
             time.sleep(0.1)
 
 
@@ -159,24 +156,19 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="trialbook-bench-"))
-    env = os.environ | {
-        "TRIALBOOK_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
-        "TRIALBOOK_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-        "TRIALBOOK_CHECK_INTERVAL_SECONDS": "0",
-    }
-    subprocess.run(
-        [sys.executable, "-c", "from service.cli import main; main(['migrate'])"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
+    database_url = f"sqlite:///{tmp / 'bench.db'}"
+    migrate(database_url)
+    server = LiveServer(
+        database_url=database_url, log=tmp / "server.log", bootstrap_admin_key=ADMIN_KEY
     )
-    procs: list[subprocess.Popen[bytes]] = []
+    if server.argv()[-len(UVICORN_FLAGS) :] != list(UVICORN_FLAGS):
+        raise RuntimeError("both servers must run with the same uvicorn settings")
+    bare: subprocess.Popen[bytes] | None = None
     try:
-        server, port = _start("service.app:app", env, ROOT)
-        procs.append(server)
+        server.start(timeout=30)
+        port = server.port
         admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=admin) as http:
+        with httpx.Client(base_url=server.url, headers=admin) as http:
             metric = {"key": "conversion", "name": "Conversion", "type": "binomial"}
             http.post("/v1/metrics", json=metric | {"event": "purchase"}).raise_for_status()
             http.post(
@@ -201,9 +193,7 @@ def main() -> None:
                 headers={"Authorization": f"Bearer {sdk_key}"},
             )
             sample.raise_for_status()
-        bare_env = env | {"BENCH_BARE_BODY": sample.text}
-        bare, bare_port = _start("assign_http:bare_app", bare_env, ROOT / "bench")
-        procs.append(bare)
+        bare, bare_port = _start_bare(os.environ | {"BENCH_BARE_BODY": sample.text})
 
         auth = f"Authorization: Bearer {sdk_key}\r\n"
         # Alternate the two servers in rounds so that load from other processes on the machine
@@ -214,9 +204,10 @@ def main() -> None:
             bare_rates.append(asyncio.run(_load(bare_port, "", share, args.connections, 2 * r)))
             tb_rates.append(asyncio.run(_load(port, auth, share, args.connections, 2 * r + 1)))
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=15)
+        server.stop()
+        if bare is not None:
+            bare.terminate()
+            bare.wait(timeout=15)
 
     print(
         f"uvicorn {' '.join(UVICORN_FLAGS)}; {args.connections} keep-alive connections; "

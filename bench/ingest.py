@@ -40,10 +40,7 @@ import argparse
 import json
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,6 +54,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from service.testing import LiveServer, LiveServerError  # noqa: E402
 
 ADMIN_KEY = "tb_bench_admin_" + "x" * 32
 BATCH = 1000
@@ -281,61 +280,21 @@ def raw_postgres(url: str, rows: list[Any]) -> float:
 # ----------------------------------------------------------------------------------------- HTTP
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Server(LiveServer):
+    """The benched uvicorn server, with the resident memory of its processes."""
 
-
-class Server:
-    def __init__(self, url: str, workers: int, log: Path) -> None:
-        self.port = free_port()
-        env = os.environ | {
-            "TRIALBOOK_DATABASE_URL": url,
-            "TRIALBOOK_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-            "TRIALBOOK_CHECK_INTERVAL_SECONDS": "0",
-        }
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "service.app:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(workers),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("server exited:\n" + log.read_text())
-            try:
-                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("server did not start:\n" + log.read_text())
+    def start(self, timeout: float = 60) -> None:
+        """Start, wait for ``/healthz``, then for every worker; exit the bench if it fails."""
+        try:
+            super().start(timeout)
+        except LiveServerError as e:
+            raise SystemExit(str(e)) from None
         # Several workers: wait until every one answers (they start one after the other).
-        time.sleep(1.0 if workers > 1 else 0)
+        time.sleep(1.0 if self.workers > 1 else 0)
 
     def rss_kib(self) -> int:
         """Resident memory of the server process and its workers, KiB."""
+        assert self.proc is not None
         pids = [self.proc.pid]
         try:
             children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
@@ -351,15 +310,6 @@ class Server:
             except OSError:
                 pass
         return total
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
 
 
 def sdk_key(base: str) -> str:
@@ -413,7 +363,7 @@ def soak(server: Server, key: str, seconds: float) -> tuple[int, int, int, int]:
 
     def worker(w: int) -> None:
         rng = random.Random(w)
-        with httpx.Client(base_url=server.base, headers=headers, timeout=120) as client:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=120) as client:
             while time.monotonic() < stop:
                 batch = [
                     dict(e, event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)))
@@ -488,10 +438,16 @@ def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
             reset_database(url)
             seed_experiment(url)
             if server is not None:
-                server.stop()
-            server = Server(url, workers, tmp / f"server-{kind}.log")
-            key = sdk_key(server.base)
-            http, totals = http_rate(server.base, key, bodies)
+                server.stop(timeout=20)
+            server = Server(
+                database_url=url,
+                log=tmp / f"server-{kind}.log",
+                workers=workers,
+                bootstrap_admin_key=ADMIN_KEY,
+            )
+            server.start()
+            key = sdk_key(server.url)
+            http, totals = http_rate(server.url, key, bodies)
             https.append(http)
             print(
                 f"round {r}: HTTP end to end:              {http:>10,.0f} events/s  {load()}  "
@@ -511,7 +467,7 @@ def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
             )
     finally:
         if server is not None:
-            server.stop()
+            server.stop(timeout=20)
 
 
 def main() -> int:

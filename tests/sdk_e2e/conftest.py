@@ -7,7 +7,6 @@ says (see ``live_server.py``), so these tests pass unchanged when the suite runs
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,22 +16,16 @@ import pytest
 # Lets the test modules import live_server under any pytest import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from live_server import REPO, Provisioned, new_server, provision, server_env
+from live_server import Provisioned, new_server, provision
+
+from service.testing import migrate
 
 
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated once by ``python -m service.cli migrate``; servers copy it."""
     path = tmp_path_factory.mktemp("sdk-e2e-template") / "template.db"
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "migrate"],
-        cwd=REPO,
-        env=server_env(path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    migrate(f"sqlite:///{path}")
     # Fold the WAL (if any) into the main file so a plain copy is complete.
     conn = sqlite3.connect(path)
     try:

@@ -10,18 +10,12 @@ The stored rows are read straight from that file with :mod:`sqlite3`.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +23,8 @@ import httpx
 from trialbook._transport import Request, Response, UrllibTransport
 from trialbook.errors import TransportError
 
-REPO = Path(__file__).resolve().parents[2]
+from service.testing import LiveServer
+
 ADMIN_KEY = "tb-e2e-admin-" + secrets.token_hex(16)
 
 # The experiments every live server is provisioned with.
@@ -40,88 +35,13 @@ TARGETED_COUNTRIES = ["FR", "DE", "ES"]
 CHECKOUT_OVERRIDES = {"unit-00007": "blue", "unit-00042": "control"}
 
 
-def server_env(db_path: Path) -> dict[str, str]:
-    """The environment of a server process: its own SQLite file and a bootstrap admin key."""
-    env = dict(os.environ)
-    env.update(
-        TRIALBOOK_DATABASE_URL=f"sqlite:///{db_path}",
-        TRIALBOOK_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
-        TRIALBOOK_CHECK_INTERVAL_SECONDS="0",  # no health-check scheduler in the background
-        TRIALBOOK_LOG_LEVEL="warning",
-        TRIALBOOK_WORKERS="1",
-    )
-    return env
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class LiveServer:
-    """``python -m service.cli serve`` in a subprocess (its own process group), one SQLite file."""
-
-    db_path: Path
-    log: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+class E2EServer(LiveServer):
+    """``python -m service.cli serve`` (1 worker) on one SQLite file, whose rows it can read."""
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start (or restart, on the same port and database) and wait until it answers."""
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "service.cli",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    "1",
-                ],
-                cwd=REPO,
-                env=server_env(self.db_path),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: kill() reaches all of it
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("server did not start: " + self.log.read_text())
-
-    def kill(self) -> None:
-        """``kill -9`` the server's process group and reap it."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        """Terminate the server if it still runs."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+    def db_path(self) -> Path:
+        """The server's SQLite file."""
+        return Path(self.database_url.removeprefix("sqlite:///"))
 
     # ------------------------------------------------------------------ reading the database
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -136,10 +56,6 @@ class LiveServer:
         finally:
             conn.close()
 
-    def log_tail(self, chars: int = 3000) -> str:
-        """The end of the server's log, for assertion messages."""
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
     def experiment_id(self, key: str) -> int:
         rows = self.query("SELECT id FROM experiment WHERE key = ?", (key,))
         assert len(rows) == 1, rows
@@ -150,7 +66,7 @@ class LiveServer:
 class Provisioned:
     """A running live server with its experiments started and an SDK key."""
 
-    server: LiveServer
+    server: E2EServer
     admin: dict[str, str]
     sdk_key: str
 
@@ -177,7 +93,7 @@ def _experiment_body(key: str, variants: list[dict[str, Any]], **extra: Any) -> 
     } | extra
 
 
-def provision(server: LiveServer) -> Provisioned:
+def provision(server: E2EServer) -> Provisioned:
     """Through HTTP only: a metric, three experiments (two running, one paused), an SDK key."""
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     with httpx.Client(base_url=server.url, headers=admin, timeout=30) as http:
@@ -219,12 +135,17 @@ def provision(server: LiveServer) -> Provisioned:
     return Provisioned(server=server, admin=admin, sdk_key=str(created["key"]))
 
 
-def new_server(template: Path, directory: Path) -> LiveServer:
+def new_server(template: Path, directory: Path) -> E2EServer:
     """A server (not started) on a copy of the migrated ``template`` database."""
     directory.mkdir(parents=True, exist_ok=True)
     db_path = directory / "server.db"
     shutil.copyfile(template, db_path)
-    return LiveServer(db_path=db_path, log=directory / "server.log")
+    return E2EServer(
+        database_url=f"sqlite:///{db_path}",
+        log=directory / "server.log",
+        bootstrap_admin_key=ADMIN_KEY,
+        cli=True,
+    )
 
 
 class RecordingTransport:

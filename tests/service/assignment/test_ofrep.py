@@ -4,18 +4,13 @@ its OFREP provider (from PyPI) against a live uvicorn server started here."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from service.testing import LiveServer, migrate
 
 
 def _eval(client: Any, headers: dict[str, str], key: str, body: Any) -> Any:
@@ -133,57 +128,17 @@ def test_configuration_endpoint(client: Any, sdk: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- live server + SDK
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A uvicorn process (1 worker) on a free port over a freshly migrated SQLite file."""
     if "postgres" in os.environ.get("TRIALBOOK_TEST_DATABASE_URL", ""):
         pytest.skip("the live server runs on its own SQLite file")
-    db = tmp_path_factory.mktemp("ofrep") / "live.db"
+    tmp = tmp_path_factory.mktemp("ofrep")
     admin_key = "tb_live_admin_key_for_the_ofrep_test"
-    env = os.environ | {
-        "TRIALBOOK_DATABASE_URL": f"sqlite:///{db}",
-        "TRIALBOOK_BOOTSTRAP_ADMIN_KEY": admin_key,
-        "TRIALBOOK_CHECK_INTERVAL_SECONDS": "0",
-    }
-    subprocess.run(
-        [sys.executable, "-c", "from service.cli import main; main(['migrate'])"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1"),
-            *("--port", str(port), "--workers", "1", "--log-level", "warning"),
-        ],
-        env=env,
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, "the server exited"
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-        yield base, admin_key
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    url = f"sqlite:///{tmp / 'live.db'}"
+    migrate(url)
+    with LiveServer(database_url=url, log=tmp / "server.log", bootstrap_admin_key=admin_key) as srv:
+        yield srv.url, admin_key
 
 
 def test_openfeature_sdk_with_the_ofrep_provider_evaluates_experiments(

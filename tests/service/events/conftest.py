@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 
-REPO = Path(__file__).resolve().parents[3]
+from service.testing import LiveServer
+
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
@@ -118,82 +113,17 @@ def stored_ids(engine: Any) -> Callable[[], list[str]]:
     return run
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """``uvicorn service.app:app`` in a subprocess against the test database."""
-
-    def __init__(self, workers: int, log: Path) -> None:
-        self.port = free_port()
-        self.workers = workers
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = os.environ | {"TRIALBOOK_DATABASE_URL": os.environ["TRIALBOOK_DATABASE_URL"]}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "service.app:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(self.workers),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: kill() reaches every worker
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("server did not start: " + self.log.read_text())
-
-    def kill(self) -> None:
-        """``kill -9`` the server (and, with several workers, its whole process group)."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
 @pytest.fixture
-def server(tmp_path: Path, engine: Any) -> Iterator[Callable[[int], Server]]:
-    started: list[Server] = []
+def server(tmp_path: Path, engine: Any) -> Iterator[Callable[[int], LiveServer]]:
+    """``server(workers)``: a uvicorn process (not started) against the test database."""
+    started: list[LiveServer] = []
 
-    def make(workers: int = 1) -> Server:
-        srv = Server(workers, tmp_path / "server.log")
+    def make(workers: int = 1) -> LiveServer:
+        srv = LiveServer(
+            database_url=os.environ["TRIALBOOK_DATABASE_URL"],
+            log=tmp_path / "server.log",
+            workers=workers,
+        )
         started.append(srv)
         return srv
 

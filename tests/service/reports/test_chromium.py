@@ -14,10 +14,7 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
+from service.testing import LiveServer, migrate
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ADMIN_KEY = "tb_reports_e2e_admin_0123456789"
-ROOT = Path(__file__).resolve().parents[3]
 
 PROBE = """<script>
 document.addEventListener('DOMContentLoaded', function () {
@@ -43,60 +41,13 @@ document.addEventListener('DOMContentLoaded', function () {
 </script>"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("live")
-    port = _free_port()
-    env = os.environ | {
-        "TRIALBOOK_DATABASE_URL": f"sqlite:///{tmp / 'live.db'}",
-        "TRIALBOOK_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-        "TRIALBOOK_CHECK_INTERVAL_SECONDS": "0",
-        "TRIALBOOK_LOG_LEVEL": "warning",
-    }
-    bin_dir = Path(sys.executable).parent
-    subprocess.run(
-        [str(bin_dir / "trialbook"), "migrate"], env=env, cwd=ROOT, check=True, capture_output=True
-    )
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "service.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the live server did not start: " + (tmp / "server.log").read_text())
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+    url = f"sqlite:///{tmp / 'live.db'}"
+    migrate(url)
+    with LiveServer(database_url=url, log=tmp / "server.log", bootstrap_admin_key=ADMIN_KEY) as srv:
+        yield srv.url
 
 
 @pytest.fixture(scope="module")
