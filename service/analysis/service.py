@@ -33,8 +33,8 @@ from service.analysis.models import (
     SrmPublic,
 )
 from service.db import utcnow
-from service.experiments.models import Experiment, Status
-from service.experiments.service import control_of, current_phase, get_row
+from service.experiments.models import Baseline, Experiment, Status
+from service.experiments.service import control_of, current_phase, get_row, sample_size_for
 from service.metrics.models import Metric
 
 __all__ = ["compute_results", "decide"]
@@ -91,7 +91,7 @@ def _protocol_metrics(exp: Experiment) -> list[tuple[str, str, float | None]]:
 
 
 def _estimated_sample_size(
-    exp: Experiment, primary: MetricResultPublic, control: str, weights: dict[str, float]
+    exp: Experiment, primary: MetricResultPublic, control: str
 ) -> tuple[int | None, dict[str, float] | None]:
     """Sample size from the control arm's data when the protocol gave no baseline (§2: the
     baseline "may be estimated from data already ingested"). None until the control arm has
@@ -102,18 +102,8 @@ def _estimated_sample_size(
     baseline = (
         {"rate": arm.mean} if primary.type == "binomial" else {"mean": arm.mean, "sd": arm.sd}
     )
-    ordered = [control, *(v for v in weights if v != control)]
     try:
-        n = stats.sample_size_per_variant(
-            metric_type=primary.type,
-            mde=exp.primary_mde,
-            alpha=exp.alpha,
-            power=exp.power,
-            baseline_rate=baseline.get("rate"),
-            baseline_mean=baseline.get("mean"),
-            baseline_sd=baseline.get("sd"),
-            weights=[weights[v] for v in ordered],
-        )
+        n = sample_size_for(exp, primary.type, Baseline.model_validate(baseline))
     except ValueError:  # a rate of 0 or 1, a zero mean or sd: nothing to plan with yet
         return None, None
     return n, baseline
@@ -362,7 +352,7 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
     needed = exp.sample_size_per_variant
     baseline = None
     if needed is None and metrics and metrics[0].role == "primary":
-        needed, baseline = _estimated_sample_size(exp, metrics[0], control, weights)
+        needed, baseline = _estimated_sample_size(exp, metrics[0], control)
     smallest = min(units.values()) if units else 0
     if needed is None:
         warnings.append(NO_PLANNED_SAMPLE)

@@ -277,31 +277,41 @@ def validate_protocol(session: Session, p: ExperimentCreate) -> dict[str, Metric
     return metrics
 
 
+def _weights_control_first(exp: Experiment) -> list[float]:
+    ordered = sorted(exp.variants, key=lambda v: not v.get("is_control"))
+    return [float(v["weight"]) for v in ordered]
+
+
+def sample_size_for(exp: Experiment, metric_type: str, baseline: Baseline) -> int:
+    """Units per variant the protocol needs for its primary metric, from a baseline.
+
+    Raises ``ValueError`` when the baseline cannot support the plan (see ``stats.power``).
+    """
+    return sample_size_per_variant(
+        metric_type=metric_type,  # type: ignore[arg-type]
+        mde=exp.primary_mde,
+        alpha=exp.alpha,
+        power=exp.power,
+        baseline_rate=baseline.rate,
+        baseline_mean=baseline.mean,
+        baseline_sd=baseline.sd,
+        weights=_weights_control_first(exp),
+    )
+
+
 def compute_plan(exp: Experiment, primary: Metric | None) -> tuple[int | None, int | None]:
     """Sample size per variant and planned duration from the protocol (None when unknown)."""
     if primary is None or exp.baseline is None:
         return None, None
-    base = Baseline.model_validate(exp.baseline)
-    ordered = sorted(exp.variants, key=lambda v: not v.get("is_control"))
-    weights = [float(v["weight"]) for v in ordered]
     try:
-        n = sample_size_per_variant(
-            metric_type=primary.type,  # type: ignore[arg-type]
-            mde=exp.primary_mde,
-            alpha=exp.alpha,
-            power=exp.power,
-            baseline_rate=base.rate,
-            baseline_mean=base.mean,
-            baseline_sd=base.sd,
-            weights=weights,
-        )
+        n = sample_size_for(exp, primary.type, Baseline.model_validate(exp.baseline))
     except ValueError as exc:
         raise ValidationFailedError.on("primary_metric.mde", str(exc)) from exc
     days = None
     if exp.expected_daily_units is not None:
         days = planned_duration_days(
             sample_size_per_variant=n,
-            weights=weights,
+            weights=_weights_control_first(exp),
             traffic_fraction=exp.traffic_fraction,
             expected_daily_units=exp.expected_daily_units,
         )
