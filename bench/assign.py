@@ -101,35 +101,44 @@ def bench_trialbook_layered(units: list[str]) -> float:
     return median_per_call_us(lambda unit: evaluate("exp", unit), units)
 
 
-def bench_growthbook(units: list[str]) -> float | None:
-    """Median us per GrowthBook evaluation, or None when growthbook is not installed."""
+# The same experiment as CONFIG, for GrowthBook's Python SDK (bench/sdk.py uses it too).
+GROWTHBOOK_FEATURES: dict[str, Any] = {
+    "new-checkout": {
+        "defaultValue": "control",
+        "rules": [
+            {
+                "key": "new-checkout",
+                "variations": ["control", "treatment"],
+                "weights": [0.5, 0.5],
+                "coverage": 1.0,
+                "hashAttribute": "id",
+                "hashVersion": 2,
+                "seed": "a1b2c3d4",
+            }
+        ],
+    }
+}
+
+
+def growthbook_evaluator(**options: Any) -> Callable[[str], object] | None:
+    """One GrowthBook evaluation per call (``options`` go to ``GrowthBook``), or None if absent."""
     try:
         from growthbook import GrowthBook
     except ImportError:
         return None
-    features = {
-        "new-checkout": {
-            "defaultValue": "control",
-            "rules": [
-                {
-                    "key": "new-checkout",
-                    "variations": ["control", "treatment"],
-                    "weights": [0.5, 0.5],
-                    "coverage": 1.0,
-                    "hashAttribute": "id",
-                    "hashVersion": 2,
-                    "seed": "a1b2c3d4",
-                }
-            ],
-        }
-    }
-    gb = GrowthBook(features=features)
+    gb = GrowthBook(features=GROWTHBOOK_FEATURES, **options)
 
     def call(unit: str) -> object:
         gb.set_attributes({"id": unit})
         return gb.eval_feature("new-checkout").value
 
-    return median_per_call_us(call, units)
+    return call
+
+
+def bench_growthbook(units: list[str]) -> float | None:
+    """Median us per GrowthBook evaluation, or None when growthbook is not installed."""
+    call = growthbook_evaluator()
+    return None if call is None else median_per_call_us(call, units)
 
 
 def main() -> None:

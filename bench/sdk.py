@@ -20,31 +20,18 @@ from __future__ import annotations
 import gc
 import json
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
-from assign import CONFIG  # bench/assign.py, same folder (run as a script)
+from assign import (  # bench/assign.py, same folder (run as a script)
+    CONFIG,
+    growthbook_evaluator,
+    median_per_call_us,
+)
 from trialbook import Client
 from trialbook.testing import MockTransport, Request, Response
 
-BATCH = 100  # calls per timed batch: short enough that few batches span an OS preemption
 WARMUP = 1000  # units used only to warm up; the next 100,000 are measured
-
-
-def median_per_call_us(call: Callable[[str], object], units: list[str]) -> float:
-    """Median over batches of (batch wall time / batch size), in microseconds."""
-    per_call: list[float] = []
-    clock = time.perf_counter_ns
-    for start in range(0, len(units), BATCH):
-        batch = units[start : start + BATCH]
-        t0 = clock()
-        for unit in batch:
-            call(unit)
-        per_call.append((clock() - t0) / len(batch) / 1000.0)
-    return statistics.median(per_call)
 
 
 def _accept(request: Request) -> Response:
@@ -75,37 +62,14 @@ def rss_mib() -> float:
 
 def bench_growthbook(units: list[str]) -> float | None:
     """Median us per GrowthBook evaluation with its tracking callback, or None if absent."""
-    try:
-        from growthbook import GrowthBook
-    except ImportError:
-        return None
-    features = {
-        "new-checkout": {
-            "defaultValue": "control",
-            "rules": [
-                {
-                    "key": "new-checkout",
-                    "variations": ["control", "treatment"],
-                    "weights": [0.5, 0.5],
-                    "coverage": 1.0,
-                    "hashAttribute": "id",
-                    "hashVersion": 2,
-                    "seed": "a1b2c3d4",
-                }
-            ],
-        }
-    }
     viewed: list[object] = []
 
     def on_viewed(experiment: object, result: object, *args: object, **kwargs: object) -> None:
         viewed.append(result)  # the "exposure" GrowthBook hands to the app
 
-    gb = GrowthBook(features=features, on_experiment_viewed=on_viewed)
-
-    def call(unit: str) -> object:
-        gb.set_attributes({"id": unit})
-        return gb.eval_feature("new-checkout").value
-
+    call = growthbook_evaluator(on_experiment_viewed=on_viewed)
+    if call is None:
+        return None
     for unit in units[:WARMUP]:
         call(unit)
     return median_per_call_us(call, units[WARMUP:])
