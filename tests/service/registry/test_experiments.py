@@ -252,7 +252,8 @@ def test_patch_of_a_running_protocol_is_409_and_changes_nothing(client, admin, m
         r = client.patch("/v1/experiments/new-checkout", json=change, headers=admin)
         assert r.status_code == 409, r.text
         assert r.json()["code"] == "protocol_frozen"
-    assert "phases" in r.json()["detail"] or True
+        # new weights are pointed at the phases endpoint
+        assert ("/phases" in r.json()["detail"]) == ("variants" in change)
     assert client.get("/v1/experiments/new-checkout", headers=admin).json() == before
 
 
