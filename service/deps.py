@@ -47,6 +47,11 @@ def get_principal(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    return principal_for(session, credentials)
+
+
+def principal_for(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """The caller of a request's Bearer credentials (401 when missing, unknown or revoked)."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise UnauthorizedError("Send an API key as `Authorization: Bearer <key>`.")
     row = authenticate(session, credentials.credentials)

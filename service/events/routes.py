@@ -6,20 +6,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials
 
 from service.db import open_session
-from service.deps import Principal
-from service.errors import PermissionDeniedError, UnauthorizedError, responses
+from service.deps import Principal, _bearer, principal_for, require
+from service.errors import responses
 from service.events import service
 from service.events.models import EventBatchIn, IngestResult
 from service.keys.models import Role
-from service.keys.service import authenticate
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=responses(401, 403))
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
-ALLOWED = frozenset({Role.sdk, Role.admin})
+_require_sdk = require(Role.sdk)
 
 
 def sdk_principal(
@@ -30,24 +28,15 @@ def sdk_principal(
     ``service.deps.SessionDep`` opens a write transaction for every POST and holds it for the
     whole request; ingestion takes the write lock only around its inserts, after parsing.
     """
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise UnauthorizedError("Send an API key as `Authorization: Bearer <key>`.")
     session = open_session(write=False)
     try:
-        row = authenticate(session, credentials.credentials)
+        principal = principal_for(session, credentials)
     finally:
         session.close()
-    if row is None or row.id is None:
-        raise UnauthorizedError("The API key is unknown or revoked.")
-    role = Role(row.role)
-    if role not in ALLOWED:
-        raise PermissionDeniedError(
-            f"The role '{role.value}' may not send events; it needs one of: admin, sdk."
-        )
-    return Principal(key_id=row.id, name=row.name, role=role)
+    return _require_sdk(principal)
 
 
-sdk_principal.allowed_roles = ALLOWED  # type: ignore[attr-defined]  # read by the role-matrix test
+sdk_principal.allowed_roles = _require_sdk.allowed_roles  # type: ignore[attr-defined]  # read by the role-matrix test
 
 
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
