@@ -22,7 +22,6 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Strict,
     TypeAdapter,
 )
 from pydantic import (
@@ -183,11 +182,19 @@ class EventBatchIn(BaseModel):
 # ---------------------------------------------------------------- fast path (internal, no models)
 # The same fields and constraints as ExposureIn / ConversionIn, validated in one pydantic-core
 # pass over the raw JSON body into plain dicts (no model instances, no Python validator). A JSON
-# timestamp must be a string either way: ``Strict()`` refuses numbers exactly as
-# ``_timestamp_input`` does. Any error, and ``parse_batch`` falls back to per-event validation
+# timestamp must be a string either way (strict text refuses numbers exactly as
+# ``_timestamp_input`` does). Any error, and ``parse_batch`` falls back to per-event validation
 # with the models above, which says which event is bad and why. tests/service/events check that
 # both paths accept and refuse the same events.
 _PHASE = Annotated[int, PField(ge=1, le=1_000_000, strict=True)]
+# RFC 3339 text with a time zone, the shape SDKs send: kept as text here, because turning it into
+# a datetime and back into text costs more than the rest of an event's preparation. The range of
+# each field (month 13, February 30) is checked by ``service._prepare``, which asks the models
+# when ``datetime.fromisoformat`` refuses one. Any other shape the models accept (a space for
+# ``T``, a lower-case ``z``, 7+ fraction digits) fails this pattern: the batch takes the
+# per-event path, which is slower but accepts it.
+RFC3339_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$"
+_TIMESTAMP_TEXT = Annotated[str, PField(pattern=RFC3339_PATTERN, strict=True)]
 
 
 class ExposureDict(TypedDict):
@@ -200,7 +207,7 @@ class ExposureDict(TypedDict):
     experiment: Annotated[str, PField(min_length=1, max_length=80)]
     variant: Annotated[str, PField(min_length=1, max_length=64)]
     unit_id: UnitId
-    timestamp: Annotated[AwareDatetime, Strict()]
+    timestamp: _TIMESTAMP_TEXT
     phase: NotRequired[_PHASE | None]
 
 
@@ -214,7 +221,7 @@ class ConversionDict(TypedDict):
     name: Annotated[str, PField(min_length=1, max_length=NAME_MAX)]
     unit_id: UnitId
     value: NotRequired[Annotated[float, PField(strict=True, allow_inf_nan=False)]]
-    timestamp: Annotated[AwareDatetime, Strict()]
+    timestamp: _TIMESTAMP_TEXT
 
 
 class EventBatchDict(TypedDict):

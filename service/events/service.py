@@ -45,10 +45,12 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from hashlib import blake2b
+from itertools import chain
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
@@ -85,7 +87,10 @@ __all__ = [
     "payload_hash",
 ]
 
+ZERO_OFFSETS = frozenset({"+00:00", "-00:00"})
 ROWS_PER_LOOKUP = 500  # event ids per ``IN (...)`` when reading stored hashes
+# Rows per multi-row INSERT on SQLite, largest first (at most 32,766 bound values, SQLite >= 3.32).
+SQLITE_CHUNKS = (2048, 1024, 512, 256, 128)
 RETRY_AFTER_SECONDS = 1
 NOT_STARTED = frozenset({Status.draft.value, Status.archived.value})
 ENDED = frozenset({Status.stopped.value, Status.concluded.value})
@@ -274,6 +279,19 @@ def payload_hash(event: EventIn) -> str:
 _Item = tuple[int, bool, str, str, str, str, str, Any, Any]
 
 
+def _from_model(
+    event: Mapping[str, Any], index: int, rejected: list[RejectedEvent]
+) -> datetime | None:
+    """The timestamp of an event whose RFC 3339 text ``fromisoformat`` refused, as the models
+    read it; or ``None`` after rejecting the event with the models' reason."""
+    try:
+        timestamp: datetime = event_adapter.validate_python(event).timestamp
+    except ValidationError as exc:
+        rejected.append(RejectedEvent(index=index, error=_describe(exc), code="invalid"))
+        return None
+    return timestamp
+
+
 def _prepare(
     events: Sequence[Mapping[str, Any]], indexes: Sequence[int] | None, *, sqlite: bool
 ) -> tuple[list[_Item], list[RejectedEvent]]:
@@ -284,24 +302,53 @@ def _prepare(
     items: list[_Item] = []
     rejected: list[RejectedEvent] = []
     append = items.append
+    fromisoformat = datetime.fromisoformat
     suffix = "" if sqlite else "+00"  # PostgreSQL parses the text of a timestamptz: say UTC
     # The bodies of _utc_iso, _exposure_digest and _conversion_digest, inlined: this loop runs
     # once per event and a Python call costs about 0.1 µs (tests check they agree).
     for pos, ev in enumerate(events):
         index = pos if indexes is None else indexes[pos]
         ts = ev["timestamp"]
-        if ts.utcoffset():
+        if ts.__class__ is str:  # RFC 3339 text (fast path, pattern-checked)
+            zulu = ts[-1] == "Z"
+            local = ts[:-1] if zulu else ts[:-6]
+            moment: datetime | None
             try:
-                ts = ts.astimezone(UTC)
-            except OverflowError:  # e.g. 0001-01-01T00:30:00+01:00 is before year 1 in UTC
-                rejected.append(
-                    RejectedEvent(
-                        index=index, error="timestamp: out of range once in UTC", code="invalid"
+                moment = fromisoformat(ts)  # checks the ranges: it refuses 2026-02-30
+            except ValueError:
+                moment = _from_model(ev, index, rejected)
+                if moment is None:
+                    continue
+                ts = moment
+            else:
+                if zulu or ts[-6:] in ZERO_OFFSETS:
+                    # At UTC, the common case: both texts are cut from the one sent, as
+                    # datetime.isoformat and SQLAlchemy would write them.
+                    micro = (local[20:] + "000000")[:6]
+                    iso = (
+                        f"{local[:19]}+00:00"
+                        if micro == "000000"
+                        else f"{local[:19]}.{micro}+00:00"
                     )
-                )
-                continue
-        iso = ts.isoformat()
-        stored = f"{iso[:10]} {iso[11:19]}{iso[19:26] if iso[19] == '.' else '.000000'}{suffix}"
+                    stored = f"{local[:10]} {local[11:19]}.{micro}{suffix}"
+                    ts = None
+                else:
+                    ts = moment
+        if ts is not None:
+            if ts.utcoffset():
+                try:
+                    ts = ts.astimezone(UTC)
+                except OverflowError:  # e.g. 0001-01-01T00:30:00+01:00 is before year 1 in UTC
+                    rejected.append(
+                        RejectedEvent(
+                            index=index,
+                            error="timestamp: out of range once in UTC",
+                            code="invalid",
+                        )
+                    )
+                    continue
+            iso = ts.isoformat()
+            stored = f"{iso[:10]} {iso[11:19]}{iso[19:26] if iso[19] == '.' else '.000000'}{suffix}"
         event_id, unit = ev["event_id"], ev["unit_id"]
         if ev["type"] == "exposure":
             experiment, variant, phase = ev["experiment"], ev["variant"], ev.get("phase")
@@ -383,6 +430,13 @@ def _sqlite_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+@lru_cache(maxsize=64)
+def _multi_row_sql(head: str, tail: str, width: int, rows: int) -> str:
+    """``head VALUES (?, ...), ... tail`` for ``rows`` rows of ``width`` values."""
+    one = "(" + ",".join("?" * width) + ")"
+    return f"{head} VALUES {','.join([one] * rows)} {tail}"
+
+
 class _Store:
     """Dialect-specific statements on the session's driver connection (same transaction)."""
 
@@ -423,11 +477,17 @@ class _Store:
         return out
 
     def insert_new(
-        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+        self,
+        table: str,
+        columns: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+        flat: list[Any] | None = None,
     ) -> set[str] | None:
         """Insert rows whose ``event_id`` (first column) is new; return the ids inserted.
 
-        ``None`` means every row was inserted (the common case, answered without a query).
+        ``rows`` must not repeat an ``event_id``. ``flat`` is the rows' values in one list
+        (SQLite; made from ``rows`` if not given). ``None`` means every row was inserted (the
+        common case, answered without a query).
         """
         if not rows:
             return None
@@ -435,17 +495,17 @@ class _Store:
         if self.sqlite:
             # The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so the rows this
             # statement inserts are exactly those with a rowid above the current maximum; when
-            # every row is new not even that query is needed. One prepared statement, executed
-            # per row in C (executemany), is the fastest idempotent insert of the driver.
+            # every row is new not even that query is needed.
             cur = self.raw.cursor()
             try:
                 top = cur.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
                 before = self.raw.total_changes
-                self._insert_many(
+                self._insert_flat(
                     cur,
-                    f"INSERT INTO {table} ({names}) VALUES ",
+                    f"INSERT INTO {table} ({names})",
                     "ON CONFLICT(event_id) DO NOTHING",
-                    rows,
+                    len(columns),
+                    flat if flat is not None else [v for row in rows for v in row],
                 )
                 if self.raw.total_changes - before == len(rows):
                     return None
@@ -465,18 +525,39 @@ class _Store:
         return None if len(inserted) == len(rows) else inserted
 
     @staticmethod
-    def _insert_many(cur: Any, head: str, tail: str, rows: list[tuple[Any, ...]]) -> None:
-        """SQLite: ``executemany`` of one prepared single-row statement ``head (?, ...) tail``.
+    def _insert_flat(cur: Any, head: str, tail: str, width: int, flat: list[Any]) -> None:
+        """SQLite: insert ``flat`` (rows of ``width`` values) with multi-row statements.
 
-        Faster in CPU than multi-row ``VALUES`` (about 175,000 against 145,000 rows/s here:
-        no flattening, no compile). The driver releases the GIL around every row's step, and
-        while other request threads validate, the writer waits to take it back; group commit
-        (:class:`_GroupWriter`) keeps the rows per hand-over high enough that it still wins
-        end to end.
+        Why not ``executemany`` of a single-row statement? The driver releases the GIL around
+        each row's step and must take it back after; while request threads validate, the
+        writer waits for it once per row (up to the 5 ms switch interval, or a whole pydantic
+        call), and under load it inserted about 5,000 rows/s instead of 60,000. A statement of
+        many rows takes the GIL back once for all of them.
+
+        Why fixed sizes (``SQLITE_CHUNKS``)? Compiling a statement costs about 3.6 µs a row,
+        as much as inserting it, and the driver caches compiled statements by their text: a
+        few sizes are compiled once per connection. The last chunk is padded with copies of
+        its last row, which the statement's own ``ON CONFLICT`` makes no-ops: ``DO NOTHING``
+        for events (and ``total_changes`` counts only real inserts), an idempotent
+        ``DO UPDATE`` for ``exposure_unit``.
         """
-        cur.executemany(f"{head}({','.join('?' * len(rows[0]))}) {tail}", rows)
+        n = len(flat) // width
+        pos = 0
+        for size in SQLITE_CHUNKS:
+            sql = _multi_row_sql(head, tail, width, size)
+            while n - pos >= size:
+                cur.execute(sql, flat[pos * width : (pos + size) * width])
+                pos += size
+        rest = n - pos
+        if rest:
+            size = SQLITE_CHUNKS[-1]
+            last = flat[(n - 1) * width : n * width]
+            cur.execute(
+                _multi_row_sql(head, tail, width, size),
+                flat[pos * width :] + last * (size - rest),
+            )
 
-    def _stage(self, table: str, rows: list[tuple[Any, ...]]) -> str:
+    def _stage(self, table: str, rows: Iterable[tuple[Any, ...]]) -> str:
         """PostgreSQL: ``COPY`` the rows into the transaction's staging table; return its name."""
         stage = f"tb_stage_{table}"
         with self.raw.cursor() as cur:
@@ -505,15 +586,16 @@ class _Store:
             cur.close()
         return out
 
-    def upsert_units(self, rows: list[tuple[Any, ...]]) -> None:
+    def upsert_units(self, rows: list[tuple[Any, ...]], flat: list[Any] | None = None) -> None:
         """Merge first exposures into ``exposure_unit`` (earliest wins; flag several variants).
 
-        ``rows`` has one row per key. Sorted by key, so that concurrent PostgreSQL transactions
-        lock in the same order.
+        SQLite applies the upsert row after row, so ``rows`` (or ``flat``, the same values in
+        one list) may hold a key more than once. PostgreSQL needs one row per key (see
+        :func:`_merge_units`), sorted by key so that concurrent transactions lock in the same
+        order.
         """
         if not rows:
             return
-        rows.sort(key=lambda r: (r[0], r[1], r[2]))
         names = ", ".join(UNIT_COLUMNS)
         merge = (
             "ON CONFLICT (experiment_id, phase, unit_id) DO UPDATE SET "
@@ -527,12 +609,18 @@ class _Store:
         if self.sqlite:
             cur = self.raw.cursor()
             try:
-                self._insert_many(cur, f"INSERT INTO exposure_unit ({names}) VALUES ", merge, rows)
+                self._insert_flat(
+                    cur,
+                    f"INSERT INTO exposure_unit ({names})",
+                    merge,
+                    len(UNIT_COLUMNS),
+                    flat if flat is not None else [v for row in rows for v in row],
+                )
             finally:
                 cur.close()
             return
         # One set-based statement over the COPY-staged rows.
-        stage = self._stage("exposure_unit", rows)
+        stage = self._stage("exposure_unit", sorted(rows, key=lambda r: (r[0], r[1], r[2])))
         with self.raw.cursor() as cur:
             cur.execute(
                 f"INSERT INTO exposure_unit ({names}) SELECT {names} FROM {stage} "
@@ -540,35 +628,125 @@ class _Store:
             )
 
 
-def _unit_rows(new_exposures: Iterable[tuple[Any, ...]], flag: Any) -> list[tuple[Any, ...]]:
-    """One ``exposure_unit`` row per (experiment, phase, unit) of the inserted exposures.
+def _merge_units(units: Iterable[tuple[Any, ...]], flag: Any) -> list[tuple[Any, ...]]:
+    """One ``exposure_unit`` row per (experiment, phase, unit) of ``units`` (rows of that table).
 
     The earliest exposure gives the variant and ``first_ts`` (stored timestamps are fixed-width
     UTC text, so they compare as time); ``multiple`` when the unit saw several variants.
     """
-    no = flag(False)
-    units: dict[tuple[int, int, str], tuple[Any, ...]] = {}
-    for row in new_exposures:
-        _, exp_id, phase, variant, unit_id, ts = row[:6]
-        key = (exp_id, phase, unit_id)
-        current = units.get(key)
-        if current is None:  # the common case: the unit's only exposure in the batch
-            units[key] = (exp_id, phase, unit_id, variant, ts, no)
+    merged: dict[tuple[int, int, str], tuple[Any, ...]] = {}
+    for row in units:
+        key = (row[0], row[1], row[2])
+        current = merged.get(key)
+        if current is None:  # the common case: the unit's only exposure
+            merged[key] = row
             continue
-        multiple = flag(bool(current[5]) or current[3] != variant)
-        if ts < current[4]:
-            units[key] = (exp_id, phase, unit_id, variant, ts, multiple)
+        multiple = flag(bool(current[5]) or bool(row[5]) or current[3] != row[3])
+        if row[4] < current[4]:
+            merged[key] = (*row[:5], multiple)
         else:
-            units[key] = (*current[:5], multiple)
-    return list(units.values())
+            merged[key] = (*current[:5], multiple)
+    return list(merged.values())
+
+
+def _unit_rows(new_exposures: Iterable[tuple[Any, ...]], flag: Any) -> list[tuple[Any, ...]]:
+    """One ``exposure_unit`` row per (experiment, phase, unit) of the inserted exposure rows."""
+    no = flag(False)
+    return _merge_units(((r[1], r[2], r[4], r[3], r[5], no) for r in new_exposures), flag)
+
+
+@dataclass(eq=False)
+class _Plan:
+    """A request's rows, made from its prepared events and a reading of its experiments.
+
+    Made in the request's thread, before the write lock (:func:`_plan`); the writer only checks
+    that the experiments still read the same (``targets``) and otherwise makes it again.
+    """
+
+    targets: dict[str, _Target | None]
+    exposures: list[tuple[Any, ...]]
+    conversions: list[tuple[Any, ...]]
+    units: list[tuple[Any, ...]]
+    rejected: list[RejectedEvent]
+    duplicates: int  # repeats inside the request
+    conflicts: int
+    late: int  # late exposures among ``exposures``
+    # SQLite: the rows' values in one list each, ready to bind; event ids of each table.
+    flat: tuple[list[Any], list[Any], list[Any]] | None
+    ids: tuple[frozenset[str], frozenset[str]]
+
+
+def _plan(items: Sequence[_Item], targets: Mapping[str, _Target | None], *, sqlite: bool) -> _Plan:
+    """Resolve a request's exposures, settle its inner repeats, and make its rows.
+
+    A repeat inside the request is compared with the request's first valid occurrence of the
+    id (in either table): same payload hash, a duplicate; else a conflict.
+    """
+    flag: Any = int if sqlite else bool
+    received = utcnow().isoformat(" ", "microseconds")[:26] + ("" if sqlite else "+00")
+    resolutions: dict[tuple[str, Any, str], _Resolution] = {}
+    exposures: list[tuple[Any, ...]] = []
+    conversions: list[tuple[Any, ...]] = []
+    rejected: list[RejectedEvent] = []
+    seen: dict[str, str] = {}  # event_id -> digest of its first valid occurrence
+    duplicates = conflicts = late_count = 0
+    for index, is_exposure, event_id, digest, ts, unit, a, b, phase_sent in items:
+        if is_exposure:
+            key = (a, phase_sent, b)
+            resolution = resolutions.get(key)
+            if resolution is None:
+                resolution = resolutions[key] = _resolve(targets.get(a), a, phase_sent, b)
+            if len(resolution) == 2:
+                code, reason = resolution
+                rejected.append(RejectedEvent(index=index, error=str(reason), code=str(code)))
+                continue
+        first = seen.get(event_id)
+        if first is not None:
+            if first == digest:
+                duplicates += 1
+            else:
+                conflicts += 1
+            continue
+        seen[event_id] = digest
+        if is_exposure:
+            exp_id, phase, late = resolution  # type: ignore[misc]
+            exposures.append((event_id, exp_id, phase, b, unit, ts, received, digest, flag(late)))
+            late_count += late
+        else:
+            conversions.append((event_id, a, unit, b, ts, received, digest))
+    units = _unit_rows(exposures, flag)
+    flat = None
+    if sqlite:
+        flat = (
+            [v for row in exposures for v in row],
+            [v for row in conversions for v in row],
+            [v for row in units for v in row],
+        )
+    return _Plan(
+        targets=dict(targets),
+        exposures=exposures,
+        conversions=conversions,
+        units=units,
+        rejected=rejected,
+        duplicates=duplicates,
+        conflicts=conflicts,
+        late=late_count,
+        flat=flat,
+        ids=(frozenset(r[0] for r in exposures), frozenset(r[0] for r in conversions)),
+    )
+
+
+def _experiment_keys(items: Iterable[_Item]) -> set[str]:
+    return {item[6] for item in items if item[1]}
 
 
 @dataclass(eq=False)
 class _Job:
-    """One request's prepared events, and its verdicts once stored."""
+    """One request's prepared events, its rows (``plan``), and its verdicts once stored."""
 
     items: list[_Item]
     rejected: list[RejectedEvent]
+    plan: _Plan | None = None
     accepted: int = 0
     duplicates: int = 0
     conflicts: int = 0
@@ -587,108 +765,131 @@ class _Job:
         )
 
 
+def plan_job(job: _Job, *, sqlite: bool) -> None:
+    """Make the job's rows in the calling thread, reading its experiments in a short read."""
+    keys = _experiment_keys(job.items)
+    targets: dict[str, _Target] = {}
+    if keys:
+        session = open_session(write=False)
+        try:
+            targets = _Store(session).targets(keys)
+        finally:
+            session.close()
+    job.plan = _plan(job.items, {k: targets.get(k) for k in keys}, sqlite=sqlite)
+
+
+def _segments(jobs: Sequence[_Job]) -> list[Sequence[_Job]]:
+    """Runs of jobs that may share statements: no event id in two of them (per table).
+
+    Jobs that repeat each other's ids are stored one after the other, so that a later one is
+    compared with what an earlier one stored, as if that one had committed first.
+    """
+    if len(jobs) == 1:
+        return [jobs]
+    for table in (0, 1):
+        sets = [job.plan.ids[table] for job in jobs]  # type: ignore[union-attr]
+        if len(frozenset().union(*sets)) != sum(len(s) for s in sets):
+            return [[job] for job in jobs]
+    return [jobs]
+
+
 def _store(session: Session, jobs: Sequence[_Job]) -> None:
-    """Resolve, insert and classify the jobs' events in the session's transaction, and commit.
+    """Insert and classify the jobs' events in the session's transaction, and commit.
 
     Several jobs (requests) in one transaction give each the verdicts it would have had alone,
-    in order: a repeat inside a job is compared with the job's first occurrence of the id (in
-    either table); an id stored by an earlier job of the group in the same table is compared
-    with that job's payload, exactly as if the earlier job had committed first.
+    in order. A job's plan is made again here if its experiments changed since it was made (or
+    it has none), so the transaction decides on what the database holds.
     """
     store = _Store(session)
     flag: Any = int if store.sqlite else bool
-    received = utcnow().isoformat(" ", "microseconds")[:26] + ("" if store.sqlite else "+00")
-    targets = store.targets({item[6] for job in jobs for item in job.items if item[1]})
-    resolutions: dict[tuple[str, Any, str], _Resolution] = {}
-    exposures: list[tuple[Any, ...]] = []
-    conversions: list[tuple[Any, ...]] = []
-    # Rows are appended job after job: job k owns exposures[spans[k][0]:spans[k][1]] and
-    # conversions[spans[k][2]:spans[k][3]].
-    spans: list[tuple[int, int, int, int]] = []
-    # event_id -> (digest, job, is_exposure) of its first valid occurrence in the group: one
-    # look-up an event in the common case. The two dicts below exist for the rare ids seen
-    # again by a later job, or in both tables.
-    seen: dict[str, tuple[str, _Job, bool]] = {}
-    job_first: dict[tuple[int, str], str] = {}  # (id(job), event_id) -> digest
-    table_first: dict[tuple[bool, str], str] = {}  # (is_exposure, event_id) -> digest
-
+    keys: set[str] = set()
     for job in jobs:
-        start_e, start_c = len(exposures), len(conversions)
-        for index, is_exposure, event_id, digest, ts, unit, a, b, phase_sent in job.items:
-            if is_exposure:
-                key = (a, phase_sent, b)
-                resolution = resolutions.get(key)
-                if resolution is None:
-                    resolution = resolutions[key] = _resolve(targets.get(a), a, phase_sent, b)
-                if len(resolution) == 2:
-                    code, reason = resolution
-                    job.rejected.append(
-                        RejectedEvent(index=index, error=str(reason), code=str(code))
-                    )
-                    continue
-            prior = seen.get(event_id)
-            if prior is None:
-                seen[event_id] = (digest, job, is_exposure)
-            else:
-                p_digest, p_job, p_exposure = prior
-                first = p_digest if p_job is job else job_first.get((id(job), event_id))
-                if first is None:  # not a repeat inside the job: stored in this table before?
-                    job_first[id(job), event_id] = digest
-                    first = (
-                        p_digest
-                        if p_exposure == is_exposure
-                        else table_first.get((is_exposure, event_id))
-                    )
-                    if first is None:
-                        table_first[is_exposure, event_id] = digest
-                if first is not None:
-                    if first == digest:
-                        job.duplicates += 1
-                    else:
-                        job.conflicts += 1
-                    continue
-            if is_exposure:
-                exp_id, phase, late = resolution  # type: ignore[misc]
-                exposures.append(
-                    (event_id, exp_id, phase, b, unit, ts, received, digest, flag(late))
-                )
-            else:
-                conversions.append((event_id, a, unit, b, ts, received, digest))
-        spans.append((start_e, len(exposures), start_c, len(conversions)))
+        keys |= job.plan.targets.keys() if job.plan is not None else _experiment_keys(job.items)
+    fresh = store.targets(keys)
+    for job in jobs:
+        plan = job.plan
+        if plan is None or any(fresh.get(k) != t for k, t in plan.targets.items()):
+            job.plan = _plan(
+                job.items,
+                {k: fresh.get(k) for k in _experiment_keys(job.items)},
+                sqlite=store.sqlite,
+            )
+    for segment in _segments(jobs):
+        _store_segment(store, segment, flag)
+    session.commit()
 
-    new_exposures: list[tuple[Any, ...]] = exposures
-    for table, columns, rows in (
-        ("exposure", EXPOSURE_COLUMNS, exposures),
-        ("conversion", CONVERSION_COLUMNS, conversions),
+
+class _LazyRows(Sequence[tuple[Any, ...]]):
+    """The jobs' rows end to end, joined only if iterated (their count is free)."""
+
+    def __init__(self, parts: list[list[tuple[Any, ...]]]) -> None:
+        self.parts = parts
+        self.size = sum(len(p) for p in parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return chain.from_iterable(self.parts)
+
+    def __getitem__(self, index: Any) -> Any:
+        raise TypeError("iterate over _LazyRows")
+
+
+def _store_segment(store: _Store, jobs: Sequence[_Job], flag: Any) -> None:
+    plans = [job.plan for job in jobs]
+    assert all(p is not None for p in plans)
+    for job, plan in zip(jobs, plans, strict=True):
+        job.rejected.extend(plan.rejected)  # type: ignore[union-attr]
+        job.duplicates += plan.duplicates  # type: ignore[union-attr]
+        job.conflicts += plan.conflicts  # type: ignore[union-attr]
+    all_new = True
+    new_exposures: list[tuple[Any, ...]] = []
+    for t, (table, columns) in enumerate(
+        (("exposure", EXPOSURE_COLUMNS), ("conversion", CONVERSION_COLUMNS))
     ):
-        exposure = table == "exposure"
-        inserted = store.insert_new(table, columns, rows)
+        per_job = [p.exposures if t == 0 else p.conversions for p in plans]  # type: ignore[union-attr]
+        flat = None
+        rows: Sequence[tuple[Any, ...]]
+        if store.sqlite:  # SQLite binds the values; the row tuples serve the rare slow path
+            parts = [p.flat[t] for p in plans]  # type: ignore[union-attr,index]
+            flat = list(chain.from_iterable(parts)) if len(parts) > 1 else parts[0]
+            rows = _LazyRows(per_job)
+        else:
+            rows = [r for part in per_job for r in part] if len(jobs) > 1 else per_job[0]
+        inserted = store.insert_new(table, columns, rows, flat)
         if inserted is None:  # all new: the common case
-            for job, (e0, e1, c0, c1) in zip(jobs, spans, strict=True):
-                if exposure:
-                    job.accepted += e1 - e0
-                    job.late += sum(1 for r in exposures[e0:e1] if r[8])
-                else:
-                    job.accepted += c1 - c0
+            for job, plan, part in zip(jobs, plans, per_job, strict=True):
+                job.accepted += len(part)
+                if t == 0:
+                    job.late += plan.late  # type: ignore[union-attr]
             continue
         stored = store.stored_hashes(table, [r[0] for r in rows if r[0] not in inserted])
-        digest_at = 7 if exposure else 6
-        if exposure:
-            new_exposures = []
-        for job, (e0, e1, c0, c1) in zip(jobs, spans, strict=True):
-            for r in rows[e0:e1] if exposure else rows[c0:c1]:
+        digest_at = 7 if t == 0 else 6
+        if t == 0:
+            all_new = False
+        for job, part in zip(jobs, per_job, strict=True):
+            for r in part:
                 if r[0] in inserted:
                     job.accepted += 1
-                    if exposure:
+                    if t == 0:
                         new_exposures.append(r)
-                        if r[8]:
-                            job.late += 1
+                        job.late += 1 if r[8] else 0
                 elif stored.get(r[0]) == r[digest_at]:
                     job.duplicates += 1
                 else:
                     job.conflicts += 1
-    store.upsert_units(_unit_rows(new_exposures, flag))
-    session.commit()
+    if all_new:
+        units = [u for p in plans for u in p.units] if len(jobs) > 1 else plans[0].units  # type: ignore[union-attr]
+        unit_flat = None
+        if store.sqlite:
+            parts = [p.flat[2] for p in plans]  # type: ignore[union-attr,index]
+            unit_flat = list(chain.from_iterable(parts)) if len(parts) > 1 else parts[0]
+        elif len(jobs) > 1:
+            units = _merge_units(units, flag)
+        store.upsert_units(units, unit_flat)
+    else:
+        store.upsert_units(_unit_rows(new_exposures, flag))
 
 
 def ingest_indexed(
@@ -801,6 +1002,8 @@ def ingest_body(body: bytes) -> IngestResult:
     sqlite = get_engine().dialect.name == "sqlite"
     items, rejected = _prepare(parsed.events, parsed.indexes, sqlite=sqlite)
     job = _Job(items, parsed.rejected + rejected)
+    if items:
+        plan_job(job, sqlite=sqlite)
     if items:
         with gate():
             _writer.submit(job)
