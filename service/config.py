@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +27,10 @@ class Settings(BaseSettings):
     # Event batches one process writes at once (waiting for or holding the write lock); one more
     # is shed with 429 + Retry-After (service/events).
     ingest_max_concurrency: int = 32
+    # The server process's GIL switch interval, milliseconds (Python's default is 5). The event
+    # writer gives the GIL up around every SQLite statement and waits up to this long to get it
+    # back from a thread validating the next batch; 0.5 ms measured best (bench/ingest.py).
+    gil_switch_ms: float = Field(default=0.5, gt=0, le=100)
     # Health monitoring interval in seconds (0 disables the in-process scheduler).
     check_interval_seconds: float = 300.0
 

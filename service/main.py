@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -113,6 +114,7 @@ class BodyLimitMiddleware:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    sys.setswitchinterval(settings.gil_switch_ms / 1000)
     if settings.bootstrap_admin_key:
         session = open_session(write=True)
         try:
