@@ -174,9 +174,10 @@ def seed_experiment(url: str) -> int:
 
 def raw_rows(
     batches: list[list[dict[str, Any]]], exp_id: int, sqlite: bool
-) -> list[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
-    """The rows the service would store, prepared in advance (hash: a fixed 32-char string)."""
-    from service.events.service import _sqlite_ts
+) -> list[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+    """The rows the service would store, prepared in advance (hash: a fixed 32-char string):
+    per batch, the exposures, the conversions and the ``exposure_unit`` rows of the exposures."""
+    from service.events.service import _sqlite_ts, _unit_rows
 
     now = datetime.now(UTC)
     received: Any = _sqlite_ts(now) if sqlite else now
@@ -205,7 +206,8 @@ def raw_rows(
                 conversions.append(
                     (e["event_id"], e["name"], e["unit_id"], e["value"], ts, received, digest)
                 )
-        out.append((exposures, conversions))
+        units = sorted(_unit_rows(exposures, int if sqlite else bool))
+        out.append((exposures, conversions, units))
     return out
 
 
@@ -213,11 +215,15 @@ EXPOSURE_COLS = (
     "event_id, experiment_id, phase, variant, unit_id, ts, received_at, payload_hash, late"
 )
 CONVERSION_COLS = "event_id, name, unit_id, value, ts, received_at, payload_hash"
+UNIT_COLS = "experiment_id, phase, unit_id, variant, first_ts, multiple"
 
 
-def raw_sqlite(path: str, rows: list[Any], *, unique: bool = True) -> float:
-    """Rows/s of idempotent inserts with the sqlite3 driver (WAL, synchronous=FULL)."""
+def raw_sqlite(path: str, rows: list[Any], *, unique: bool = True, units: bool = False) -> float:
+    """Events/s of idempotent inserts with the sqlite3 driver (WAL, synchronous=FULL); with
+    ``units``, each transaction also upserts the batch's ``exposure_unit`` rows."""
     import sqlite3
+
+    from service.events.service import UNIT_MERGE
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -233,12 +239,15 @@ def raw_sqlite(path: str, rows: list[Any], *, unique: bool = True) -> float:
     conv_sql = (
         f"INSERT INTO {conv_table} ({CONVERSION_COLS}) VALUES ({','.join('?' * 7)}){conflict}"
     )
+    unit_sql = f"INSERT INTO exposure_unit ({UNIT_COLS}) VALUES ({','.join('?' * 6)}) {UNIT_MERGE}"
     n = 0
     t0 = time.perf_counter()
-    for exposures, conversions in rows:
+    for exposures, conversions, unit_rows in rows:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(exp_sql, exposures)
         conn.executemany(conv_sql, conversions)
+        if units:
+            conn.executemany(unit_sql, unit_rows)
         conn.execute("COMMIT")
         n += len(exposures) + len(conversions)
     elapsed = time.perf_counter() - t0
@@ -246,29 +255,43 @@ def raw_sqlite(path: str, rows: list[Any], *, unique: bool = True) -> float:
     return n / elapsed
 
 
-def raw_postgres(url: str, rows: list[Any]) -> float:
-    """Rows/s of COPY into a staging table + INSERT ... ON CONFLICT DO NOTHING, one connection."""
+def raw_postgres(url: str, rows: list[Any], *, units: bool = False) -> float:
+    """Events/s of COPY into a staging table + INSERT ... ON CONFLICT DO NOTHING, one
+    connection; with ``units``, also COPY + upsert of the ``exposure_unit`` rows."""
     import psycopg
+
+    from service.events.service import UNIT_MERGE
 
     conninfo = url.replace("postgresql+psycopg://", "postgresql://")
     n = 0
     with psycopg.connect(conninfo) as conn:
-        for table, cols in (("exposure", EXPOSURE_COLS), ("conversion", CONVERSION_COLS)):
+        for table, cols in (
+            ("exposure", EXPOSURE_COLS),
+            ("conversion", CONVERSION_COLS),
+            ("exposure_unit", UNIT_COLS),
+        ):
             conn.execute(f"CREATE TEMP TABLE raw_{table} AS SELECT {cols} FROM {table} WHERE false")
         conn.commit()
         t0 = time.perf_counter()
-        for exposures, conversions in rows:
+        for exposures, conversions, unit_rows in rows:
             with conn.cursor() as cur:
-                for table, cols, data in (
-                    ("exposure", EXPOSURE_COLS, exposures),
-                    ("conversion", CONVERSION_COLS, conversions),
+                for table, cols, data, conflict in (
+                    ("exposure", EXPOSURE_COLS, exposures, "ON CONFLICT (event_id) DO NOTHING"),
+                    (
+                        "conversion",
+                        CONVERSION_COLS,
+                        conversions,
+                        "ON CONFLICT (event_id) DO NOTHING",
+                    ),
+                    ("exposure_unit", UNIT_COLS, unit_rows if units else [], UNIT_MERGE),
                 ):
+                    if not data:
+                        continue
                     with cur.copy(f"COPY raw_{table} ({cols}) FROM STDIN") as copy:
                         for row in data:
                             copy.write_row(row)
                     cur.execute(
-                        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM raw_{table} "
-                        "ON CONFLICT (event_id) DO NOTHING"
+                        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM raw_{table} {conflict}"
                     )
                     cur.execute(f"TRUNCATE raw_{table}")
             conn.commit()
@@ -407,15 +430,15 @@ def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
     batches = make_batches(args.batches, args.ids)
     bodies = [json.dumps({"events": b}).encode() for b in batches]
 
-    def raw(ids: str, unique: bool = True) -> float:
+    def raw(ids: str, unique: bool = True, units: bool = False) -> float:
         reset_database(url)
         exp_id = seed_experiment(url)
         rows = raw_rows(
             batches if ids == args.ids else make_batches(args.batches, ids), exp_id, sqlite
         )
         if sqlite:
-            return raw_sqlite(url.removeprefix("sqlite:///"), rows, unique=unique)
-        return raw_postgres(url, rows)
+            return raw_sqlite(url.removeprefix("sqlite:///"), rows, unique=unique, units=units)
+        return raw_postgres(url, rows, units=units)
 
     other = "v7" if args.ids == "v4" else "v4"
     print(f"raw idempotent insert ({other}):   {raw(other):>10,.0f} rows/s   {load()}")
@@ -425,6 +448,7 @@ def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
     # Raw and HTTP alternate, each round on the same rows into a fresh database, so that a
     # change in the machine's load affects both sides of a ratio alike.
     raws: list[float] = []
+    raws_units: list[float] = []
     https: list[float] = []
     server: Server | None = None
     try:
@@ -434,6 +458,11 @@ def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
             print(
                 f"round {r}: raw idempotent insert ({args.ids}): "
                 f"{raw_rate:>10,.0f} rows/s  {load()}"
+            )
+            raw_units = raw(args.ids, units=True)
+            raws_units.append(raw_units)
+            print(
+                f"round {r}: raw, + exposure_unit upserts:  {raw_units:>10,.0f} events/s  {load()}"
             )
             reset_database(url)
             seed_experiment(url)
@@ -451,12 +480,17 @@ def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
             https.append(http)
             print(
                 f"round {r}: HTTP end to end:              {http:>10,.0f} events/s  {load()}  "
-                f"ratio {http / raw_rate:.1%}  verdicts {totals}"
+                f"ratio {http / raw_rate:.1%} ({http / raw_units:.1%} of raw + exposure_unit)  "
+                f"verdicts {totals}"
             )
         ratios = [h / r for h, r in zip(https, raws, strict=True)]
+        ratios_units = [h / r for h, r in zip(https, raws_units, strict=True)]
         print(
             f"median over {args.rounds} round(s): raw {median(raws):,.0f} rows/s, "
-            f"HTTP {median(https):,.0f} events/s, ratio HTTP / raw {median(ratios):.1%}"
+            f"raw + exposure_unit {median(raws_units):,.0f} events/s, "
+            f"HTTP {median(https):,.0f} events/s; "
+            f"ratio HTTP / raw {median(ratios):.1%}, "
+            f"HTTP / (raw + exposure_unit) {median(ratios_units):.1%}"
         )
         if args.soak > 0 and server is not None:
             n, start, peak, end = soak(server, key, args.soak)

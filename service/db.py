@@ -9,6 +9,8 @@ psycopg 3 with the same models and migrations.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -22,6 +24,11 @@ from sqlmodel import Session, create_engine
 from service.config import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# SQLite checkpoints the WAL in the committing transaction once it holds this many pages. The
+# server checkpoints from a background thread instead (WalCheckpointer), so this is only the
+# bound for processes without one (CLI, tests): 10,000 pages of 4 KiB.
+SQLITE_AUTOCHECKPOINT_PAGES = 10_000
+SQLITE_CHECKPOINT_SECONDS = 0.25
 IMMEDIATE = "trialbook_immediate"
 
 
@@ -86,6 +93,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -114,3 +122,60 @@ def session_scope(*, write: bool = False) -> Iterator[Session]:
         yield session
     finally:
         session.close()
+
+
+class WalCheckpointer:
+    """Copy the SQLite WAL into the database file from a background thread.
+
+    Left to itself, SQLite checkpoints inside the commit that grows the WAL past
+    ``wal_autocheckpoint`` pages: with event batches that is nearly every commit, and the
+    writer (one thread per process, see service.events) waits for the copy and its fsync. Here
+    a ``PASSIVE`` checkpoint runs every ``interval`` seconds on another connection: it never
+    blocks readers or the writer, and the driver releases the GIL while it runs. Durability is
+    unchanged: a commit is still fsynced to the WAL (``synchronous=FULL``).
+
+    Parameters
+    ----------
+    engine : Engine
+        A SQLite engine (other dialects: :meth:`start` does nothing).
+    interval : float
+        Seconds between checkpoints.
+    """
+
+    def __init__(self, engine: Engine, interval: float = SQLITE_CHECKPOINT_SECONDS) -> None:
+        self.engine = engine
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.engine.dialect.name != "sqlite" or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """One passive checkpoint: (busy, frames in the WAL, frames checkpointed)."""
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            row = cursor.fetchone()
+            cursor.close()
+            assert row is not None  # the pragma always answers one row
+            return int(row[0]), int(row[1]), int(row[2])
+        finally:
+            connection.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.checkpoint()
+            except Exception:  # e.g. the file was removed under a test: try again later
+                logging.getLogger("trialbook").exception("WAL checkpoint failed")

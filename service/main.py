@@ -18,7 +18,7 @@ from service.analysis.routes import router as analysis_router
 from service.assignment.routes import ofrep_router
 from service.assignment.routes import router as assignment_router
 from service.config import get_settings
-from service.db import open_session
+from service.db import WalCheckpointer, get_engine, open_session
 from service.errors import Problem, install_error_handlers, problem_response
 from service.events.routes import router as events_router
 from service.experiments.routes import layers_router
@@ -115,6 +115,8 @@ class BodyLimitMiddleware:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     sys.setswitchinterval(settings.gil_switch_ms / 1000)
+    checkpointer = WalCheckpointer(get_engine())
+    checkpointer.start()
     if settings.bootstrap_admin_key:
         session = open_session(write=True)
         try:
@@ -128,6 +130,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         for hook in app.state.shutdown_hooks:
             hook(app)
+        checkpointer.stop()
 
 
 def create_app() -> FastAPI:

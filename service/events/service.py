@@ -108,6 +108,16 @@ EXPOSURE_COLUMNS = (
 )
 CONVERSION_COLUMNS = ("event_id", "name", "unit_id", "value", "ts", "received_at", "payload_hash")
 UNIT_COLUMNS = ("experiment_id", "phase", "unit_id", "variant", "first_ts", "multiple")
+# The upsert of a first exposure: the earliest keeps its variant; several variants: ``multiple``.
+UNIT_MERGE = (
+    "ON CONFLICT (experiment_id, phase, unit_id) DO UPDATE SET "
+    "multiple = (exposure_unit.multiple OR excluded.multiple "
+    "OR exposure_unit.variant <> excluded.variant), "
+    "variant = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
+    "THEN excluded.variant ELSE exposure_unit.variant END, "
+    "first_ts = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
+    "THEN excluded.first_ts ELSE exposure_unit.first_ts END"
+)
 # PostgreSQL staging tables for COPY: the inserted columns in row order (no id, no constraints).
 STAGE_COLUMNS = {
     "exposure": "event_id text, experiment_id integer, phase integer, variant text, unit_id text, "
@@ -602,15 +612,7 @@ class _Store:
         if not rows:
             return
         names = ", ".join(UNIT_COLUMNS)
-        merge = (
-            "ON CONFLICT (experiment_id, phase, unit_id) DO UPDATE SET "
-            "multiple = (exposure_unit.multiple OR excluded.multiple "
-            "OR exposure_unit.variant <> excluded.variant), "
-            "variant = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
-            "THEN excluded.variant ELSE exposure_unit.variant END, "
-            "first_ts = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
-            "THEN excluded.first_ts ELSE exposure_unit.first_ts END"
-        )
+        merge = UNIT_MERGE
         if self.sqlite:
             cur = self.raw.cursor()
             try:
