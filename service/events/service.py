@@ -554,21 +554,23 @@ class _Store:
 
         Why fixed sizes (``SQLITE_CHUNKS``)? Compiling a statement costs about 3.6 µs a row,
         as much as inserting it, and the driver caches compiled statements by their text: a
-        few sizes are compiled once per connection. The last chunk is padded with copies of
-        its last row, which the statement's own ``ON CONFLICT`` makes no-ops: ``DO NOTHING``
-        for events (and ``total_changes`` counts only real inserts), an idempotent
-        ``DO UPDATE`` for ``exposure_unit``.
+        few sizes are compiled once per connection. The rest after the full chunks goes in one
+        statement of the smallest size that holds it, padded with copies of its last row, which
+        the statement's own ``ON CONFLICT`` makes no-ops: ``DO NOTHING`` for events (and
+        ``total_changes`` counts only real inserts), an idempotent ``DO UPDATE`` for
+        ``exposure_unit``. A padded row costs a lookup in the unique index; one more statement
+        costs the writer waits for the GIL, which measured dearer up to half a chunk of padding.
         """
         n = len(flat) // width
+        big = SQLITE_CHUNKS[0]
+        sql = _multi_row_sql(head, tail, width, big)
         pos = 0
-        for size in SQLITE_CHUNKS:
-            sql = _multi_row_sql(head, tail, width, size)
-            while n - pos >= size:
-                cur.execute(sql, flat[pos * width : (pos + size) * width])
-                pos += size
+        while n - pos >= big:
+            cur.execute(sql, flat[pos * width : (pos + big) * width])
+            pos += big
         rest = n - pos
-        if rest:
-            size = SQLITE_CHUNKS[-1]
+        if rest:  # one statement of the smallest size that holds the rest, padded
+            size = next(size for size in reversed(SQLITE_CHUNKS) if size >= rest)
             last = flat[(n - 1) * width : n * width]
             cur.execute(
                 _multi_row_sql(head, tail, width, size),

@@ -456,3 +456,35 @@ def test_grouped_verdicts_equal_one_request_at_a_time_even_for_reused_ids(
         assert count("exposure_unit", "unit_id = :u", u=f"g{n}-unit") == count(
             "exposure_unit", "unit_id = :u", u=f"s{n}-unit"
         )
+
+
+# ------------------------------------------------------------------------ multi-row statements
+
+
+@pytest.mark.parametrize("n", [1, 2, 255, 256, 257, 1024, 1025, 2047, 2048, 2049, 4096, 5000])
+def test_multi_row_inserts_store_each_row_once_whatever_the_padding(n):
+    import sqlite3
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, event_id TEXT UNIQUE, v INTEGER)")
+    conn.execute("CREATE TABLE u (k TEXT PRIMARY KEY, hits INTEGER)")
+    cur = conn.cursor()
+    flat = [x for i in range(n) for x in (f"e{i}", i)]
+    before = conn.total_changes
+    service._Store._insert_flat(
+        cur, "INSERT INTO t (event_id, v)", "ON CONFLICT(event_id) DO NOTHING", 2, flat
+    )
+    assert conn.total_changes - before == n  # padded copies change nothing
+    assert conn.execute("SELECT COUNT(*), SUM(v) FROM t").fetchone() == (n, n * (n - 1) // 2)
+    # Rowids run one above another: the slow path's "the last k rowids" holds.
+    assert conn.execute("SELECT MIN(id), MAX(id) FROM t").fetchone() == (1, n)
+    # An idempotent upsert, as exposure_unit's: copies of the last row leave it as it was.
+    flat_u = [x for i in range(n) for x in (f"k{i}", 1)]
+    service._Store._insert_flat(
+        cur,
+        "INSERT INTO u (k, hits)",
+        "ON CONFLICT(k) DO UPDATE SET hits = excluded.hits",
+        2,
+        flat_u,
+    )
+    assert conn.execute("SELECT COUNT(*), SUM(hits) FROM u").fetchone() == (n, n)
