@@ -45,6 +45,7 @@ from __future__ import annotations
 import atexit
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
@@ -777,17 +778,53 @@ class _Job:
         )
 
 
+class _TargetsSeen:
+    """The experiments as the writer last read them, for the request threads' plans.
+
+    A plan made from a reading that is out of date costs only its remaking: the writer reads the
+    experiments again in its transaction and compares (:func:`_store`). So a request thread
+    whose experiments were all read less than ``TARGETS_FRESH_SECONDS`` ago plans without a
+    query of its own.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[float, _Target | None]] = {}
+
+    def get(self, keys: Collection[str]) -> dict[str, _Target | None] | None:
+        now = time.monotonic()
+        out: dict[str, _Target | None] = {}
+        for key in keys:
+            seen = self._seen.get(key)
+            if seen is None or now - seen[0] > TARGETS_FRESH_SECONDS:
+                return None
+            out[key] = seen[1]
+        return out
+
+    def put(self, keys: Collection[str], targets: Mapping[str, _Target]) -> None:
+        now = time.monotonic()
+        if len(self._seen) > 10_000:  # keys of bad requests must not pile up
+            self._seen = {}
+        for key in keys:
+            self._seen[key] = (now, targets.get(key))
+
+
+TARGETS_FRESH_SECONDS = 1.0
+_targets_seen = _TargetsSeen()
+
+
 def plan_job(job: _Job, *, sqlite: bool) -> None:
-    """Make the job's rows in the calling thread, reading its experiments in a short read."""
+    """Make the job's rows in the calling thread, from a recent reading of its experiments."""
     keys = _experiment_keys(job.items)
-    targets: dict[str, _Target] = {}
-    if keys:
+    targets = _targets_seen.get(keys)
+    if targets is None:
         session = open_session(write=False)
         try:
-            targets = _Store(session).targets(keys)
+            read = _Store(session).targets(keys)
         finally:
             session.close()
-    job.plan = _plan(job.items, {k: targets.get(k) for k in keys}, sqlite=sqlite)
+        _targets_seen.put(keys, read)
+        targets = {k: read.get(k) for k in keys}
+    job.plan = _plan(job.items, targets, sqlite=sqlite)
 
 
 def _segments(jobs: Sequence[_Job]) -> list[Sequence[_Job]]:
@@ -818,6 +855,7 @@ def _store(session: Session, jobs: Sequence[_Job]) -> None:
     for job in jobs:
         keys |= job.plan.targets.keys() if job.plan is not None else _experiment_keys(job.items)
     fresh = store.targets(keys)
+    _targets_seen.put(keys, fresh)
     for job in jobs:
         plan = job.plan
         if plan is None or any(fresh.get(k) != t for k, t in plan.targets.items()):

@@ -488,3 +488,21 @@ def test_multi_row_inserts_store_each_row_once_whatever_the_padding(n):
         flat_u,
     )
     assert conn.execute("SELECT COUNT(*), SUM(hits) FROM u").fetchone() == (n, n)
+
+
+def test_a_plan_made_before_the_experiment_changed_is_made_again_by_the_writer(
+    engine, running, events
+):
+    """Request threads plan from the experiments as last read (up to a second old); the writer
+    reads them again in its transaction, so an event is judged on what the database holds."""
+    from sqlalchemy import text
+
+    first = service.ingest_body(json.dumps({"events": [events.exposure("u1")]}).encode())
+    assert (first.accepted, first.late) == (1, 0)
+    with engine.begin() as conn:  # stopped by hand, behind the reading the request threads keep
+        conn.execute(text("UPDATE experiment SET status = 'stopped' WHERE key = 'new-checkout'"))
+    stale = job([events.exposure("u2")])
+    service.plan_job(stale, sqlite=service.get_engine().dialect.name == "sqlite")
+    assert stale.plan is not None and stale.plan.late == 0  # planned on the old reading
+    second = service.ingest_body(json.dumps({"events": [events.exposure("u3")]}).encode())
+    assert (second.accepted, second.late) == (1, 1)  # the writer's reading: stopped, late
