@@ -3,34 +3,41 @@
 Flow of a ``POST /v1/events`` request (:func:`ingest_body`):
 
 1. Parse (:func:`parse_batch`): one pass of pydantic-core's JSON validator over the raw body into
-   plain dicts; only if that fails, :func:`json.loads` and per-event validation with the models,
-   so a malformed event is rejected with its index and the others go on.
-2. Prepare (:func:`_prepare`): per event one UTC conversion, the payload hash and the values of
-   its row. Steps 1 and 2 run before any database lock is taken, so on SQLite they overlap the
-   inserts of other requests (the driver releases the GIL while SQLite works).
-3. A per-process gate bounds the requests waiting for the write lock; past it the request is shed
-   with a 429 and ``Retry-After`` (setting ``TRIALBOOK_INGEST_MAX_CONCURRENCY``).
-4. One write transaction (SQLite ``BEGIN IMMEDIATE``, :func:`_store`) reads the experiments of
-   the exposures (one query), rejects unknown experiments, phases and variants, inserts the rows
-   with the fastest idempotent statement of the database, compares the payload hash of every
-   event that was already stored (same hash: duplicate; different: conflict, the stored event is
-   kept), upserts ``exposure_unit`` for the newly inserted exposures, and commits. Only then is
-   the answer sent, so a 2xx means the accepted events are durable.
+   plain dicts, timestamps kept as RFC 3339 text; only if that fails, :func:`json.loads` and
+   per-event validation with the models, so a malformed event is rejected with its index and
+   the others go on.
+2. Prepare (:func:`_prepare`): per event the UTC timestamp texts (cut from the text sent when
+   it is at UTC), the payload hash and the values of its row.
+3. Plan (:func:`_plan`): resolve the exposures against their experiments (as the writer last
+   read them, at most a second ago), settle repeats inside the request, and make the rows, the
+   ``exposure_unit`` rows and, on SQLite, the values to bind in one flat list per table.
+   Steps 1 to 3 run in the request's thread before any database lock, one request at a time
+   (they hold the GIL anyway; see ``_python_work``), while the writer inserts.
+4. A per-process gate bounds the requests waiting for the write lock; past it the request is
+   shed with a 429 and ``Retry-After`` (setting ``TRIALBOOK_INGEST_MAX_CONCURRENCY``).
+5. Group commit (:class:`_GroupWriter`): the requests waiting while a transaction runs are
+   written together in the next one, on the writer's own connection (:class:`_WriterConnection`),
+   each still answered with its own verdicts after that commit. The transaction (:func:`_store`;
+   SQLite ``BEGIN IMMEDIATE``) reads the experiments again and remakes a plan made on an older
+   reading, inserts the rows with the fastest idempotent statement of the database, compares the
+   payload hash of every event that was already stored (same hash: duplicate; different:
+   conflict, the stored event is kept), upserts ``exposure_unit`` for the newly inserted
+   exposures, and commits. Only then is the answer sent, so a 2xx means the accepted events are
+   durable.
 
 Insert statements:
 
-- SQLite: ``executemany`` of one prepared ``INSERT ... ON CONFLICT(event_id) DO NOTHING`` through
-  the driver connection; the inserted rows are known from ``total_changes`` and, when some were
-  already stored, from the rowids above the maximum before the insert (the write lock is held).
-  ``exposure_unit``: ``executemany`` of one prepared upsert.
+- SQLite: multi-row ``INSERT ... VALUES (...), ... ON CONFLICT(event_id) DO NOTHING`` of a few
+  fixed sizes, cached compiled (:meth:`_Store._insert_flat` says why not ``executemany``); the
+  inserted rows are known from ``total_changes`` and, when some were already stored, from the
+  rowids just below the last one inserted (the write lock is held). ``exposure_unit`` likewise,
+  with an upsert. The WAL is checkpointed by a background thread (``service.db.WalCheckpointer``),
+  not in the writer's commits.
 - PostgreSQL: ``COPY`` into a temporary staging table, then ``INSERT ... SELECT ... ORDER BY
   event_id ON CONFLICT (event_id) DO NOTHING RETURNING event_id``; ``exposure_unit`` likewise,
   one set-based ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``. The ordering makes concurrent
   transactions take row locks in the same order, so they wait for each other instead of
   deadlocking.
-
-Group commit (:class:`_GroupWriter`): the requests waiting while a transaction runs are written
-together in the next one, each still answered with its own verdicts after that commit.
 
 Timestamps are stored as UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` on SQLite (what SQLAlchemy's
 ``DateTime`` writes, read back by ``UTCDateTime``) and sent to PostgreSQL as the same text with
