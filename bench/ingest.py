@@ -403,10 +403,16 @@ def soak(server: Server, key: str, seconds: float) -> tuple[int, int, int, int]:
     start_rss = server.rss_kib()
     peak = start_rss
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(CLIENTS)]
+    t0 = time.monotonic()
     for t in threads:
         t.start()
+    minute = 1
     while any(t.is_alive() for t in threads):
-        peak = max(peak, server.rss_kib())
+        rss = server.rss_kib()
+        peak = max(peak, rss)
+        if time.monotonic() - t0 >= 60 * minute:  # the curve, to see it level off
+            print(f"  soak minute {minute}: {sent[0]:,} events, server RSS {rss / 1024:.1f} MiB")
+            minute += 1
         time.sleep(0.5)
     return sent[0], start_rss, peak, server.rss_kib()
 
