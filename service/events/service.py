@@ -889,37 +889,48 @@ class _LazyRows(Sequence[tuple[Any, ...]]):
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return chain.from_iterable(self.parts)
 
-    def __getitem__(self, index: Any) -> Any:
-        raise TypeError("iterate over _LazyRows")
+    def __getitem__(self, index: Any) -> Any:  # not on the hot path: joins them
+        return list(self)[index]
+
+
+def _flat(plan: _Plan, table: int) -> list[Any]:
+    """SQLite: the plan's values of ``table`` (0 exposures, 1 conversions, 2 units) to bind."""
+    assert plan.flat is not None  # made for SQLite
+    return plan.flat[table]
+
+
+def _joined(parts: list[list[Any]]) -> list[Any]:
+    return list(chain.from_iterable(parts)) if len(parts) > 1 else parts[0]
 
 
 def _store_segment(store: _Store, jobs: Sequence[_Job], flag: Any) -> None:
-    plans = [job.plan for job in jobs]
-    assert all(p is not None for p in plans)
-    for job, plan in zip(jobs, plans, strict=True):
-        job.rejected.extend(plan.rejected)  # type: ignore[union-attr]
-        job.duplicates += plan.duplicates  # type: ignore[union-attr]
-        job.conflicts += plan.conflicts  # type: ignore[union-attr]
+    """Insert and classify the rows of jobs that share no event id, in statements shared by all."""
+    plans: list[_Plan] = []
+    for job in jobs:
+        assert job.plan is not None  # _store planned every job
+        plans.append(job.plan)
+        job.rejected.extend(job.plan.rejected)
+        job.duplicates += job.plan.duplicates
+        job.conflicts += job.plan.conflicts
     all_new = True
     new_exposures: list[tuple[Any, ...]] = []
     for t, (table, columns) in enumerate(
         (("exposure", EXPOSURE_COLUMNS), ("conversion", CONVERSION_COLUMNS))
     ):
-        per_job = [p.exposures if t == 0 else p.conversions for p in plans]  # type: ignore[union-attr]
+        per_job = [p.exposures if t == 0 else p.conversions for p in plans]
         flat = None
         rows: Sequence[tuple[Any, ...]]
         if store.sqlite:  # SQLite binds the values; the row tuples serve the rare slow path
-            parts = [p.flat[t] for p in plans]  # type: ignore[union-attr,index]
-            flat = list(chain.from_iterable(parts)) if len(parts) > 1 else parts[0]
+            flat = _joined([_flat(p, t) for p in plans])
             rows = _LazyRows(per_job)
         else:
-            rows = [r for part in per_job for r in part] if len(jobs) > 1 else per_job[0]
+            rows = _joined(per_job)
         inserted = store.insert_new(table, columns, rows, flat)
         if inserted is None:  # all new: the common case
             for job, plan, part in zip(jobs, plans, per_job, strict=True):
                 job.accepted += len(part)
                 if t == 0:
-                    job.late += plan.late  # type: ignore[union-attr]
+                    job.late += plan.late
             continue
         stored = store.stored_hashes(table, [r[0] for r in rows if r[0] not in inserted])
         digest_at = 7 if t == 0 else 6
@@ -936,17 +947,12 @@ def _store_segment(store: _Store, jobs: Sequence[_Job], flag: Any) -> None:
                     job.duplicates += 1
                 else:
                     job.conflicts += 1
-    if all_new:
-        units = [u for p in plans for u in p.units] if len(jobs) > 1 else plans[0].units  # type: ignore[union-attr]
-        unit_flat = None
-        if store.sqlite:
-            parts = [p.flat[2] for p in plans]  # type: ignore[union-attr,index]
-            unit_flat = list(chain.from_iterable(parts)) if len(parts) > 1 else parts[0]
-        elif len(jobs) > 1:
-            units = _merge_units(units, flag)
-        store.upsert_units(units, unit_flat)
-    else:
+    if not all_new:
         store.upsert_units(_unit_rows(new_exposures, flag))
+    elif store.sqlite:  # SQLite upserts row after row: a unit in several jobs is merged there
+        store.upsert_units(_joined([p.units for p in plans]), _joined([_flat(p, 2) for p in plans]))
+    else:
+        store.upsert_units(_merge_units(_joined([p.units for p in plans]), flag))
 
 
 def ingest_indexed(
