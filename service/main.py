@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -115,7 +114,6 @@ class BodyLimitMiddleware:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    sys.setswitchinterval(settings.gil_switch_ms / 1000)
     checkpointer = WalCheckpointer(get_engine())
     checkpointer.start()
     if settings.bootstrap_admin_key:
