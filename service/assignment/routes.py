@@ -42,6 +42,7 @@ from service.db import utcnow
 from service.deps import Principal, _bearer, require
 from service.errors import UnauthorizedError, responses
 from service.keys.models import Role
+from service.throttle import client_of, throttle_of
 
 JSON = "application/json"
 
@@ -66,7 +67,7 @@ def config_cache(app: Any) -> service.ConfigCache:
 _require_sdk = require(Role.sdk)
 
 
-def admit(authorization: str | None, app: Any) -> SdkAccess:
+def admit(authorization: str | None, request: Request) -> SdkAccess:
     """Admit keys with role sdk (or admin) and get the current config: one query in all.
 
     The same 401/403 rules as :func:`service.deps.get_principal` and :func:`service.deps.require`,
@@ -76,11 +77,16 @@ def admit(authorization: str | None, app: Any) -> SdkAccess:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise UnauthorizedError("Send an API key as `Authorization: Bearer <key>`.")
-    found = _ACCESS_CACHE.get(token.strip())
+    token = token.strip()
+    throttle, client = throttle_of(request.app), client_of(request)
+    throttle.check(client, token)
+    found = _ACCESS_CACHE.get(token)
     if not found.active or found.key_id is None or found.name is None or found.role is None:
+        throttle.failed(client)
         raise UnauthorizedError("The API key is unknown or revoked.")
+    throttle.succeeded(client, token)
     principal = _require_sdk(Principal(key_id=found.key_id, name=found.name, role=Role(found.role)))
-    snapshot = config_cache(app).current(found.version, service.load_config)
+    snapshot = config_cache(request.app).current(found.version, service.load_config)
     return SdkAccess(principal=principal, snapshot=snapshot)
 
 
@@ -123,7 +129,7 @@ async def sdk_access(
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> SdkAccess:
     """The dependency form of :func:`admit` (it also declares the Bearer scheme in OpenAPI)."""
-    return admit(request.headers.get("authorization"), request.app)
+    return admit(request.headers.get("authorization"), request)
 
 
 sdk_access.allowed_roles = SDK_ROLES  # type: ignore[attr-defined]  # read by the role-matrix test
@@ -180,7 +186,7 @@ async def post_assign(request: Request) -> Response:
     """Assign a unit to experiments on the server (optionally logging its exposures)."""
     # The hot path: auth, body and validation by hand (FastAPI's dependency and body machinery
     # cost more than the assignment itself); errors render exactly as elsewhere.
-    access = admit(request.headers.get("authorization"), request.app)
+    access = admit(request.headers.get("authorization"), request)
     try:
         body = AssignIn.model_validate_json(await request.body())
     except ValidationError as exc:
