@@ -74,7 +74,7 @@ def allow_private_webhooks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("TRIALBOOK_WEBHOOK_ALLOW_PRIVATE", "1")
     get_settings.cache_clear()
     yield
-    monkeypatch.delenv("TRIALBOOK_WEBHOOK_ALLOW_PRIVATE")
+    monkeypatch.delenv("TRIALBOOK_WEBHOOK_ALLOW_PRIVATE", raising=False)
     get_settings.cache_clear()
 
 
