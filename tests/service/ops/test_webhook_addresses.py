@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-from service.webhooks import addresses
-
 REFUSED_URLS = [
     "http://169.254.169.254/latest/meta-data/",  # cloud metadata (link-local)
     "http://127.0.0.1:5432/",  # loopback: a database port
@@ -86,6 +84,8 @@ def test_a_patch_to_a_non_public_address_is_refused_and_keeps_the_url(
 
 
 def test_public_addresses_are_accepted(private_refused):
+    from service.webhooks import addresses
+
     for url, address in (
         ("https://8.8.8.8/x", "8.8.8.8"),
         ("http://[2001:4860:4860::8888]:8443/x", "2001:4860:4860::8888"),
@@ -94,6 +94,8 @@ def test_public_addresses_are_accepted(private_refused):
 
 
 def test_a_delivery_connects_to_the_address_it_checked():
+    from service.webhooks import addresses
+
     target = addresses.Target(
         url=addresses.httpx.URL("https://hooks.example.com:8443/in?x=1"), address="93.184.215.14"
     )

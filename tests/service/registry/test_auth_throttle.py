@@ -8,8 +8,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.throttle import AuthThrottle
-
 LIMIT = 5
 WRONG = {"Authorization": "Bearer tb_not-a-key-at-all"}
 # One route of each way a key is checked: the dependency (service/deps.py), the events fast path
@@ -127,6 +125,7 @@ def test_a_limit_of_zero_turns_the_throttle_off(engine, keys, monkeypatch):
 def test_the_window_slides(monkeypatch):
     # The throttle's rule on a clock the test moves: one more attempt per failure that ages out.
     from service import throttle as module
+    from service.throttle import AuthThrottle
 
     now = [1000.0]
     monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
