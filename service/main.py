@@ -207,6 +207,12 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
                 op["responses"].setdefault(
                     "413", {"description": "Request body too large", "content": problem_ref}
                 )
+            if "401" in op["responses"]:
+                # Every authenticated route: too many wrong keys from the client (service.throttle).
+                op["responses"].setdefault(
+                    "429",
+                    {"description": "Too many authentication failures", "content": problem_ref},
+                )
             resp = op["responses"].get("422")
             if resp is not None:
                 op["responses"]["422"] = {
