@@ -182,9 +182,9 @@ def _compare(
         # An overflowed sum: no estimate can be made from it, and every test would read NaN
         # or inf. The guardrail is inconclusive, not silently absent.
         _add(warnings, codes.NON_FINITE_STATISTICS)
-        guardrail = None
+        unknown: GuardrailResult | None = None
         if metric.role == "guardrail" and metric.guardrail_margin is not None:
-            guardrail = non_inferiority(
+            unknown = non_inferiority(
                 _NAN,
                 _NAN,
                 margin=metric.guardrail_margin,
@@ -192,7 +192,7 @@ def _compare(
                 alpha=alpha,
             )
         return _Draft(
-            variant, _NAN_ESTIMATE, _NAN_ESTIMATE, _NAN, None, None, None, guardrail, warnings
+            variant, _NAN_ESTIMATE, _NAN_ESTIMATE, _NAN, None, None, None, unknown, warnings
         )
     cuped: CupedResult | None = None
     cuped_applied = False
