@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 from trialbook.assignment import Assignment, CompiledConfig, Reason, compile_config
@@ -49,6 +50,7 @@ from service.db import get_engine, open_session
 from service.events.models import ExposureIn
 from service.events.service import ingest
 from service.experiments.models import Experiment, Layer, Status
+from service.json_body import JsonBodyError, load_json
 from service.keys.service import hash_key
 
 log = logging.getLogger("trialbook")
@@ -523,15 +525,16 @@ def ofrep_parse(raw: bytes) -> tuple[str, dict[str, Any]]:
     Raises
     ------
     OfrepError
-        400 ``PARSE_ERROR`` (not JSON), ``INVALID_CONTEXT`` (not an object, or a targeting key
+        400 ``PARSE_ERROR`` (not JSON, with line and column; a key repeated in an object;
+        nested deeper than 32), ``INVALID_CONTEXT`` (not an object, or a targeting key
         that is not a string of at most 256 characters) or ``TARGETING_KEY_MISSING``.
     """
     payload: Any = {}
     if raw.strip():
         try:
-            payload = json.loads(raw)
-        except ValueError as exc:
-            raise OfrepError(400, "PARSE_ERROR", f"the request body is not JSON: {exc}") from exc
+            payload = load_json(raw)  # no repeated key, at most 32 levels deep (product.md §5)
+        except JsonBodyError as exc:
+            raise OfrepError(400, "PARSE_ERROR", f"body: {exc.message}") from None
     if not isinstance(payload, dict):
         raise OfrepError(400, "INVALID_CONTEXT", "the request body must be an object {context}")
     context = payload.get("context")
@@ -647,7 +650,12 @@ def log_exposures(assignments: Sequence[Assignment], unit_id: str, now: datetime
     int
         How many exposures were newly stored.
     """
-    events = [ExposureIn.model_validate(e) for e in exposures_for(assignments, unit_id, now)]
+    events = []
+    for exposure in exposures_for(assignments, unit_id, now):
+        try:
+            events.append(ExposureIn.model_validate(exposure))
+        except ValidationError as exc:  # e.g. a control character in the unit id (§5)
+            log.warning("exposure of %r not stored: %s", unit_id, exc.errors(include_url=False))
     if not events:
         return 0
     session = open_session(write=True)
