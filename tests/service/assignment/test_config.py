@@ -114,7 +114,8 @@ def test_an_sdk_key_reads_no_draft_no_override_unit_id_and_no_list_value(
     assert compiled.evaluate(secrets[3], "u1").reason is Reason.UNKNOWN_EXPERIMENT
     everything = client.post("/v1/assign", json={"unit_id": "u1"}, headers=sdk).json()
     assert [a["experiment"] for a in everything["assignments"]] == ["vip-pricing"]
-    bulk = client.post("/ofrep/v1/evaluate/flags", json={"context": {"targetingKey": "u1"}}, headers=sdk)
+    ctx = {"context": {"targetingKey": "u1"}}
+    bulk = client.post("/ofrep/v1/evaluate/flags", json=ctx, headers=sdk)
     assert [f["key"] for f in bulk.json()["flags"]] == ["vip-pricing"]
     assert secrets[3] not in bulk.text
 

@@ -145,16 +145,16 @@ def test_single_evaluation_logs_the_exposure_once_and_bulk_logs_none(
     first = _eval(client, sdk, "seen", ctx).json()
     again = _eval(client, sdk, "seen", ctx).json()
     assert first == again and first["reason"] == "SPLIT"
-    # The same id /v1/assign with log_exposure gives it: one row, whichever logs first.
+    row = (exposure_event_id("seen", 1, "unit-9", first["variant"]), "seen", "unit-9")
+    assert _exposure_rows(engine) == [(*row, first["variant"], 1)]
+    # The same id /v1/assign with log_exposure gives it: still one row.
     assigned = client.post(
         "/v1/assign",
         json={"unit_id": "unit-9", "experiments": ["seen"], "log_exposure": True},
         headers=sdk,
     )
     assert assigned.status_code == 200
-    assert _exposure_rows(engine) == [
-        (exposure_event_id("seen", 1, "unit-9", first["variant"]), "seen", "unit-9", first["variant"], 1)
-    ]
+    assert _exposure_rows(engine) == [(*row, first["variant"], 1)]
     # An override, a paused experiment, an unknown flag: the unit is not analysed, not logged.
     assert _eval(client, sdk, "seen", {"context": {"targetingKey": "qa"}}).json()["reason"] == (
         "TARGETING_MATCH"
