@@ -303,6 +303,7 @@ json_values = st.recursive(
             "traffic_fraction",
             "targeting",
             "overrides",
+            "override_hashes",
             "layer",
             "layer_range",
         ]

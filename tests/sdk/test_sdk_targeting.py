@@ -6,6 +6,8 @@ import hashlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from trialbook.targeting import (
     OPS,
     compile_condition,
@@ -198,3 +200,36 @@ def test_a_hostile_attribute_never_raises() -> None:
         __hash__ = str.__hash__
 
     assert compile_condition(leaf("eq", "x"))({"a": Weird("x")}) is False
+
+
+_scalars = st.one_of(
+    st.text(max_size=4),
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    op=st.sampled_from(["eq", "neq", "in", "not_in"]),
+    values=st.one_of(
+        st.lists(st.text(max_size=4), max_size=4),
+        st.lists(
+            st.integers(min_value=-(2**53), max_value=2**53) | st.floats(-1e9, 1e9), max_size=4
+        ),
+        st.lists(st.booleans(), max_size=2),
+    ),
+    actual=st.one_of(_scalars, st.none(), st.lists(st.integers(), max_size=1)),
+)
+def test_hashing_never_changes_an_answer(op: str, values: list[Any], actual: Any) -> None:
+    if op in ("eq", "neq"):
+        if not values:
+            return
+        plain = leaf(op, values[0])
+    else:
+        plain = leaf(op, values)
+    assert validate_condition(plain) == []
+    hashed = hash_condition(plain, "salt-1")
+    attrs = {"a": actual}
+    assert compile_condition(hashed, "salt-1")(attrs) is compile_condition(plain)(attrs)
