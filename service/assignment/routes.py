@@ -193,7 +193,7 @@ async def post_assign(request: Request) -> Response:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         ) from exc
-    assignments = service.assign(access.snapshot.compiled, body)
+    assignments = service.assign(access.snapshot.compiled, body, access.snapshot.listed)
     if body.log_exposure:
         await run_in_threadpool(service.log_exposures, assignments, body.unit_id, utcnow())
     return Response(service.render_assignments(assignments), media_type=JSON)
@@ -223,7 +223,10 @@ _OFREP_BODY: dict[str, Any] = {
     },
 )
 async def ofrep_evaluate_flag(key: str, raw: RawBodyDep, access: SdkAccessDep) -> JSONResponse:
-    """OFREP single flag evaluation: the experiment's variant for context.targetingKey."""
+    """OFREP single flag evaluation: the experiment's variant for context.targetingKey.
+
+    A unit in the experiment (reason SPLIT) gets its exposure logged, once per unit and phase
+    (the deterministic event id of /v1/assign with log_exposure)."""
     try:
         unit_id, attributes = service.ofrep_parse(raw)
     except service.OfrepError as exc:
@@ -231,8 +234,11 @@ async def ofrep_evaluate_flag(key: str, raw: RawBodyDep, access: SdkAccessDep) -
             {"key": key, "errorCode": exc.code, "errorDetails": exc.details},
             status_code=exc.status,
         )
-    compiled = access.snapshot.compiled
-    status, body = service.ofrep_result(compiled.evaluate(key, unit_id, attributes))
+    assignment = access.snapshot.compiled.evaluate(key, unit_id, attributes)
+    if assignment.in_experiment:
+        # The unit sees the variant: log its exposure, deduplicated as /v1/assign's.
+        await run_in_threadpool(service.log_exposures, [assignment], unit_id, utcnow())
+    status, body = service.ofrep_result(assignment)
     if status == 500:
         body = {"errorDetails": body["errorDetails"]}
     return JSONResponse(body, status_code=status)
@@ -255,14 +261,16 @@ async def ofrep_evaluate_flag(key: str, raw: RawBodyDep, access: SdkAccessDep) -
 async def ofrep_evaluate_flags(
     raw: RawBodyDep, access: SdkAccessDep, if_none_match: IfNoneMatch = None
 ) -> Response:
-    """OFREP bulk evaluation: every experiment for one context, with ETag / 304."""
+    """OFREP bulk evaluation: every experiment of the SDK config (no draft) for one context, with
+    ETag / 304; it logs no exposure (it evaluates flags the unit may never see)."""
     try:
         unit_id, attributes = service.ofrep_parse(raw)
     except service.OfrepError as exc:
         return JSONResponse(
             {"errorCode": exc.code, "errorDetails": exc.details}, status_code=exc.status
         )
-    body = service.ofrep_bulk(access.snapshot.compiled, unit_id, attributes)
+    snap = access.snapshot
+    body = service.ofrep_bulk(snap.compiled, unit_id, attributes, snap.listed)
     etag = service.strong_etag(body)
     if service.etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
