@@ -25,10 +25,12 @@ echo "database: ${TRIALBOOK_DATABASE_URL%%://*}"
 .venv/bin/trialbook serve >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 50); do
-  curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break
+up=""
+for _ in $(seq 1 300); do
+  curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && { up=1; break; }
   sleep 0.2
 done
+[ -n "$up" ] || { echo "the server did not start within 60 s:"; cat "$work/server.log"; exit 1; }
 .venv/bin/python .ci/fuzz_seed.py "http://127.0.0.1:$port" "$TRIALBOOK_BOOTSTRAP_ADMIN_KEY" "$work"
 cat .ci/schemathesis.toml "$work/seeds.toml" >"$work/schemathesis.toml"
 # shellcheck disable=SC1091
