@@ -146,6 +146,12 @@ def seed(base: str, admin_key: str, out_dir: Path) -> None:
         _ok(admin.post("/v1/metrics", json=m))
     _ok(admin.post("/v1/layers", json={"key": "fz-layer", "description": "Fuzz layer"}))
     _ok(admin.post("/v1/templates", json={"key": "fz-template", "name": "Fuzz template"}))
+    approval = {
+        "key": "fz-approval",
+        "name": "Approval first",
+        "rules": {"approval_required": True},
+    }
+    _ok(admin.post("/v1/templates", json=approval))
 
     # Several of each state: transitions consume them (a started draft is no longer a draft).
     states: dict[str, list[str]] = {}
@@ -174,6 +180,11 @@ def seed(base: str, admin_key: str, out_dir: Path) -> None:
             _ok(sdk.post("/v1/events", json={"events": events}))
     _ok(admin.post("/v1/experiments", json=_experiment("fz-layered", layer="fz-layer")))
     _ok(admin.post("/v1/experiments/fz-layered/start"))
+    # drafts under the approval template, registered by the editor so that the admin may approve them
+    editor = client(keys["editor"])
+    to_approve = [f"fz-approve-{i}" for i in range(6)]
+    for key in to_approve:
+        _ok(editor.post("/v1/experiments", json=_experiment(key, template="fz-approval")))
 
     hooks = [
         _ok(
@@ -194,30 +205,31 @@ def seed(base: str, admin_key: str, out_dir: Path) -> None:
     def of(prefix: str) -> list[str]:
         return [k for k in states if k.startswith(prefix)]
 
-    every = [*states, "fz-layered"]
+    every = [*states, "fz-layered", *to_approve]
     dictionaries: dict[str, list[Any]] = {
         "experiments": every,
         "drafts": of("fz-draft"),
+        "to_approve": to_approve,
         "running": [*of("fz-running"), "fz-layered"],
         "paused": of("fz-paused"),
         "started": [*of("fz-running"), *of("fz-paused")],
         "stopped": of("fz-stopped"),
         "metrics": [m["key"] for m in metrics],
         "layers": ["fz-layer"],
-        "templates": ["fz-template"],
+        "templates": ["fz-template", "fz-approval"],
         "webhook_ids": hooks,
         "key_ids": spare_ids,
         "alert_ids": alerts or [1],
         "receiver": [CLOSED_RECEIVER],
     }
-    # The seeds each templated path draws its `{key}` from (invented values 15 % of the time).
+    # The seeds each templated path draws its `{key}` from (invented values 5 % of the time).
     key_of = {
         "/v1/experiments/{key}": "experiments",
         "/v1/experiments/{key}/audit": "experiments",
         "/v1/experiments/{key}/notes": "experiments",
         "/v1/experiments/{key}/report": "experiments",
         "/v1/experiments/{key}/results": "experiments",
-        "/v1/experiments/{key}/approve": "drafts",
+        "/v1/experiments/{key}/approve": "to_approve",
         "/v1/experiments/{key}/archive": "drafts",
         "/v1/experiments/{key}/start": "drafts",
         "/v1/experiments/{key}/pause": "running",
@@ -236,16 +248,16 @@ def seed(base: str, admin_key: str, out_dir: Path) -> None:
         lines += [f"[dictionaries.{name}]", f"values = {json.dumps(values)}"]
     lines += [
         "[parameters]",
-        '"path.webhook_id" = { dictionary = "webhook_ids", probability = 0.85 }',
-        '"path.key_id" = { dictionary = "key_ids", probability = 0.85 }',
-        '"path.alert_id" = { dictionary = "alert_ids", probability = 0.85 }',
+        '"path.webhook_id" = { dictionary = "webhook_ids", probability = 0.95 }',
+        '"path.key_id" = { dictionary = "key_ids", probability = 0.95 }',
+        '"path.alert_id" = { dictionary = "alert_ids", probability = 0.95 }',
         '"body.url" = { dictionary = "receiver", probability = 1.0 }',
     ]
     for path, name in key_of.items():
         lines += [
             "[[operations]]",
             f'include-path = "{path}"',
-            f'parameters = {{ "path.key" = {{ dictionary = "{name}", probability = 0.85 }} }}',
+            f'parameters = {{ "path.key" = {{ dictionary = "{name}", probability = 0.95 }} }}',
         ]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "seeds.toml").write_text("\n".join(lines) + "\n")
