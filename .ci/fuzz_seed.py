@@ -99,9 +99,10 @@ def _events(experiment: str, units: int, skew: bool = False) -> list[dict[str, A
 
 
 def seed(base: str, admin_key: str, out_dir: Path) -> None:
-    admin = httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30
-    )
+    def client(key: str) -> httpx.Client:
+        return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    admin = client(admin_key)
     keys: dict[str, str] = {"admin": admin_key}
     for role in ("editor", "viewer", "sdk"):
         keys[role] = _ok(admin.post("/v1/keys", json={"name": f"fuzz-{role}", "role": role}))["key"]
@@ -109,9 +110,7 @@ def seed(base: str, admin_key: str, out_dir: Path) -> None:
         _ok(admin.post("/v1/keys", json={"name": f"fuzz-spare-{i}", "role": "viewer"}))["id"]
         for i in range(SPARE_KEYS)
     ]
-    sdk = httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {keys['sdk']}"}, timeout=30
-    )
+    sdk = client(keys["sdk"])
 
     metrics = [
         {"key": "fz-conv", "name": "Conversion", "type": "binomial", "event": "fz-conv"},
@@ -180,7 +179,7 @@ def seed(base: str, admin_key: str, out_dir: Path) -> None:
             _ok(sdk.post("/v1/events", json={"events": events}))
     _ok(admin.post("/v1/experiments", json=_experiment("fz-layered", layer="fz-layer")))
     _ok(admin.post("/v1/experiments/fz-layered/start"))
-    # drafts under the approval template, registered by the editor so that the admin may approve them
+    # drafts under the approval template, registered by the editor: the admin may approve them
     editor = client(keys["editor"])
     to_approve = [f"fz-approve-{i}" for i in range(6)]
     for key in to_approve:
