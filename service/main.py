@@ -28,6 +28,7 @@ from service.insights.routes import router as insights_router
 from service.keys.routes import router as keys_router
 from service.keys.service import bootstrap_admin
 from service.metrics.routes import router as metrics_router
+from service.openapi_examples import add_request_examples
 from service.reports.routes import router as reports_router
 from service.templates.routes import approval_router
 from service.templates.routes import router as templates_router
@@ -223,5 +224,6 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
                         }
                     },
                 }
+    add_request_examples(schema)
     app.openapi_schema = schema
     return schema
