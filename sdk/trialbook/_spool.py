@@ -125,6 +125,8 @@ class Spool:
                 continue  # its client is alive
             try:
                 if not db.exists():  # adopted by another process meanwhile
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock_path)
                     continue
                 moved += self._copy_rows(db)
                 _remove(db)

@@ -136,6 +136,7 @@ class ClientLike(Protocol):
 _COUNTERS = ("config_fetches", "config_not_modified", "config_errors")
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_left_by_parent: list[Delivery] = []
 
 
 class Client:
@@ -276,6 +277,10 @@ class Client:
         self._threads: list[threading.Thread] = []
 
     def _after_fork_in_child(self) -> None:
+        # The parent's delivery (its SQLite connection above all) must never be closed or
+        # finalized in the child: SQLite forbids using a connection across fork(), and closing
+        # it could checkpoint or remove the parent's WAL. It is kept, untouched, until exit.
+        _left_by_parent.append(self._delivery)
         self._init_process_state()
         self._needs_restart = True
 

@@ -9,6 +9,7 @@ clock. The spool is a real SQLite file under ``tmp_path``.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -411,3 +412,44 @@ def test_an_unusable_spool_dir_falls_back_to_memory(
     client.track("purchase", "u1")
     assert client.flush(5)
     assert [e["unit_id"] for e in outage.delivered] == ["u1"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_after_fork_the_child_spools_and_sends_only_its_own_events(
+    outage: OutageServer, tmp_path: Path
+) -> None:
+    client = Client(
+        URL,
+        "k",
+        transport=MockTransport(outage),
+        config=BASE_CONFIG,
+        flush_interval=3600,
+        spool_dir=tmp_path,
+    )
+    for i in range(5):
+        client.track("parent", f"u{i}")
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            client.track("child", "c1")
+            flushed = client.flush(5)
+            names = [e["name"] for e in outage.delivered]
+            spooled = client.stats().spooled
+            closed = client.close(5)  # as a worker's exit handler does
+            os.write(write_fd, json.dumps([flushed, names, spooled, closed]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        child_report = json.loads(pipe.read())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_report == [True, ["child"], 0, True]
+    assert client.flush(5)
+    assert [e["name"] for e in outage.delivered] == ["parent"] * 5
+    assert client.close()
+    assert list(tmp_path.glob("spool-*")) == []
