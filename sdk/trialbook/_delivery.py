@@ -69,6 +69,8 @@ logger = logging.getLogger("trialbook")
 # Queue items are tuples (cheap on the caller's thread); the sender turns them into JSON.
 #   (EXPOSURE, experiment, variant, unit_id, phase, unix_seconds)
 #   (CONVERSION, name, unit_id, value, unix_seconds)
+# A new field (e.g. an exposure's ``attributes``) goes at the end of its tuple, in ``assign`` and
+# in ``to_json``; nothing else here looks inside an item.
 EXPOSURE = 0
 CONVERSION = 1
 
@@ -215,12 +217,12 @@ def to_dict(item: tuple[Any, ...]) -> dict[str, Any]:
         event: dict[str, Any] = json.loads(to_json(item, int.from_bytes(os.urandom(10))))
         return event
     except Exception:
-        if item and item[0] == EXPOSURE and len(item) == 6:
+        if item and item[0] == EXPOSURE:
             fields = ("experiment", "variant", "unit_id", "phase", "timestamp")
-            return {"type": "exposure", **dict(zip(fields, item[1:], strict=True))}
-        if item and item[0] == CONVERSION and len(item) == 5:
+            return {"type": "exposure", **dict(zip(fields, item[1:], strict=False))}
+        if item and item[0] == CONVERSION:
             names = ("name", "unit_id", "value", "timestamp")
-            return {"type": "conversion", **dict(zip(names, item[1:], strict=True))}
+            return {"type": "conversion", **dict(zip(names, item[1:], strict=False))}
         return {"item": repr(item)}
 
 
