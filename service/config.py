@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     gil_switch_ms: float = Field(default=0.5, gt=0, le=100)
     # Health monitoring interval in seconds (0 disables the in-process scheduler).
     check_interval_seconds: float = 300.0
+    # Results snapshots of running experiments are refreshed this often, seconds (0 disables the
+    # in-process scheduler; product.md §12).
+    refresh_interval_seconds: float = 3600.0
 
 
 @lru_cache

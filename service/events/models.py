@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic import (
     Field as PField,
 )
-from sqlalchemy import Index
+from sqlalchemy import JSON, Index
 from sqlmodel import Column, Field, SQLModel
 
 # pydantic needs typing_extensions' TypedDict before Python 3.12.
@@ -107,6 +107,9 @@ class ExposureUnit(SQLModel, table=True):
     variant: str = Field(max_length=64)
     first_ts: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     multiple: bool = False
+    # The experiment's `dimensions` among the first exposure's attributes, values as text
+    # (product.md §5, §12; migration 0006). NULL when the exposure carried none.
+    attributes: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 # --------------------------------------------------------------------------------------- schemas
