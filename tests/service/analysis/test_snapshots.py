@@ -1,0 +1,397 @@
+"""Results snapshots (product.md §12): stored refreshes equal the live analysis, are served until
+the next refresh, one refresh per experiment at a time, a consistent cut while events arrive."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from sqlalchemy import func
+from sqlmodel import select
+
+from service.db import open_session, utcnow
+
+KEY = "snap-checkout"
+VARIANTS = [
+    {"key": "control", "weight": 0.5, "is_control": True},
+    {"key": "b", "weight": 0.5},
+]
+VOLATILE = {"computed_at", "snapshot_id", "data_until", "slices", "status"}
+
+
+def _setup(client: Any, admin: dict[str, str], bodies: Any, make_metric: Any, **extra: Any) -> None:
+    make_metric("conversion", "binomial", event="signup")
+    make_metric("revenue", "mean", event="purchase", winsorize_upper=0.9)
+    make_metric("aov", "ratio")
+    body = bodies.experiment(
+        KEY,
+        variants=VARIANTS,
+        secondary_metrics=["revenue", "aov"],
+        overrides={"ov-1": "b"},
+        analysis={"cuped": True, "pre_period_days": 7, "bayesian": True},
+    )
+    r = client.post("/v1/experiments", json=body | extra, headers=admin)
+    assert r.status_code == 201, r.text
+    assert client.post(f"/v1/experiments/{KEY}/start", headers=admin).status_code == 200
+
+
+def _events(n: int, seed: int, prefix: str = "u") -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    now = utcnow()
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        unit = f"{prefix}-{i}"
+        v = "b" if rng.random() < 0.5 else "control"
+        first = now - timedelta(hours=float(rng.uniform(1, 40)))
+        out.append(
+            {
+                "event_id": f"x-{unit}",
+                "type": "exposure",
+                "experiment": KEY,
+                "variant": v,
+                "unit_id": unit,
+                "timestamp": first.isoformat(),
+            }
+        )
+        for name, lam in (("signup", 0.4), ("purchase", 1.0), ("aov_num", 1.0), ("aov_den", 1.0)):
+            for k in range(int(rng.poisson(lam))):
+                ts = first + timedelta(hours=float(rng.uniform(-100, 0.9)))
+                out.append(
+                    {
+                        "event_id": f"c-{unit}-{name}-{k}",
+                        "type": "conversion",
+                        "name": name,
+                        "unit_id": unit,
+                        "value": float(rng.gamma(2.0, 10.0)) * (1.2 if v == "b" else 1.0),
+                        "timestamp": ts.isoformat(),
+                    }
+                )
+    if prefix != "u":
+        return out
+    out.append(
+        {
+            "event_id": "x-ov",
+            "type": "exposure",
+            "experiment": KEY,
+            "variant": "b",
+            "unit_id": "ov-1",
+            "timestamp": now.isoformat(),
+        }
+    )
+    return out
+
+
+def _assert_same(a: Any, b: Any, path: str = "") -> None:
+    """Equal structures; floats to 1e-12 (relative)."""
+    if isinstance(a, dict):
+        keys = set(a) - VOLATILE if not path else set(a)
+        assert keys == (set(b) - VOLATILE if not path else set(b)), path
+        for k in keys:
+            _assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert_allclose(a, b, rtol=1e-12, atol=0, err_msg=path)
+    else:
+        assert a == b, path
+
+
+def _live(key: str) -> dict[str, Any]:
+    from service.analysis.service import compute_results
+
+    session = open_session()
+    try:
+        return compute_results(session, key).model_dump(mode="json")
+    finally:
+        session.close()
+
+
+def test_a_snapshot_equals_the_live_analysis_and_its_stored_statistics_reanalyse_to_it(
+    client: Any, admin: dict[str, str], keys: Any, bodies: Any, make_metric: Any, ingest: Any
+) -> None:
+    from service.snapshots.service import reanalyse
+
+    _setup(client, admin, bodies, make_metric)
+    ingest(_events(300, 1))
+    r = client.get(f"/v1/experiments/{KEY}/results", headers=keys["viewer"])
+    assert r.status_code == 200, r.text
+    snap = r.json()
+    assert snap["snapshot_id"] >= 1 and snap["data_until"] is not None
+    assert snap["units"] == 300
+    _assert_same(snap, _live(KEY))
+    session = open_session()
+    try:
+        again = reanalyse(session, snap["snapshot_id"]).model_dump(mode="json")
+    finally:
+        session.close()
+    _assert_same(snap, again)
+    # the stored sufficient statistics are the per-variant sums of §6
+    from service.snapshots.models import ResultsSnapshot
+
+    session = open_session()
+    try:
+        row = session.get(ResultsSnapshot, snap["snapshot_id"])
+        assert row is not None and row.data is not None
+        sums = row.data["sums"]["conversion"]
+        assert {v: s["n"] for v, s in sums.items()} == snap["power"]["units_per_variant"]
+        assert set(sums["b"]["sums"]) >= {"sum_x", "sum_x2", "sum_pre", "sum_pre2", "sum_x_pre"}
+        assert set(row.data["sums"]["aov"]["b"]["sums"]) == {
+            "sum_num",
+            "sum_den",
+            "sum_num2",
+            "sum_den2",
+            "sum_num_den",
+        }
+    finally:
+        session.close()
+
+
+def test_results_are_served_from_the_latest_snapshot_until_a_refresh(
+    client: Any, admin: dict[str, str], keys: Any, bodies: Any, make_metric: Any, ingest: Any
+) -> None:
+    _setup(client, admin, bodies, make_metric)
+    ingest(_events(100, 2))
+    url = f"/v1/experiments/{KEY}/results"
+    first = client.get(url, headers=keys["viewer"]).json()
+    ingest(_events(50, 3, prefix="late"))
+    same = client.get(url, headers=keys["viewer"]).json()
+    assert same["snapshot_id"] == first["snapshot_id"] and same["units"] == 100
+
+    r = client.post(f"{url}/refresh", headers=keys["editor"])
+    assert r.status_code == 202, r.text
+    accepted = r.json()
+    assert accepted["snapshot_id"] > first["snapshot_id"] and not accepted["already_running"]
+    latest = client.get(url, headers=keys["viewer"]).json()
+    assert latest["snapshot_id"] == accepted["snapshot_id"] and latest["units"] == 150
+    _assert_same(latest, _live(KEY))
+
+    listed = client.get(f"{url}/snapshots", headers=keys["viewer"]).json()["snapshots"]
+    assert [s["snapshot_id"] for s in listed] == [accepted["snapshot_id"], first["snapshot_id"]]
+    assert [s["trigger"] for s in listed] == ["manual", "read"]
+    assert all(s["state"] == "ready" for s in listed)
+    old = client.get(f"{url}?snapshot={first['snapshot_id']}", headers=keys["viewer"]).json()
+    assert old["units"] == 100 and old["snapshot_id"] == first["snapshot_id"]
+
+
+def test_snapshot_routes_refuse_bad_input_with_problems(
+    client: Any, admin: dict[str, str], keys: Any, bodies: Any, make_metric: Any
+) -> None:
+    _setup(client, admin, bodies, make_metric)
+    url = f"/v1/experiments/{KEY}/results"
+    r = client.get(f"{url}?snapshot=999", headers=keys["viewer"])
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem")
+    r = client.get(f"{url}?snapshot=0", headers=keys["viewer"])
+    assert r.status_code == 422 and "snapshot" in r.text
+    assert client.post(f"{url}/refresh", headers=keys["viewer"]).status_code == 403
+    assert client.post("/v1/experiments/nope/results/refresh", headers=admin).status_code == 404
+    assert client.get("/v1/experiments/nope/results/snapshots", headers=admin).status_code == 404
+
+
+def test_only_one_refresh_of_an_experiment_runs_at_a_time(
+    client: Any, admin: dict[str, str], bodies: Any, make_metric: Any, ingest: Any
+) -> None:
+    from service.snapshots import service as snapshots
+    from service.snapshots.models import RefreshClaim
+
+    _setup(client, admin, bodies, make_metric)
+    ingest(_events(20, 4))
+    got: list[tuple[Any, str | None]] = []
+    barrier = threading.Barrier(6)
+
+    def claim() -> None:
+        barrier.wait(10)
+        got.append(snapshots.request_refresh(KEY, "manual"))
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    holders = [(a, t) for a, t in got if t is not None]
+    assert len(got) == 6 and len(holders) == 1
+    winner, token = holders[0]
+    assert {a.snapshot_id for a, _ in got} == {winner.snapshot_id}
+    assert sum(a.already_running for a, _ in got) == 5
+    assert token is not None
+    snapshots.run_refresh(winner.snapshot_id, token)
+    session = open_session()
+    try:
+        assert session.exec(select(func.count()).select_from(RefreshClaim)).one() == 0
+    finally:
+        session.close()
+    again, token2 = snapshots.request_refresh(KEY, "manual")
+    assert token2 is not None and again.snapshot_id > winner.snapshot_id
+    snapshots.run_refresh(again.snapshot_id, token2)
+
+
+def test_a_stale_claim_of_a_dead_refresh_is_taken_over(
+    client: Any, admin: dict[str, str], bodies: Any, make_metric: Any
+) -> None:
+    from service.snapshots import service as snapshots
+    from service.snapshots.models import RefreshClaim
+
+    _setup(client, admin, bodies, make_metric)
+    first, token = snapshots.request_refresh(KEY, "manual")
+    assert token is not None
+    session = open_session(write=True)
+    try:
+        claim = session.exec(select(RefreshClaim)).one()
+        claim.claimed_at = utcnow() - timedelta(seconds=snapshots.CLAIM_STALE_SECONDS + 1)
+        session.add(claim)
+        session.commit()
+    finally:
+        session.close()
+    second, token2 = snapshots.request_refresh(KEY, "manual")
+    assert token2 is not None and second.snapshot_id != first.snapshot_id
+
+
+def test_a_refresh_racing_ingestion_sees_whole_batches_up_to_its_watermark(
+    client: Any, admin: dict[str, str], bodies: Any, make_metric: Any
+) -> None:
+    from service.events.models import Exposure
+    from service.events.service import ingest_body
+    from service.snapshots import service as snapshots
+    from service.snapshots.models import ResultsSnapshot
+
+    _setup(client, admin, bodies, make_metric)
+    batch, batches = 40, 40
+    stop = threading.Event()
+
+    def feed() -> None:
+        now = utcnow()
+        for b in range(batches):
+            events: list[dict[str, Any]] = []
+            for i in range(batch):
+                unit = f"r-{b}-{i}"
+                ts = (now - timedelta(minutes=30)).isoformat()
+                events.append(
+                    {
+                        "event_id": f"x-{unit}",
+                        "type": "exposure",
+                        "experiment": KEY,
+                        "variant": "b" if i % 2 else "control",
+                        "unit_id": unit,
+                        "timestamp": ts,
+                    }
+                )
+                events.append(
+                    {
+                        "event_id": f"c-{unit}",
+                        "type": "conversion",
+                        "name": "signup",
+                        "unit_id": unit,
+                        "timestamp": (now - timedelta(minutes=20)).isoformat(),
+                    }
+                )
+            result = ingest_body(json.dumps({"events": events}).encode())
+            assert result.accepted == 2 * batch
+        stop.set()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    ids = []
+    while not stop.is_set() or len(ids) < 3:
+        ids.append(snapshots.refresh_now(KEY, "manual"))
+        if len(ids) > 200:
+            break
+    feeder.join(120)
+    ids.append(snapshots.refresh_now(KEY, "manual"))
+    session = open_session()
+    try:
+        seen = set()
+        for snapshot_id in ids:
+            row = session.get(ResultsSnapshot, snapshot_id)
+            assert row is not None and row.state == "ready" and row.results is not None
+            units = row.results["units"]
+            seen.add(units)
+            # every batch is in whole or not at all: its units and their conversions together
+            assert units % batch == 0
+            conv = row.data["sums"].get("conversion", {}) if row.data else {}
+            assert sum(s["sums"]["sum_x"] for s in conv.values()) == units
+            # and the watermark is that cut: the exposures stored up to it are the units seen
+            upto = session.exec(
+                select(func.count())
+                .select_from(Exposure)
+                .where(Exposure.id <= (row.exposure_watermark or 0))
+            ).one()
+            assert upto == units
+        assert max(seen) == batch * batches
+    finally:
+        session.close()
+
+
+def test_stopping_takes_a_snapshot_and_alerts_read_snapshots(
+    client: Any, admin: dict[str, str], keys: Any, bodies: Any, make_metric: Any, ingest: Any
+) -> None:
+    from service.alerts.service import run_checks
+
+    _setup(client, admin, bodies, make_metric)
+    ingest(_events(60, 5))
+    url = f"/v1/experiments/{KEY}/results"
+    before = client.get(url, headers=keys["viewer"]).json()
+    # a gross imbalance arrives: the alerts see it only once a refresh has run
+    skew = [
+        {
+            "event_id": f"x-skew-{i}",
+            "type": "exposure",
+            "experiment": KEY,
+            "variant": "b",
+            "unit_id": f"skew-{i}",
+            "timestamp": utcnow().isoformat(),
+        }
+        for i in range(400)
+    ]
+    ingest(skew)
+    assert run_checks().raised == 0
+    assert client.post(f"{url}/refresh", headers=admin).status_code == 202
+    assert run_checks().experiments[0].raised == ["srm"]
+
+    assert client.post(f"/v1/experiments/{KEY}/stop", headers=admin).status_code == 200
+    listed = client.get(f"{url}/snapshots", headers=keys["viewer"]).json()["snapshots"]
+    assert listed[0]["trigger"] in ("stop", "read") and listed[0]["units"] == 460
+    after = client.get(url, headers=keys["viewer"]).json()
+    assert after["snapshot_id"] == listed[0]["snapshot_id"] > before["snapshot_id"]
+    assert after["status"] == "stopped"
+    _assert_same(after, _live(KEY))
+
+
+def test_the_scheduler_pass_refreshes_running_experiments_only(
+    client: Any, admin: dict[str, str], bodies: Any, make_metric: Any, ingest: Any
+) -> None:
+    from service.snapshots.service import refresh_running
+
+    _setup(client, admin, bodies, make_metric)
+    r = client.post("/v1/experiments", json=bodies.experiment("snap-draft"), headers=admin)
+    assert r.status_code == 201
+    ingest(_events(10, 6))
+    assert refresh_running() == 1
+    listed = client.get(f"/v1/experiments/{KEY}/results/snapshots", headers=admin).json()
+    assert [s["trigger"] for s in listed["snapshots"]] == ["schedule"]
+    draft = client.get("/v1/experiments/snap-draft/results/snapshots", headers=admin).json()
+    assert draft["snapshots"] == []
+
+
+@pytest.mark.parametrize("interval", ["0", "3600"])
+def test_the_refresh_scheduler_runs_in_the_app_unless_disabled(
+    engine: Any, monkeypatch: Any, interval: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.config import get_settings
+    from service.main import create_app
+
+    monkeypatch.setenv("TRIALBOOK_REFRESH_INTERVAL_SECONDS", interval)
+    get_settings.cache_clear()
+    try:
+        with TestClient(create_app()):
+            names = {t.name for t in threading.enumerate()}
+            assert ("results-refresh" in names) == (interval != "0")
+    finally:
+        get_settings.cache_clear()
