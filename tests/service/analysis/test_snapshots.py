@@ -395,3 +395,156 @@ def test_the_refresh_scheduler_runs_in_the_app_unless_disabled(
             assert ("results-refresh" in names) == (interval != "0")
     finally:
         get_settings.cache_clear()
+
+
+# ---------------------------------------------------------------------------------- the series
+
+
+def _backdate(key: str, started_at: Any) -> None:
+    from service.experiments.models import Experiment, ExperimentPhase
+
+    session = open_session(write=True)
+    try:
+        exp = session.exec(select(Experiment).where(Experiment.key == key)).one()
+        exp.started_at = started_at
+        for phase in session.exec(
+            select(ExperimentPhase).where(ExperimentPhase.experiment_id == exp.id)
+        ).all():
+            phase.started_at = started_at
+            session.add(phase)
+        session.add(exp)
+        session.commit()
+    finally:
+        session.close()
+
+
+def _days_events(key: str, prefix: str, start: Any, hours: float, seed: int) -> list[Any]:
+    """(timestamp, event) pairs: units first exposed over ``hours`` after ``start``."""
+    rng = np.random.default_rng(seed)
+    out: list[Any] = []
+    for i in range(240):
+        unit = f"{prefix}{i}"
+        v = "b" if rng.random() < 0.5 else "control"
+        first = start + timedelta(hours=float(rng.uniform(0, hours)))
+        exposure = {"type": "exposure", "experiment": key, "variant": v, "unit_id": unit}
+        out.append((first, exposure))
+        if rng.random() < 0.3:  # a second exposure to the same arm a day later
+            out.append((first + timedelta(hours=20), exposure))
+        for name, lam in (("signup", 0.6), ("purchase", 1.5), ("aov_num", 1.0), ("aov_den", 1.0)):
+            for _ in range(int(rng.poisson(lam))):
+                ts = first + timedelta(hours=float(rng.uniform(-30, 60)))
+                value = float(rng.gamma(2.0, 10.0)) * (1.25 if v == "b" else 1.0)
+                out.append(
+                    (ts, {"type": "conversion", "name": name, "unit_id": unit, "value": value})
+                )
+    return out
+
+
+def _as_events(pairs: list[Any], cut: Any = None) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [
+        e | {"event_id": f"{e['unit_id']}-{k}", "timestamp": ts.isoformat()}
+        for k, (ts, e) in enumerate(pairs)
+        if ts < (cut or now) and ts < now
+    ]
+
+
+def _compare_point(point: dict[str, Any], live: dict[str, Any]) -> None:
+    assert point["units"] == live["power"]["units_per_variant"]
+    for pm, lm in zip(point["metrics"], live["metrics"], strict=True):
+        assert pm["metric"] == lm["metric"]
+        for pc, lc in zip(pm["comparisons"], lm["comparisons"], strict=True):
+            for field in ("absolute", "relative", "p_value_adjusted", "sequential"):
+                _assert_same(pc[field], lc[field], field)
+
+
+def test_each_day_of_the_series_equals_an_analysis_of_the_data_cut_at_the_days_end(
+    client: Any, admin: dict[str, str], keys: Any, bodies: Any, make_metric: Any, ingest: Any
+) -> None:
+    from service.snapshots.service import DAY
+
+    sequential = {"method": "sequential", "cuped": True, "pre_period_days": 7}
+    _setup(client, admin, bodies, make_metric, analysis=sequential)
+    start = utcnow() - timedelta(days=3, hours=12)
+    _backdate(KEY, start)
+    pairs = _days_events(KEY, "s-", start, 80, 7)
+    ingest(_as_events(pairs))
+    r = client.get(f"/v1/experiments/{KEY}/results/timeseries", headers=keys["viewer"])
+    assert r.status_code == 200, r.text
+    series = r.json()
+    assert series["method"] == "sequential"
+    points = series["points"]
+    assert [p["day"] for p in points] == [1, 2, 3, 4]
+    assert [p["final"] for p in points] == [True, True, True, False]
+    assert all(c["sequential"] is not None for p in points for c in p["metrics"][0]["comparisons"])
+    # the last point is the snapshot's own analysis (data so far)
+    _compare_point(points[-1], _live(KEY))
+    # each finished day: an experiment of its own fed only the events before the day's end
+    for p in points[:3]:
+        cut = start + p["day"] * DAY
+        key = f"cut-day-{p['day']}"
+        body = bodies.experiment(
+            key,
+            variants=VARIANTS,
+            secondary_metrics=["revenue", "aov"],
+            overrides={"ov-1": "b"},
+            analysis=sequential,
+        )
+        assert client.post("/v1/experiments", json=body, headers=admin).status_code == 201
+        assert client.post(f"/v1/experiments/{key}/start", headers=admin).status_code == 200
+        copy = [
+            (
+                ts,
+                e
+                | {"unit_id": f"d{p['day']}-{e['unit_id']}"}
+                | ({"experiment": key} if e["type"] == "exposure" else {}),
+            )
+            for ts, e in pairs
+        ]
+        ingest(_as_events(copy, cut))
+        _compare_point(p, _live(key))
+        assert p["units"] and sum(p["units"].values()) > 0
+    assert sum(points[0]["units"].values()) < sum(points[2]["units"].values())
+
+
+def test_the_backfill_after_a_restart_gives_the_same_series_and_days_are_kept(
+    client: Any, admin: dict[str, str], keys: Any, bodies: Any, make_metric: Any, ingest: Any
+) -> None:
+    from sqlalchemy import delete
+
+    from service.snapshots.models import ResultsDay, ResultsSnapshot
+
+    _setup(client, admin, bodies, make_metric)
+    start = utcnow() - timedelta(days=13, hours=12)  # a 14-day experiment
+    _backdate(KEY, start)
+    ingest(_as_events(_days_events(KEY, "t-", start, 13 * 24, 8)))
+    url = f"/v1/experiments/{KEY}/results/timeseries"
+    first = client.get(url, headers=keys["viewer"]).json()
+    assert len(first["points"]) == 14 and sum(p["final"] for p in first["points"]) == 13
+    session = open_session()
+    try:
+        days = session.exec(select(ResultsDay)).all()
+        kept = {d.day: d.computed_at for d in days}
+    finally:
+        session.close()
+    assert sorted(kept) == list(range(1, 14))
+    # a refresh reuses the finished days
+    assert client.post(f"/v1/experiments/{KEY}/results/refresh", headers=admin).status_code == 202
+    session = open_session()
+    try:
+        assert {d.day: d.computed_at for d in session.exec(select(ResultsDay)).all()} == kept
+    finally:
+        session.close()
+    second = client.get(url, headers=keys["viewer"]).json()
+    assert second["snapshot_id"] > first["snapshot_id"]
+    _assert_same(second["points"], first["points"])
+    # a server that never saw this experiment: nothing stored, the backfill computes it again
+    session = open_session(write=True)
+    try:
+        session.exec(delete(ResultsDay))  # type: ignore[call-overload]
+        session.exec(delete(ResultsSnapshot))  # type: ignore[call-overload]
+        session.commit()
+    finally:
+        session.close()
+    third = client.get(url, headers=keys["viewer"]).json()
+    _assert_same(third["points"], first["points"])
