@@ -49,6 +49,7 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 from sqlalchemy import delete, func, text
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 import stats
@@ -584,8 +585,10 @@ def request_refresh(key: str, trigger: str) -> tuple[RefreshAccepted, str | None
         ), token
 
 
-def run_refresh(snapshot_id: int, token: str) -> None:
-    """Compute a claimed snapshot and store it; release the claim whatever happens."""
+def run_refresh(snapshot_id: int, token: str, *, series: bool = True) -> None:
+    """Compute a claimed snapshot and store it; release the claim whatever happens.
+
+    ``series=False`` leaves the series out (bench/results.py times the refresh without it)."""
     got: dict[str, Any] | None = None
     error: str | None = None
     exp_id: int | None = None
@@ -596,7 +599,7 @@ def run_refresh(snapshot_id: int, token: str) -> None:
             exp_id = row.experiment_id
             exp = session.get(Experiment, row.experiment_id)
             assert exp is not None
-            got = _compute(session, exp)
+            got = _compute(session, exp, series=series)
     except Exception as exc:
         log.exception("refresh of snapshot %s failed", snapshot_id)
         error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -646,6 +649,8 @@ def _latest(session: Session, exp: Experiment, fp: str | None = None) -> Results
     )
     if fp is not None:
         q = q.where(ResultsSnapshot.fingerprint == fp)
+    # The sufficient statistics and the series are not read to serve the results.
+    q = q.options(defer(ResultsSnapshot.data), defer(ResultsSnapshot.timeseries))  # type: ignore[arg-type]
     return session.exec(q.order_by(col(ResultsSnapshot.id).desc()).limit(1)).first()
 
 
