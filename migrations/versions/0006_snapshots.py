@@ -5,7 +5,7 @@ sufficient statistics it came from, the slices and the series), ``results_day`` 
 each finished day of a phase (computed once, reused by every later refresh), and
 ``results_refresh_claim`` one row per experiment being refreshed, so that one refresh runs at a
 time across processes. ``exposure_unit.attributes`` keeps the dimensions of a unit's first
-exposure (product.md §12).
+exposure, ``experiment.dimensions`` the protocol's list of them (product.md §2, §12).
 
 Revision ID: 0006_snapshots
 Revises: 0005
@@ -26,6 +26,8 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("exposure_unit", sa.Column("attributes", sa.JSON(), nullable=True))
+    op.add_column("experiment", sa.Column("dimensions", sa.JSON(), nullable=True))
+    op.execute("UPDATE experiment SET dimensions = '[]'")
     op.create_table(
         "results_snapshot",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -87,4 +89,5 @@ def downgrade() -> None:
     op.drop_table("results_day")
     op.drop_index("ix_results_snapshot_latest", table_name="results_snapshot")
     op.drop_table("results_snapshot")
+    op.drop_column("experiment", "dimensions")
     op.drop_column("exposure_unit", "attributes")

@@ -22,6 +22,8 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    StrictBool,
+    StrictInt,
     TypeAdapter,
 )
 from pydantic import (
@@ -135,6 +137,18 @@ EventId = Annotated[
     ),
 ]
 UnitId = Annotated[str, PField(min_length=1, max_length=UNIT_ID_MAX)]
+ATTRIBUTES_MAX = 50
+ATTRIBUTE_VALUE_MAX = 256
+# Exposure attributes (product.md §5): {name: string | number | bool}; those named in the
+# experiment's `dimensions` are kept with the unit's first exposure (§12).
+AttributeName = Annotated[str, PField(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")]
+AttributeValue = (
+    Annotated[str, PField(max_length=ATTRIBUTE_VALUE_MAX, pattern=r"^[^\x00-\x1f\x7f]*$")]
+    | StrictBool
+    | StrictInt
+    | Annotated[float, PField(allow_inf_nan=False)]
+)
+Attributes = Annotated[dict[AttributeName, AttributeValue], PField(max_length=ATTRIBUTES_MAX)]
 
 
 class ExposureIn(BaseModel):
@@ -154,6 +168,11 @@ class ExposureIn(BaseModel):
         le=1_000_000,
         strict=True,
         description="the experiment phase the unit was assigned in; default the current phase",
+    )
+    attributes: Attributes | None = PField(
+        default=None,
+        description="the unit's attributes; those named in the experiment's `dimensions` are "
+        "kept with its first exposure and slice the results",
     )
 
 
@@ -212,6 +231,7 @@ class ExposureDict(TypedDict):
     unit_id: UnitId
     timestamp: _TIMESTAMP_TEXT
     phase: NotRequired[_PHASE | None]
+    attributes: NotRequired[Attributes | None]
 
 
 class ConversionDict(TypedDict):
