@@ -66,6 +66,7 @@ from typing import Any, Protocol
 from trialbook._events import iso_timestamp, uuid7_str
 from trialbook._transport import Request, Response, Transport, UrllibTransport
 from trialbook.assignment import Assignment, CompiledConfig, Reason, compile_config
+from trialbook.dimensions import exposure_attributes
 from trialbook.errors import TransportError
 from trialbook.hashing import HASH_VERSION
 
@@ -370,6 +371,8 @@ class Client:
                         unit_id if type(unit_id) is str else str(unit_id),
                         result.phase,
                         time.time(),
+                        # the experiment's dimensions among the attributes (product.md §12)
+                        attributes and exposure_attributes(compiled.raw, experiment, attributes),
                     )
                 )
                 next(self._n_exposures)
@@ -618,8 +621,10 @@ class Client:
         """Serialize one queued item to its JSON object text (kept as is across retries)."""
         enc = _encode_string
         if item[0] == _EXPOSURE:
-            _, experiment, variant, unit_id, phase, moment = item
+            _, experiment, variant, unit_id, phase, moment, attrs = item
             phase_text = "" if phase is None else f',"phase":{int(phase)}'
+            if attrs:
+                phase_text += ',"attributes":' + json.dumps(attrs, ensure_ascii=False)
             return (
                 f'{{"event_id":"{uuid7_str(int(moment * 1000), rand)}","type":"exposure",'
                 f'"experiment":{enc(experiment)},"variant":{enc(variant)},'

@@ -189,7 +189,14 @@ async def post_assign(request: Request) -> Response:
         ) from exc
     assignments = service.assign(access.snapshot.compiled, body)
     if body.log_exposure:
-        await run_in_threadpool(service.log_exposures, assignments, body.unit_id, utcnow())
+        await run_in_threadpool(
+            service.log_exposures,
+            assignments,
+            body.unit_id,
+            utcnow(),
+            body.attributes,
+            access.snapshot.compiled.raw,
+        )
     return Response(service.render_assignments(assignments), media_type=JSON)
 
 
@@ -226,9 +233,14 @@ async def ofrep_evaluate_flag(key: str, raw: RawBodyDep, access: SdkAccessDep) -
             status_code=exc.status,
         )
     compiled = access.snapshot.compiled
-    status, body = service.ofrep_result(compiled.evaluate(key, unit_id, attributes))
+    assignment = compiled.evaluate(key, unit_id, attributes)
+    status, body = service.ofrep_result(assignment)
     if status == 500:
         body = {"errorDetails": body["errorDetails"]}
+    elif assignment.in_experiment:  # a single evaluation logs the exposure (product.md §9)
+        await run_in_threadpool(
+            service.log_exposures, [assignment], unit_id, utcnow(), attributes, compiled.raw
+        )
     return JSONResponse(body, status_code=status)
 
 

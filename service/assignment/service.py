@@ -42,6 +42,7 @@ from typing import Any, Final
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 from trialbook.assignment import Assignment, CompiledConfig, Reason, compile_config
+from trialbook.dimensions import exposure_attributes
 from trialbook.hashing import HASH_VERSION
 
 from service.assignment.models import UNIT_ID_MAX, AssignIn
@@ -128,7 +129,10 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 def _config_experiment(exp: Experiment) -> dict[str, Any]:
     in_layer = exp.layer is not None and exp.layer_range is not None
-    return {
+    # The attribute names an exposure carries for the results' slices (product.md §12), only
+    # when the protocol names some.
+    dimensions = {"dimensions": list(exp.dimensions)} if exp.dimensions else {}
+    return dimensions | {
         "key": exp.key,
         "status": exp.status,
         "seed": exp.seed,
@@ -448,7 +452,11 @@ def exposure_event_id(experiment: str, phase: int, unit_id: str, variant: str) -
 
 
 def exposures_for(
-    assignments: Sequence[Assignment], unit_id: str, now: datetime
+    assignments: Sequence[Assignment],
+    unit_id: str,
+    now: datetime,
+    attributes: Mapping[str, Any] | None = None,
+    config: object = None,
 ) -> list[dict[str, Any]]:
     """Exposure events (``ExposureIn`` fields) for the assignments that count in an analysis.
 
@@ -465,6 +473,7 @@ def exposures_for(
     -------
     list of dict
         Only for ``in_experiment`` answers (reason ``split``); overrides are never analysed.
+        With ``attributes`` and the SDK ``config``, each carries the experiment's dimensions.
     """
     out: list[dict[str, Any]] = []
     for a in assignments:
@@ -479,6 +488,7 @@ def exposures_for(
                 "unit_id": unit_id,
                 "timestamp": now,
                 "phase": a.phase,
+                "attributes": exposure_attributes(config, a.experiment, attributes),
             }
         )
     return out
@@ -626,7 +636,13 @@ def ofrep_bulk(compiled: CompiledConfig, unit_id: str, attributes: Mapping[str, 
     return canonical_json({"flags": flags})
 
 
-def log_exposures(assignments: Sequence[Assignment], unit_id: str, now: datetime) -> int:
+def log_exposures(
+    assignments: Sequence[Assignment],
+    unit_id: str,
+    now: datetime,
+    attributes: Mapping[str, Any] | None = None,
+    config: object = None,
+) -> int:
     """Write the exposures of the analysed assignments through the events domain.
 
     The event ids are deterministic (:func:`exposure_event_id`), so a unit assigned again is stored
@@ -647,7 +663,10 @@ def log_exposures(assignments: Sequence[Assignment], unit_id: str, now: datetime
     int
         How many exposures were newly stored.
     """
-    events = [ExposureIn.model_validate(e) for e in exposures_for(assignments, unit_id, now)]
+    events = [
+        ExposureIn.model_validate(e)
+        for e in exposures_for(assignments, unit_id, now, attributes, config)
+    ]
     if not events:
         return 0
     session = open_session(write=True)
