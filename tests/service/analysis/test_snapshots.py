@@ -548,3 +548,209 @@ def test_the_backfill_after_a_restart_gives_the_same_series_and_days_are_kept(
         session.close()
     third = client.get(url, headers=keys["viewer"]).json()
     _assert_same(third["points"], first["points"])
+
+
+# ---------------------------------------------------------------------------------- the slices
+
+COUNTRIES = [f"c{k:02d}" for k in range(12)]  # 12 values: the 2 rarest go to `other`
+
+
+def _sliced_events(seed: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    now = utcnow()
+    out: list[dict[str, Any]] = []
+    for i in range(600):
+        unit = f"s-{i}"
+        v = "b" if i % 2 else "control"
+        # country k with weight 12 - k (c00 most frequent); every 9th unit has none
+        k = int(rng.choice(12, p=np.arange(12, 0, -1) / 78))
+        attributes: dict[str, Any] = {"pro": bool(i % 3 == 0), "ignored": "x"}
+        if i % 9:
+            attributes["country"] = COUNTRIES[k]
+        first = now - timedelta(hours=float(rng.uniform(2, 30)))
+        out.append(
+            {
+                "event_id": f"x-{unit}",
+                "type": "exposure",
+                "experiment": KEY,
+                "variant": v,
+                "unit_id": unit,
+                "timestamp": first.isoformat(),
+                "attributes": attributes,
+            }
+        )
+        # a later exposure with other attributes: the first exposure's are kept
+        out.append(
+            {
+                "event_id": f"x2-{unit}",
+                "type": "exposure",
+                "experiment": KEY,
+                "variant": v,
+                "unit_id": unit,
+                "timestamp": (first + timedelta(hours=1)).isoformat(),
+                "attributes": {"country": "later", "pro": 7},
+            }
+        )
+        lift = 0.25 if (v == "b" and k < 3) else 0.0  # the effect differs between segments
+        if rng.random() < 0.3 + lift:
+            out.append(
+                {
+                    "event_id": f"c-{unit}",
+                    "type": "conversion",
+                    "name": "signup",
+                    "unit_id": unit,
+                    "timestamp": (first + timedelta(minutes=30)).isoformat(),
+                }
+            )
+        for j in range(int(rng.poisson(1.0))):
+            out.append(
+                {
+                    "event_id": f"p-{unit}-{j}",
+                    "type": "conversion",
+                    "name": "purchase",
+                    "unit_id": unit,
+                    "value": float(rng.gamma(2.0, 10.0)),
+                    "timestamp": (first + timedelta(minutes=40)).isoformat(),
+                }
+            )
+    return out
+
+
+def test_slices_of_every_metric_by_the_first_exposures_dimensions(
+    client: Any, admin: dict[str, str], keys: Any, bodies: Any, make_metric: Any, ingest: Any
+) -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    from service.events.models import ExposureUnit
+
+    _setup(client, admin, bodies, make_metric, dimensions=["country", "pro"])
+    events = _sliced_events(9)
+    # the later exposures first: arrival order does not matter, the earliest exposure's count
+    ingest([e for e in events if e["event_id"].startswith("x2-")])
+    ingest([e for e in events if not e["event_id"].startswith("x2-")])
+    session = open_session()
+    try:
+        stored = {u.unit_id: u.attributes for u in session.exec(select(ExposureUnit)).all()}
+    finally:
+        session.close()
+    assert set(stored["s-1"] or {}) == {"country", "pro"} and stored["s-1"]["pro"] == "false"
+    assert stored["s-9"] == {"pro": "true"}  # no country; `ignored` is not a dimension
+    assert all(a is not None and a.get("country") != "later" for a in stored.values())
+
+    r = client.get(f"/v1/experiments/{KEY}/results", headers=keys["viewer"])
+    assert r.status_code == 200, r.text
+    got = r.json()
+    _assert_same(got, _live(KEY))  # the slices change nothing else, the decision included
+    slices = got["slices"]
+    assert slices["exploratory"] is True
+    by_dim = {d["dimension"]: d for d in slices["dimensions"]}
+    assert set(by_dim) == {"country", "pro"}
+    country = by_dim["country"]
+    counts: dict[str, int] = {}
+    for a in stored.values():
+        c = (a or {}).get("country")
+        counts[c or "unknown"] = counts.get(c or "unknown", 0) + 1
+    kept = sorted((c for c in counts if c != "unknown"), key=lambda c: (-counts[c], c))[:10]
+    expected = {c: counts[c] for c in kept}
+    expected["other"] = sum(n for c, n in counts.items() if c not in kept and c != "unknown")
+    expected["unknown"] = counts["unknown"]
+    assert country["values"] == expected
+    assert list(country["values"])[:10] == kept
+    assert by_dim["pro"]["values"] == {
+        "false": sum(a["pro"] == "false" for a in stored.values()),
+        "true": sum(a["pro"] == "true" for a in stored.values()),
+    }
+    for dim in by_dim.values():
+        assert sum(dim["values"].values()) == got["units"]
+        for m in dim["metrics"]:
+            # corrected over every slice × treatment of the metric: statsmodels' Holm
+            every = [c for s in m["slices"] for c in s["comparisons"]]
+            comps = [c for c in every if c["absolute"]["p_value"] is not None]
+            assert all(c["p_value_adjusted"] is None for c in every if c not in comps)
+            if m["metric"] != "aov":  # no aov events here: nothing to test
+                assert len(comps) == len(every) == len(m["slices"])
+            if not comps:
+                continue
+            raw = [c["absolute"]["p_value"] for c in comps]
+            want = multipletests(raw, method="holm")[1]
+            assert_allclose([c["p_value_adjusted"] for c in comps], want, rtol=1e-12)
+            assert all(c["significant"] == (c["p_value_adjusted"] < 0.05) for c in comps)
+        # Cochran's Q of the primary metric across the dimension's slices, by hand
+        (het,) = dim["heterogeneity"]
+        primary = next(m for m in dim["metrics"] if m["role"] == "primary")
+        est = np.array([s["comparisons"][0]["absolute"]["estimate"] for s in primary["slices"]])
+        se = np.array([s["comparisons"][0]["absolute"]["std_error"] for s in primary["slices"]])
+        w = 1 / se**2
+        q = float(np.sum(w * (est - np.sum(w * est) / np.sum(w)) ** 2))
+        from scipy.stats import chi2
+
+        assert het["df"] == len(est) - 1 and het["slices"] == len(est)
+        assert_allclose(het["statistic"], q, rtol=1e-12)
+        assert_allclose(het["p_value"], chi2.sf(q, len(est) - 1), rtol=1e-10)
+
+
+def test_the_slices_sufficient_statistics_add_up_to_the_whole(
+    client: Any, admin: dict[str, str], bodies: Any, make_metric: Any, ingest: Any
+) -> None:
+    from dataclasses import replace
+
+    from service.analysis.aggregate import slice_sums, variant_sums
+    from service.analysis.service import analysis_window, metric_specs
+    from service.experiments.service import get_row
+
+    _setup(client, admin, bodies, make_metric, dimensions=["country", "pro"])
+    ingest(_sliced_events(10))
+    session = open_session()
+    try:
+        exp = get_row(session, KEY)
+        specs = metric_specs(session, exp)
+        window = analysis_window(session, exp)
+        whole = variant_sums(session, specs, window, 600)
+        dims = (("country", COUNTRIES[:5]), ("pro", ["true"]))
+        combos = slice_sums(session, specs, replace(window, dimensions=dims), 600)
+    finally:
+        session.close()
+    assert {c[0] for c in combos} == {*COUNTRIES[:5], "other", "unknown"}
+    assert {c[1] for c in combos} == {"true", "other"}
+    for metric, per_variant in whole.items():
+        for variant, sums in per_variant.items():
+            parts = [c[metric][variant] for c in combos.values() if variant in c[metric]]
+            assert sum(p.n for p in parts) == sums.n
+            for name, total in sums.sums.items():
+                assert_allclose(sum(p.sums[name] for p in parts), total, rtol=1e-12)
+
+
+def test_cochrans_q_matches_its_closed_form() -> None:
+    from service.snapshots.service import cochran_q
+
+    # θ = (1, 2, 3), se = 1: pooled 2, Q = 1 + 0 + 1 = 2, df = 2, P(χ²₂ > 2) = e^-1
+    q, df, p = cochran_q([1.0, 2.0, 3.0], [1.0, 1.0, 1.0])
+    assert (q, df) == (2.0, 2)
+    assert_allclose(p, np.exp(-1.0), rtol=1e-12)
+    # weights 1/se²: θ = (0, 1), se = (1, 0.5): w = (1, 4), pooled 0.8, Q = 0.64 + 4·0.04 = 0.8
+    q, df, p = cochran_q([0.0, 1.0], [1.0, 0.5])
+    assert_allclose(q, 0.8, rtol=1e-12)
+    assert df == 1
+    # P(χ²₁ > x) = erfc(√(x/2))
+    from math import erfc, sqrt
+
+    assert_allclose(p, erfc(sqrt(0.4)), rtol=1e-12)
+
+
+def test_the_protocol_refuses_bad_dimensions(
+    client: Any, admin: dict[str, str], bodies: Any, make_metric: Any
+) -> None:
+    make_metric("conversion", "binomial", event="signup")
+    for bad in (["a", "b", "c", "d", "e", "f"], ["country", "country"], ["1bad"], "country"):
+        r = client.post(
+            "/v1/experiments", json=bodies.experiment("dims-bad", dimensions=bad), headers=admin
+        )
+        assert r.status_code == 422, (bad, r.text)
+        assert "dimensions" in r.text
+    r = client.post(
+        "/v1/experiments", json=bodies.experiment("dims-ok", dimensions=["country"]), headers=admin
+    )
+    assert r.status_code == 201 and r.json()["dimensions"] == ["country"]
+    assert client.post("/v1/experiments/dims-ok/start", headers=admin).status_code == 200
+    r = client.patch("/v1/experiments/dims-ok", json={"dimensions": ["plan"]}, headers=admin)
+    assert r.status_code == 409 and "dimensions" in r.text
