@@ -754,3 +754,66 @@ def test_the_protocol_refuses_bad_dimensions(
     assert client.post("/v1/experiments/dims-ok/start", headers=admin).status_code == 200
     r = client.patch("/v1/experiments/dims-ok", json={"dimensions": ["plan"]}, headers=admin)
     assert r.status_code == 409 and "dimensions" in r.text
+
+
+# ------------------------------------------------- exposures carry the experiment's dimensions
+
+
+def _unit_attributes() -> dict[str, Any]:
+    from service.events.models import ExposureUnit
+
+    session = open_session()
+    try:
+        return {u.unit_id: u.attributes for u in session.exec(select(ExposureUnit)).all()}
+    finally:
+        session.close()
+
+
+def test_assign_and_ofrep_log_exposures_with_the_experiments_dimensions(
+    client: Any, keys: Any, make_experiment: Any
+) -> None:
+    make_experiment("dims-assign", start=True, dimensions=["country", "tier"])
+    sdk = keys["sdk"]
+    config = client.get("/v1/sdk/config", headers=sdk).json()
+    assert config["experiments"]["dims-assign"]["dimensions"] == ["country", "tier"]
+    attributes = {"country": "FR", "tier": 2.0, "app": "2.1.0"}
+    r = client.post(
+        "/v1/assign",
+        json={"unit_id": "a1", "attributes": attributes, "log_exposure": True},
+        headers=sdk,
+    )
+    assert r.status_code == 200, r.text
+    r = client.post(
+        "/ofrep/v1/evaluate/flags/dims-assign",
+        json={"context": {"targetingKey": "o1", "country": "DE", "tier": True}},
+        headers=sdk,
+    )
+    assert r.status_code == 200, r.text
+    # the bulk evaluation logs nothing (product.md §9)
+    r = client.post(
+        "/ofrep/v1/evaluate/flags", json={"context": {"targetingKey": "o2"}}, headers=sdk
+    )
+    assert r.status_code == 200
+    assert _unit_attributes() == {
+        "a1": {"country": "FR", "tier": "2"},
+        "o1": {"country": "DE", "tier": "true"},
+    }
+
+
+def test_the_sdk_sends_the_experiments_dimensions_with_the_exposure() -> None:
+    from trialbook.client import Client
+    from trialbook.dimensions import exposure_attributes
+
+    config = {"experiments": {"e": {"dimensions": ["country", "n", "bad", "long"]}, "f": {}}}
+    attrs = {"country": "FR", "n": 3, "bad": float("nan"), "long": "x" * 300, "other": 1}
+    assert exposure_attributes(config, "e", attrs) == {"country": "FR", "n": 3}
+    assert exposure_attributes(config, "f", attrs) is None
+    assert exposure_attributes(config, "e", None) is None
+    assert exposure_attributes(None, "e", attrs) is None
+    assert (
+        exposure_attributes({"experiments": {"e": {"dimensions": "country"}}}, "e", attrs) is None
+    )
+    item = (0, "e", "b", "u1", 1, 1_767_225_600.0, {"country": "FR", "n": 3})
+    event = json.loads(Client._to_event(item, 7))
+    assert event["attributes"] == {"country": "FR", "n": 3}
+    assert "attributes" not in json.loads(Client._to_event((*item[:6], None), 7))
