@@ -680,7 +680,7 @@ def _sums(
         if n == 0:  # a variant without analysed units (per-variant statements)
             continue
         combo = tuple(str(row[f"sv{k}"]) for k in range(n_dims))
-        group = out.setdefault(combo, {m.key: {} for m in metrics})
+        per_metric = out.setdefault(combo, {m.key: {} for m in metrics})
         for i, m in enumerate(metrics):
             prefix = f"m{i}_"
             sums = {
@@ -688,5 +688,5 @@ def _sums(
                 for alias, column in alias_of.items()
                 if alias.startswith(prefix)
             }
-            group[m.key][variant] = MetricSums(n, sums)
+            per_metric[m.key][variant] = MetricSums(n, sums)
     return out

@@ -335,11 +335,11 @@ def compute_slices(
     specs = metric_specs(session, exp)
     kept: list[tuple[str, Sequence[str]]] = []
     for dim in dims:
-        counts = slice_counts(session, window, dim)
-        values = sorted(
-            ((v, n) for v, n in counts.items() if v is not None), key=lambda x: (-x[1], x[0])
+        by_value = slice_counts(session, window, dim)
+        ranked = sorted(
+            ((v, n) for v, n in by_value.items() if v is not None), key=lambda x: (-x[1], x[0])
         )
-        kept.append((dim, [v for v, _ in values[:TOP_VALUES]]))
+        kept.append((dim, [v for v, _ in ranked[:TOP_VALUES]]))
     combos = slice_sums(
         session,
         specs,
@@ -363,15 +363,18 @@ def compute_slices(
         analysed: dict[str, ResultsPublic] = {}
         units: dict[str, int] = {}
         for value in order:
-            sums = marginal[value]
+            slice_stats = marginal[value]
             per_variant_units = {
-                v: next((s[v].n for s in sums.values() if v in s), 0) for v in data.counts.units
+                v: next((s[v].n for s in slice_stats.values() if v in s), 0)
+                for v in data.counts.units
             }
             units[value] = sum(per_variant_units.values())
-            counts = ExposureCounts(
+            slice_units = ExposureCounts(
                 units=per_variant_units, multiple_exposures=0, overridden_units=0
             )
-            analysed[value] = analyse(session, exp.key, data=AnalysisData(counts, sums))[0]
+            analysed[value] = analyse(
+                session, exp.key, data=AnalysisData(slice_units, slice_stats)
+            )[0]
         metrics: list[SliceMetric] = []
         heterogeneity: list[Heterogeneity] = []
         for i, m in enumerate(current.metrics):
@@ -574,7 +577,7 @@ def request_refresh(key: str, trigger: str) -> tuple[RefreshAccepted, str | None
                 RefreshAccepted(
                     experiment=key,
                     snapshot_id=holder,
-                    state="pending" if pending is None else pending.state,  # type: ignore[arg-type]
+                    state="pending" if pending is None else pending.state,
                     already_running=True,
                 ),
                 None,
@@ -614,7 +617,7 @@ def run_refresh(snapshot_id: int, token: str, *, series: bool = True) -> None:
                 row.error = error or "the experiment is gone"
                 session.add(row)
         if exp_id is not None:
-            session.exec(  # type: ignore[call-overload]
+            session.exec(
                 delete(RefreshClaim).where(
                     col(RefreshClaim.experiment_id) == exp_id, col(RefreshClaim.token) == token
                 )
@@ -736,8 +739,8 @@ def list_snapshots(session: Session, key: str, limit: int, offset: int) -> Snaps
             SnapshotSummary(
                 snapshot_id=r.id,
                 phase=r.phase,
-                state=r.state,  # type: ignore[arg-type]
-                trigger=r.trigger,  # type: ignore[arg-type]
+                state=r.state,
+                trigger=r.trigger,
                 requested_at=r.requested_at,
                 computed_at=r.computed_at,
                 data_until=r.data_until,
