@@ -50,6 +50,10 @@ SPREAD_S = 14 * 86_400  # first exposures spread over two weeks
 def _setup(url: str) -> tuple[Any, Any]:
     os.environ["TRIALBOOK_DATABASE_URL"] = url
     os.environ["TRIALBOOK_BOOTSTRAP_ADMIN_KEY"] = ADMIN
+    # No background health checks or scheduled refreshes: they would take the experiment's
+    # refresh claim (and SQLite's write lock during the bulk load) in the middle of a timing.
+    os.environ["TRIALBOOK_CHECK_INTERVAL_SECONDS"] = "0"
+    os.environ["TRIALBOOK_REFRESH_INTERVAL_SECONDS"] = "0"
     from service import db
     from service.config import get_settings
     from service.migrate import upgrade
