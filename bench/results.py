@@ -204,7 +204,6 @@ def run(url: str, sizes: list[int], repeat: int) -> None:
         f"{'units':>10} {'conversions':>12} {'load s':>8} {'GROUP BY s':>11}"
         f" {'results s':>10} {'ratio':>6} {'load avg':>8}"
     )
-    snaps: list[tuple[Any, ...]] = []
     with client:
         for units in sizes:
             with engine.begin() as conn:
@@ -241,16 +240,13 @@ def run(url: str, sizes: list[int], repeat: int) -> None:
             )
             assert res.units == units, (res.units, units)
             assert all(m.variants[0].units > 0 for m in res.metrics)
-            snaps.append((units, t_res, *_snapshots(client, exp_id, key, repeat)))
-        print()
-        print(
-            f"{'units':>10} {'recompute s':>12} {'GET p50 ms':>11} {'refresh s':>10}"
-            f" {'+series 1st s':>14} {'+series s':>10} {'ratio':>6} {'load avg':>8}"
-        )
-        for units, t_res, p50, plain, first, steady in snaps:
+            p50, plain, first, steady = _snapshots(client, exp_id, key, repeat)
             print(
-                f"{units:>10,} {t_res:>12.2f} {p50 * 1000:>11.1f} {plain:>10.2f} {first:>14.2f}"
-                f" {steady:>10.2f} {steady / plain:>6.2f} {os.getloadavg()[0]:>8.2f}"
+                f"{'':>10} snapshots: recompute {t_res:.2f} s | GET p50 {p50 * 1000:.1f} ms |"
+                f" refresh {plain:.2f} s | +14-day series: first (backfill) {first:.2f} s,"
+                f" then {steady:.2f} s ({steady / plain:.2f}x) | load avg"
+                f" {os.getloadavg()[0]:.2f}",
+                flush=True,
             )
 
 
