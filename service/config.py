@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # random tokens: 20 a minute leaves guessing hopeless and a misconfigured client visible.
     auth_failure_limit: int = Field(default=20, ge=0)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    # Results snapshots of running experiments are refreshed this often, seconds (0 disables the
+    # in-process scheduler; product.md §12).
+    refresh_interval_seconds: float = 3600.0
 
 
 @lru_cache

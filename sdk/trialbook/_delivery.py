@@ -67,7 +67,7 @@ __all__ = ["DropReason", "DropStats", "OnDrop", "RetryPolicy"]
 logger = logging.getLogger("trialbook")
 
 # Queue items are tuples (cheap on the caller's thread); the sender turns them into JSON.
-#   (EXPOSURE, experiment, variant, unit_id, phase, unix_seconds)
+#   (EXPOSURE, experiment, variant, unit_id, phase, unix_seconds, attributes or None)
 #   (CONVERSION, name, unit_id, value, unix_seconds)
 # A new field (e.g. an exposure's ``attributes``) goes at the end of its tuple, in ``assign`` and
 # in ``to_json``; nothing else here looks inside an item.
@@ -195,8 +195,11 @@ def to_json(item: tuple[Any, ...], rand: int) -> str:
     """Serialize one queued item to its JSON object text (kept as is across retries)."""
     enc = _encode_string
     if item[0] == EXPOSURE:
-        _, experiment, variant, unit_id, phase, moment = item
+        _, experiment, variant, unit_id, phase, moment, attrs = item
         phase_text = "" if phase is None else f',"phase":{int(phase)}'
+        if attrs:
+            # the experiment's dimensions among the unit's attributes (product.md §12)
+            phase_text += ',"attributes":' + json.dumps(attrs, ensure_ascii=False)
         return (
             f'{{"event_id":"{uuid7_str(int(moment * 1000), rand)}","type":"exposure",'
             f'"experiment":{enc(experiment)},"variant":{enc(variant)},'
@@ -218,7 +221,7 @@ def to_dict(item: tuple[Any, ...]) -> dict[str, Any]:
         return event
     except Exception:
         if item and item[0] == EXPOSURE:
-            fields = ("experiment", "variant", "unit_id", "phase", "timestamp")
+            fields = ("experiment", "variant", "unit_id", "phase", "timestamp", "attributes")
             return {"type": "exposure", **dict(zip(fields, item[1:], strict=False))}
         if item and item[0] == CONVERSION:
             names = ("name", "unit_id", "value", "timestamp")

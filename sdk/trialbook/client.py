@@ -57,6 +57,7 @@ from trialbook._delivery import (
 )
 from trialbook._transport import Request, Response, Transport, UrllibTransport
 from trialbook.assignment import Assignment, CompiledConfig, Reason, compile_config
+from trialbook.dimensions import exposure_attributes
 from trialbook.errors import TransportError
 from trialbook.hashing import HASH_VERSION
 
@@ -353,6 +354,8 @@ class Client:
                         unit_id if type(unit_id) is str else str(unit_id),
                         result.phase,
                         time.time(),
+                        # the experiment's dimensions among the attributes (product.md §12)
+                        attributes and exposure_attributes(compiled.raw, experiment, attributes),
                     )
                 )
                 next(self._n_exposures)

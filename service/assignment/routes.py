@@ -195,7 +195,14 @@ async def post_assign(request: Request) -> Response:
         ) from exc
     assignments = service.assign(access.snapshot.compiled, body, access.snapshot.listed)
     if body.log_exposure:
-        await run_in_threadpool(service.log_exposures, assignments, body.unit_id, utcnow())
+        await run_in_threadpool(
+            service.log_exposures,
+            assignments,
+            body.unit_id,
+            utcnow(),
+            body.attributes,
+            access.snapshot.compiled.raw,
+        )
     return Response(service.render_assignments(assignments), media_type=JSON)
 
 
@@ -234,13 +241,15 @@ async def ofrep_evaluate_flag(key: str, raw: RawBodyDep, access: SdkAccessDep) -
             {"key": key, "errorCode": exc.code, "errorDetails": exc.details},
             status_code=exc.status,
         )
-    assignment = access.snapshot.compiled.evaluate(key, unit_id, attributes)
-    if assignment.in_experiment:
-        # The unit sees the variant: log its exposure, deduplicated as /v1/assign's.
-        await run_in_threadpool(service.log_exposures, [assignment], unit_id, utcnow())
+    compiled = access.snapshot.compiled
+    assignment = compiled.evaluate(key, unit_id, attributes)
     status, body = service.ofrep_result(assignment)
     if status == 500:
         body = {"errorDetails": body["errorDetails"]}
+    elif assignment.in_experiment:  # a single evaluation logs the exposure (product.md §9)
+        await run_in_threadpool(
+            service.log_exposures, [assignment], unit_id, utcnow(), attributes, compiled.raw
+        )
     return JSONResponse(body, status_code=status)
 
 

@@ -59,6 +59,7 @@ from trialbook.assignment import (
     compile_config,
     serve_experiment,
 )
+from trialbook.dimensions import exposure_attributes
 from trialbook.hashing import HASH_VERSION
 
 from service.assignment.models import UNIT_ID_MAX, AssignIn
@@ -148,7 +149,10 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 def _config_experiment(exp: Experiment) -> dict[str, Any]:
     """One experiment in the plain form (clear overrides and targeting), before serving."""
     in_layer = exp.layer is not None and exp.layer_range is not None
-    return {
+    # The attribute names an exposure carries for the results' slices (product.md §12), only
+    # when the protocol names some.
+    dimensions = {"dimensions": list(exp.dimensions)} if exp.dimensions else {}
+    return dimensions | {
         "key": exp.key,
         "status": exp.status,
         "seed": exp.seed,
@@ -509,7 +513,11 @@ def exposure_event_id(experiment: str, phase: int, unit_id: str, variant: str) -
 
 
 def exposures_for(
-    assignments: Sequence[Assignment], unit_id: str, now: datetime
+    assignments: Sequence[Assignment],
+    unit_id: str,
+    now: datetime,
+    attributes: Mapping[str, Any] | None = None,
+    config: object = None,
 ) -> list[dict[str, Any]]:
     """Exposure events (``ExposureIn`` fields) for the assignments that count in an analysis.
 
@@ -526,6 +534,7 @@ def exposures_for(
     -------
     list of dict
         Only for ``in_experiment`` answers (reason ``split``); overrides are never analysed.
+        With ``attributes`` and the SDK ``config``, each carries the experiment's dimensions.
     """
     out: list[dict[str, Any]] = []
     for a in assignments:
@@ -540,6 +549,7 @@ def exposures_for(
                 "unit_id": unit_id,
                 "timestamp": now,
                 "phase": a.phase,
+                "attributes": exposure_attributes(config, a.experiment, attributes),
             }
         )
     return out
@@ -696,7 +706,13 @@ def ofrep_bulk(
     return canonical_json({"flags": flags})
 
 
-def log_exposures(assignments: Sequence[Assignment], unit_id: str, now: datetime) -> int:
+def log_exposures(
+    assignments: Sequence[Assignment],
+    unit_id: str,
+    now: datetime,
+    attributes: Mapping[str, Any] | None = None,
+    config: object = None,
+) -> int:
     """Write the exposures of the analysed assignments through the events domain.
 
     The event ids are deterministic (:func:`exposure_event_id`), so a unit assigned again is stored
@@ -718,7 +734,7 @@ def log_exposures(assignments: Sequence[Assignment], unit_id: str, now: datetime
         How many exposures were newly stored.
     """
     events = []
-    for exposure in exposures_for(assignments, unit_id, now):
+    for exposure in exposures_for(assignments, unit_id, now, attributes, config):
         try:
             events.append(ExposureIn.model_validate(exposure))
         except ValidationError as exc:  # e.g. a control character in the unit id (§5)
