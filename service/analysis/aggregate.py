@@ -579,7 +579,8 @@ def _sums(
     n_units: int,
     variants: Sequence[str] | None = None,
 ) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]:
-    """Sufficient statistics: ``{metric key: {variant: MetricSums}}`` for every variant with units.
+    """Sufficient statistics: ``{(slice values): {metric key: {variant: MetricSums}}}`` for every
+    variant with units (``()`` for the whole experiment when the window has no dimensions).
 
     Parameters
     ----------
@@ -597,7 +598,7 @@ def _sums(
 
     Returns
     -------
-    dict[str, dict[str, MetricSums]]
+    dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]
         Per metric key and variant: n and the sums named as in ``stats.MeanSummary`` /
         ``stats.RatioSummary``. A sum that overflowed double precision is ``inf`` or NaN
         (values stored before ingestion bounded them): the engine answers it with the warning
@@ -633,8 +634,8 @@ def _variant_sums(
     n_units: int,
     variants: Sequence[str] | None,
     exact: bool = False,
-) -> dict[str, dict[str, MetricSums]]:
-    """:func:`variant_sums` in double precision, or in numeric when ``exact``."""
+) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]:
+    """:func:`_sums` in double precision, or in numeric when ``exact``."""
     cuts = _cut_points(session, dialect, metrics, window, n_units, exact)
     # SQLite: one statement per variant over its range of (experiment_id, phase, variant, unit_id)
     # (migration 0005): no sort of every unit by variant for the GROUP BY (SQLite has no hash
