@@ -801,7 +801,7 @@ def test_assign_and_ofrep_log_exposures_with_the_experiments_dimensions(
 
 
 def test_the_sdk_sends_the_experiments_dimensions_with_the_exposure() -> None:
-    from trialbook.client import Client
+    from trialbook._delivery import to_json
     from trialbook.dimensions import exposure_attributes
 
     config = {"experiments": {"e": {"dimensions": ["country", "n", "bad", "long"]}, "f": {}}}
@@ -814,6 +814,6 @@ def test_the_sdk_sends_the_experiments_dimensions_with_the_exposure() -> None:
         exposure_attributes({"experiments": {"e": {"dimensions": "country"}}}, "e", attrs) is None
     )
     item = (0, "e", "b", "u1", 1, 1_767_225_600.0, {"country": "FR", "n": 3})
-    event = json.loads(Client._to_event(item, 7))
+    event = json.loads(to_json(item, 7))
     assert event["attributes"] == {"country": "FR", "n": 3}
-    assert "attributes" not in json.loads(Client._to_event((*item[:6], None), 7))
+    assert "attributes" not in json.loads(to_json((*item[:6], None), 7))
