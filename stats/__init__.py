@@ -73,11 +73,20 @@ Building blocks
     :mod:`stats.frequentist` (Welch, relative lift), :mod:`stats.ratio`,
     :mod:`stats.cuped`, :mod:`stats.sequential`, :mod:`stats.bayesian`,
     :mod:`stats.guardrails`, :mod:`stats.srm`, :mod:`stats.multiple`,
+    :mod:`stats.group_sequential` (Lan–DeMets spending, efficacy bounds of the looks,
+    ``AnalysisSettings(group_sequential=GroupSequentialDesign([t1, ..., tk]))``),
     :mod:`stats.power` (``sample_size_per_variant``, ``minimum_detectable_effect``,
     ``planned_duration_days``, ``progress``).
 """
 
-from stats.analysis import AnalysisSettings, MetricInput, SrmInput, analyze
+from stats.analysis import (
+    AnalysisSettings,
+    GroupSequentialDesign,
+    MetricInput,
+    SrmInput,
+    analyze,
+)
+from stats.group_sequential import crossing_probabilities, efficacy_bounds, spent_alpha
 from stats.multiple import adjust_p_values
 from stats.power import (
     minimum_detectable_effect,
@@ -92,7 +101,9 @@ from stats.results import (
     Comparison,
     CupedResult,
     Estimate,
+    GroupSequentialResult,
     GuardrailResult,
+    LookBound,
     MetricResult,
     SequentialResult,
     SrmResult,
@@ -110,7 +121,10 @@ __all__ = [
     "Comparison",
     "CupedResult",
     "Estimate",
+    "GroupSequentialDesign",
+    "GroupSequentialResult",
     "GuardrailResult",
+    "LookBound",
     "MeanSummary",
     "MetricInput",
     "MetricResult",
@@ -121,10 +135,13 @@ __all__ = [
     "VariantStats",
     "adjust_p_values",
     "analyze",
+    "crossing_probabilities",
+    "efficacy_bounds",
     "minimum_detectable_effect",
     "planned_duration_days",
     "progress",
     "sample_size_per_variant",
+    "spent_alpha",
     "srm_test",
     "to_jsonable",
 ]

@@ -21,7 +21,9 @@ __all__ = [
     "Comparison",
     "CupedResult",
     "Estimate",
+    "GroupSequentialResult",
     "GuardrailResult",
+    "LookBound",
     "MetricResult",
     "SequentialResult",
     "SrmResult",
@@ -41,6 +43,8 @@ CUPED_NO_COVARIATE_VARIANCE = "cuped_no_covariate_variance"  # var(pre) = 0: fel
 CUPED_NOT_SUPPORTED = "cuped_not_supported"  # ratio metrics are not CUPED-adjusted
 GUARDRAIL_MISSING_MARGIN = "guardrail_missing_margin"  # guardrail metric without margin
 SRM_NO_UNITS = "srm_no_units"  # SRM test on zero units: p = 1
+# group sequential design past its horizon: no α left after the final look, read at its bound
+GROUP_SEQUENTIAL_PAST_HORIZON = "group_sequential_past_horizon"
 
 WARNING_CODES: frozenset[str] = frozenset(
     {
@@ -55,6 +59,7 @@ WARNING_CODES: frozenset[str] = frozenset(
         CUPED_NOT_SUPPORTED,
         GUARDRAIL_MISSING_MARGIN,
         SRM_NO_UNITS,
+        GROUP_SEQUENTIAL_PAST_HORIZON,
     }
 )
 
@@ -142,6 +147,44 @@ class SequentialResult(_JsonMixin):
 
 
 @dataclass(frozen=True, slots=True)
+class LookBound(_JsonMixin):
+    r"""The efficacy bound of one look of a group sequential design.
+
+    ``information_fraction`` is the look's t (capped at 1), ``bound`` the two-sided z bound
+    :math:`c_k` (``inf``, JSON ``null``: nothing to spend at this look), ``nominal_alpha`` the
+    adjusted α of the look, :math:`2(1 - \Phi(c_k))` (a fixed-horizon two-sided p-value below it
+    crosses the bound), ``alpha_spent`` the cumulative α spent up to this look and
+    ``alpha_increment`` this look's share.
+    """
+
+    look: int
+    information_fraction: float
+    bound: float
+    nominal_alpha: float
+    alpha_spent: float
+    alpha_increment: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSequentialResult(_JsonMixin):
+    """One comparison at the current look of a group sequential design.
+
+    ``absolute``/``relative``: the repeated confidence intervals (estimate ± bound · se) with the
+    nominal normal p-values; ``crossed``: the absolute z statistic reached the look's efficacy
+    bound (the experiment may stop for efficacy); ``look``, ``bound`` and ``nominal_alpha`` of
+    the current look.
+    """
+
+    absolute: Estimate
+    relative: Estimate
+    look: int
+    information_fraction: float
+    bound: float
+    nominal_alpha: float
+    crossed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class BayesianResult(_JsonMixin):
     """Gaussian posterior of the relative lift.
 
@@ -192,8 +235,9 @@ class Comparison(_JsonMixin):
     bayesian: BayesianResult | None
     guardrail: GuardrailResult | None
     warnings: tuple[str, ...]
-    inference: Literal["fixed", "sequential"] = "fixed"
+    inference: Literal["fixed", "sequential", "group_sequential"] = "fixed"
     cuped_applied: bool = False
+    group_sequential: GroupSequentialResult | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,3 +282,4 @@ class AnalysisResult(_JsonMixin):
     metrics: tuple[MetricResult, ...]
     alpha: float
     correction: str
+    looks: tuple[LookBound, ...] | None = None  # group sequential designs: every look so far

@@ -24,9 +24,11 @@ from service.analysis.aggregate import (
     count_exposures,
     variant_sums,
 )
+from service.analysis.looks import look_fractions
 from service.analysis.models import (
     ComparisonPublic,
     DecisionPublic,
+    GroupSequentialDesignPublic,
     MetricResultPublic,
     PowerPublic,
     ResultsPublic,
@@ -46,6 +48,8 @@ UNKNOWN_VARIANT_EXPOSURES = "unknown_variant_exposures"
 METRIC_NOT_FOUND = "metric_not_found"
 NO_PLANNED_SAMPLE = "no_planned_sample_size"
 SAMPLE_SIZE_ESTIMATED = "sample_size_estimated_from_data"
+# method group_sequential without a planned sample size: no horizon, read as a fixed design
+GROUP_SEQUENTIAL_NO_HORIZON = "group_sequential_no_horizon"
 # Fewest control units from which the baseline is estimated when the protocol gave none.
 MIN_UNITS_FOR_BASELINE = 100
 
@@ -113,6 +117,16 @@ def _fmt_p(p: float | None) -> str:
     return "n/a" if p is None else f"{p:.3g}"
 
 
+def _look_note(c: ComparisonPublic) -> str:
+    gs = c.group_sequential
+    assert gs is not None
+    return (
+        f"the efficacy bound of look {gs.look} (information fraction "
+        f"{gs.information_fraction:.0%}, adjusted α {gs.nominal_alpha:.3g}) is crossed: the "
+        "group sequential design allows stopping early for efficacy"
+    )
+
+
 def decide(
     *,
     status: str,
@@ -120,13 +134,16 @@ def decide(
     srm: SrmPublic,
     metrics: Sequence[MetricResultPublic],
     power: PowerPublic,
+    group_sequential: bool = False,
 ) -> DecisionPublic:
     """The recommendation and its reasons (rules in the order they take precedence).
 
     1. ``invalid`` when the SRM check fails.
     2. ``roll_back`` when a guardrail fails or the primary metric is significantly worse.
     3. ``ship`` the best significantly better treatment on the primary metric, when no guardrail
-       fails and — on a fixed design — every arm reached the planned sample size.
+       fails and — on a fixed design — every arm reached the planned sample size (a group
+       sequential design may stop early: significant there means the look's efficacy bound is
+       crossed).
     4. ``keep_running`` while that sample is not reached (or nothing is significant yet).
     5. ``inconclusive`` once the sample is reached or the experiment is stopped without a
        significant primary result (a fixed-design experiment stopped before its planned sample
@@ -202,11 +219,15 @@ def decide(
         )
         if len(better) > 1:
             found += f"; best of {len(better)} significant treatments"
-        if sequential or reached:
+        if sequential or group_sequential or reached:
             design = (
                 "always-valid (sequential) inference allows stopping now"
                 if sequential
-                else sample_note
+                else (
+                    _look_note(best)
+                    if group_sequential and best.group_sequential is not None
+                    else sample_note
+                )
             )
             return DecisionPublic(
                 recommendation="ship",
@@ -272,6 +293,7 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
     settings = exp.analysis or {}
     cuped = bool(settings.get("cuped", True))
     sequential = settings.get("method", "fixed") == "sequential"
+    group_sequential = settings.get("method", "fixed") == "group_sequential"
     correction = str(settings.get("correction", "holm"))
     warnings: list[str] = []
 
@@ -304,6 +326,26 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
         warnings.append(EMPTY_ARM)
     sums = variant_sums(session, specs, window, total, list(counts.units)) if total else {}
 
+    design: stats.GroupSequentialDesign | None = None
+    planned = exp.sample_size_per_variant
+    if group_sequential and (planned is None or planned < 1):
+        warnings.append(GROUP_SEQUENTIAL_NO_HORIZON)
+    elif group_sequential and planned is not None:
+        fractions = look_fractions(
+            session,
+            exp.id,
+            exp.phase,
+            units=min(units.values()) if units else 0,
+            planned=planned,
+            record=exp.status != Status.draft.value,
+        )
+        if fractions:
+            design = stats.GroupSequentialDesign(
+                fractions,
+                str(settings.get("spending", "obrien_fleming")),  # type: ignore[arg-type]
+                settings.get("rho"),
+            )
+
     inputs = [
         stats.MetricInput(
             key=spec.key,
@@ -333,6 +375,7 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
             prior_mean=settings.get("prior_mean"),
             prior_sd=settings.get("prior_sd"),
             srm_threshold=float(settings.get("srm_threshold", 0.001)),
+            group_sequential=design,
         ),
         srm=stats.SrmInput(units=units, weights=weights),
     ).to_dict()
@@ -348,6 +391,11 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
         for m, spec in zip(result["metrics"], specs, strict=True)
     ]
     srm = SrmPublic.model_validate(result["srm"])
+    gs_public = None
+    if design is not None:
+        gs_public = GroupSequentialDesignPublic(
+            spending=design.spending, rho=design.rho, looks=result["looks"]
+        )
 
     needed = exp.sample_size_per_variant
     baseline = None
@@ -369,14 +417,20 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
         estimated_baseline=baseline,
     )
     decision = decide(
-        status=exp.status, sequential=sequential, srm=srm, metrics=metrics, power=power
+        status=exp.status,
+        sequential=sequential,
+        srm=srm,
+        metrics=metrics,
+        power=power,
+        group_sequential=design is not None,
     )
     return ResultsPublic(
         experiment=exp.key,
         phase=exp.phase,
         status=exp.status,
         computed_at=utcnow(),
-        method="sequential" if sequential else "fixed",
+        method="sequential" if sequential else ("group_sequential" if design else "fixed"),
+        group_sequential=gs_public,
         alpha=exp.alpha,
         correction=correction,
         srm=srm,
