@@ -111,7 +111,7 @@ from stats.results import (
     to_jsonable,
 )
 from stats.srm import srm_test
-from stats.summaries import MeanSummary, RatioSummary
+from stats.summaries import MeanSummary, RatioCovariate, RatioSummary
 
 __all__ = [
     "WARNING_CODES",
@@ -128,6 +128,7 @@ __all__ = [
     "MeanSummary",
     "MetricInput",
     "MetricResult",
+    "RatioCovariate",
     "RatioSummary",
     "SequentialResult",
     "SrmInput",

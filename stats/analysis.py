@@ -9,7 +9,7 @@ from typing import Literal
 
 from stats import results as codes
 from stats.bayesian import gaussian_posterior
-from stats.cuped import cuped_compare
+from stats.cuped import cuped_compare, cuped_ratio_compare
 from stats.frequentist import check_alpha, relative_lift, welch_test
 from stats.group_sequential import (
     SPENDING_FUNCTIONS,
@@ -236,7 +236,16 @@ def _compare(
         if control.ratio == 0.0:
             _add(warnings, codes.ZERO_CONTROL_MEAN)
         if settings.cuped:
-            _add(warnings, codes.CUPED_NOT_SUPPORTED)
+            if not (control.has_covariate and treatment.has_covariate):
+                _add(warnings, codes.CUPED_MISSING_COVARIATE)
+            else:
+                ratio_outcome = cuped_ratio_compare(control, treatment, alpha=alpha)
+                if ratio_outcome is None:
+                    if control.n >= 2 and treatment.n >= 2:
+                        _add(warnings, codes.CUPED_NO_COVARIATE_VARIANCE)
+                else:
+                    cuped = ratio_outcome.result
+                    cuped_applied = True
         basis_abs, basis_rel = absolute, relative
     elif isinstance(control, MeanSummary) and isinstance(treatment, MeanSummary):
         mc, vc, nc = control.mean, control.variance, control.n

@@ -13,7 +13,9 @@ per variant (and, for a winsorized metric, two order statistics per cut point).
    Σvalue or the count, ratio: Σnumerator and Σdenominator values) and its pre-period twin. A
    unit without events counts 0.
 2. Per variant, over ``v`` with values capped at the winsorization cut points when the metric
-   asks for it: n, Σx, Σx², Σpre, Σpre², Σx·pre (ratio: Σnum, Σden, Σnum², Σden², Σnum·den).
+   asks for it: n, Σx, Σx², Σpre, Σpre², Σx·pre (ratio: Σnum, Σden, Σnum², Σden², Σnum·den and,
+   for CUPED, the pre-period twins of numerator and denominator with their squares and cross
+   products with the window's values, ``pre_sum_*`` as in ``stats.RatioCovariate``).
 
 Index: migration 0003 adds the covering index ``conversion (unit_id, ts, name, value)`` so that
 each unit's events in its window are one index range read (no table lookups).
@@ -251,8 +253,6 @@ def _per_unit_sql(
             p = f"ev{names.index(event)}"
             params[p] = event
             for pre in periods:
-                if pre and m.type == "ratio":
-                    continue
                 expr = _value_sql(_kind(m), p, pre, dialect)
                 col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
                 columns.append((m, col, suffix, pre))
@@ -514,6 +514,19 @@ def variant_sums(
                 (f"SUM({den} * {den})", f"m{i}_sum_den2"),
                 (f"SUM({num} * {den})", f"m{i}_sum_num_den"),
             ]
+            num_pre, den_pre = values.get((m.key, "num", True)), values.get((m.key, "den", True))
+            if num_pre is not None and den_pre is not None:  # CUPED for ratios
+                aggs += [
+                    (f"SUM({num_pre})", f"m{i}_pre_sum_num"),
+                    (f"SUM({den_pre})", f"m{i}_pre_sum_den"),
+                    (f"SUM({num_pre} * {num_pre})", f"m{i}_pre_sum_num2"),
+                    (f"SUM({den_pre} * {den_pre})", f"m{i}_pre_sum_den2"),
+                    (f"SUM({num_pre} * {den_pre})", f"m{i}_pre_sum_num_den"),
+                    (f"SUM({num} * {num_pre})", f"m{i}_pre_sum_num_x_num_pre"),
+                    (f"SUM({num} * {den_pre})", f"m{i}_pre_sum_num_x_den_pre"),
+                    (f"SUM({den} * {num_pre})", f"m{i}_pre_sum_den_x_num_pre"),
+                    (f"SUM({den} * {den_pre})", f"m{i}_pre_sum_den_x_den_pre"),
+                ]
             continue
         x = values[(m.key, "x", False)]
         x2 = x if m.type == "binomial" else f"{x} * {x}"

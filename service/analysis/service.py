@@ -72,12 +72,16 @@ def _summary(
 ) -> stats.MeanSummary | stats.RatioSummary:
     if sums is None or sums.n == 0:
         if spec.type == "ratio":
-            return stats.RatioSummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+            empty = stats.RatioCovariate(*([0.0] * 9)) if cuped else None
+            return stats.RatioSummary(0, 0.0, 0.0, 0.0, 0.0, 0.0, empty)
         return stats.MeanSummary(0, 0.0, 0.0, *((0.0, 0.0, 0.0) if cuped else ()))
     s = sums.sums
     if spec.type == "ratio":
+        pre = None
+        if cuped and "pre_sum_num" in s:
+            pre = stats.RatioCovariate(*(s[f"pre_{f}"] for f in stats.RatioCovariate.__slots__))
         return stats.RatioSummary(
-            sums.n, s["sum_num"], s["sum_den"], s["sum_num2"], s["sum_den2"], s["sum_num_den"]
+            sums.n, s["sum_num"], s["sum_den"], s["sum_num2"], s["sum_den2"], s["sum_num_den"], pre
         )
     if cuped:
         return stats.MeanSummary(
@@ -353,10 +357,7 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
             role=role,  # type: ignore[arg-type]
             higher_is_better=catalogue[key].higher_is_better,
             guardrail_margin=margin,
-            variants={
-                v: _summary(spec, sums.get(spec.key, {}).get(v), cuped and spec.type != "ratio")
-                for v in weights
-            },
+            variants={v: _summary(spec, sums.get(spec.key, {}).get(v), cuped) for v in weights},
         )
         for spec, (key, role, margin) in zip(
             specs, [p for p in protocol if p[0] in catalogue], strict=True
