@@ -94,6 +94,7 @@ from stats.power import (
     progress,
     sample_size_per_variant,
 )
+from stats.quantile import QuantileSummary, compare_quantiles, quantile_ranks
 from stats.results import (
     WARNING_CODES,
     AnalysisResult,
@@ -128,6 +129,7 @@ __all__ = [
     "MeanSummary",
     "MetricInput",
     "MetricResult",
+    "QuantileSummary",
     "RatioCovariate",
     "RatioSummary",
     "SequentialResult",
@@ -136,11 +138,13 @@ __all__ = [
     "VariantStats",
     "adjust_p_values",
     "analyze",
+    "compare_quantiles",
     "crossing_probabilities",
     "efficacy_bounds",
     "minimum_detectable_effect",
     "planned_duration_days",
     "progress",
+    "quantile_ranks",
     "sample_size_per_variant",
     "spent_alpha",
     "srm_test",

@@ -19,6 +19,7 @@ from stats.group_sequential import (
 )
 from stats.guardrails import non_inferiority
 from stats.multiple import CORRECTIONS, Correction, adjust_p_values
+from stats.quantile import QuantileSummary, compare_quantiles
 from stats.ratio import compare_ratios, ratio_variance
 from stats.results import (
     AnalysisResult,
@@ -48,9 +49,9 @@ __all__ = [
 ]
 
 Role = Literal["primary", "secondary", "guardrail"]
-MetricType = Literal["binomial", "mean", "ratio"]
+MetricType = Literal["binomial", "mean", "ratio", "quantile"]
 _ROLES = ("primary", "secondary", "guardrail")
-_TYPES = ("binomial", "mean", "ratio")
+_TYPES = ("binomial", "mean", "ratio", "quantile")
 _NAN = math.nan
 _NAN_ESTIMATE = Estimate(_NAN, _NAN, _NAN, _NAN)
 
@@ -63,9 +64,10 @@ class MetricInput:
     ----------
     key : str
         Metric key.
-    type : {"binomial", "mean", "ratio"}
+    type : {"binomial", "mean", "ratio", "quantile"}
         Binomial and mean metrics take :class:`~stats.summaries.MeanSummary`,
-        ratio metrics :class:`~stats.summaries.RatioSummary`.
+        ratio metrics :class:`~stats.summaries.RatioSummary`, quantile metrics
+        :class:`~stats.quantile.QuantileSummary`.
     variants : mapping of str to summary
         Variant key → that arm's summary (the control included).
     role : {"primary", "secondary", "guardrail"}, default "primary"
@@ -76,7 +78,7 @@ class MetricInput:
 
     key: str
     type: MetricType
-    variants: Mapping[str, Summary]
+    variants: Mapping[str, Summary | QuantileSummary]
     role: Role = "primary"
     higher_is_better: bool = True
     guardrail_margin: float | None = None
@@ -90,7 +92,9 @@ class MetricInput:
             raise ValueError(
                 f"metric {self.key!r}: type must be one of {_TYPES}, got {self.type!r}"
             )
-        expected = RatioSummary if self.type == "ratio" else MeanSummary
+        expected: type = {"ratio": RatioSummary, "quantile": QuantileSummary}.get(
+            self.type, MeanSummary
+        )
         for variant, summary in self.variants.items():
             if not isinstance(summary, expected):
                 raise ValueError(
@@ -203,7 +207,7 @@ class _Draft:
     group_sequential: GroupSequentialResult | None = None
 
 
-def _arm_warnings(summary: Summary, out: list[str]) -> None:
+def _arm_warnings(summary: Summary | QuantileSummary, out: list[str]) -> None:
     if summary.n == 0:
         _add(out, codes.EMPTY_ARM)
     elif summary.n < 2:
@@ -217,8 +221,8 @@ def _add(out: list[str], code: str) -> None:
 
 def _compare(
     metric: MetricInput,
-    control: Summary,
-    treatment: Summary,
+    control: Summary | QuantileSummary,
+    treatment: Summary | QuantileSummary,
     variant: str,
     settings: AnalysisSettings,
     look: LookBound | None = None,
@@ -229,7 +233,14 @@ def _compare(
     _arm_warnings(treatment, warnings)
     cuped: CupedResult | None = None
     cuped_applied = False
-    if isinstance(control, RatioSummary) and isinstance(treatment, RatioSummary):
+    if isinstance(control, QuantileSummary) and isinstance(treatment, QuantileSummary):
+        absolute, relative = compare_quantiles(control, treatment, alpha=alpha)
+        if control.estimate == 0.0:
+            _add(warnings, codes.ZERO_CONTROL_MEAN)
+        if settings.cuped:
+            _add(warnings, codes.CUPED_NOT_SUPPORTED)
+        basis_abs, basis_rel = absolute, relative
+    elif isinstance(control, RatioSummary) and isinstance(treatment, RatioSummary):
         if control.n > 0 and treatment.n > 0 and (control.sum_den == 0 or treatment.sum_den == 0):
             _add(warnings, codes.ZERO_DENOMINATOR)
         absolute, relative = compare_ratios(control, treatment, alpha=alpha)
@@ -348,9 +359,11 @@ def _compare(
     )
 
 
-def _variant_stats(variant: str, summary: Summary | None) -> VariantStats:
+def _variant_stats(variant: str, summary: Summary | QuantileSummary | None) -> VariantStats:
     if summary is None:
         return VariantStats(variant, 0, _NAN, _NAN)
+    if isinstance(summary, QuantileSummary):
+        return VariantStats(variant, summary.n, summary.estimate, _NAN)
     if isinstance(summary, RatioSummary):
         sd = math.sqrt(ratio_variance(summary) * summary.n) if summary.n >= 2 else _NAN
         return VariantStats(variant, summary.n, summary.ratio, sd)

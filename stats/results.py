@@ -40,7 +40,7 @@ ZERO_DENOMINATOR = "zero_denominator"  # a ratio metric arm has Σden = 0
 MISSING_VARIANT = "missing_variant"  # the metric has no summary for this treatment
 CUPED_MISSING_COVARIATE = "cuped_missing_covariate"  # no pre-period sums: unadjusted only
 CUPED_NO_COVARIATE_VARIANCE = "cuped_no_covariate_variance"  # var(pre) = 0: fell back
-CUPED_NOT_SUPPORTED = "cuped_not_supported"  # kept for old clients; no longer emitted
+CUPED_NOT_SUPPORTED = "cuped_not_supported"  # quantile metrics are not CUPED-adjusted
 GUARDRAIL_MISSING_MARGIN = "guardrail_missing_margin"  # guardrail metric without margin
 SRM_NO_UNITS = "srm_no_units"  # SRM test on zero units: p = 1
 # group sequential design past its horizon: no α left after the final look, read at its bound
@@ -256,7 +256,7 @@ class MetricResult(_JsonMixin):
 
     metric: str
     role: Literal["primary", "secondary", "guardrail"]
-    type: Literal["binomial", "mean", "ratio"]
+    type: Literal["binomial", "mean", "ratio", "quantile"]
     variants: tuple[VariantStats, ...]
     comparisons: tuple[Comparison, ...]
 

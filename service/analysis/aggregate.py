@@ -67,6 +67,7 @@ __all__ = [
     "Window",
     "count_exposures",
     "percentile_linear",
+    "quantile_order_statistics",
     "variant_sums",
 ]
 
@@ -85,6 +86,7 @@ class MetricSpec:
     denominator_event: str | None = None
     winsorize_lower: float | None = None
     winsorize_upper: float | None = None
+    quantile: float | None = None  # quantile metrics: the level
 
     @property
     def winsorized(self) -> bool:
@@ -210,7 +212,7 @@ def _value_sql(kind: str, event_param: str, pre: bool, dialect: str) -> str:
 def _kind(m: MetricSpec) -> str:
     if m.type == "binomial":
         return "any"  # 1 if the unit has at least one event
-    if m.type == "mean" and m.aggregation == "count":
+    if m.type in ("mean", "quantile") and m.aggregation == "count":
         return "count"
     return "sum"
 
@@ -596,4 +598,88 @@ def variant_sums(
                 if alias.startswith(prefix)
             }
             out[m.key][variant] = MetricSums(n, sums)
+    return out
+
+
+def quantile_order_statistics(
+    session: Session,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    ranks: dict[str, dict[str, tuple[int, ...]]],
+) -> dict[str, dict[str, dict[int, float]]]:
+    """Order statistics of the per-unit values of quantile metrics, per variant.
+
+    Parameters
+    ----------
+    session : Session
+        An open session (reads only).
+    metrics : Sequence[MetricSpec]
+        The quantile metrics.
+    window : Window
+        The analysis window (``pre_period_days`` is ignored: quantiles have no CUPED).
+    ranks : dict
+        ``{variant: {metric key: (rank, ...)}}``: 1-based ranks wanted among the variant's
+        analysed units (``stats.quantile_ranks``: the two around the quantile and the ends of
+        its interval).
+
+    Returns
+    -------
+    dict
+        ``{metric key: {variant: {rank: value}}}``.
+
+    Notes
+    -----
+    One statement per variant over the per-unit values ``v`` of that variant (the same CTE as
+    the sums, so the same units and window): for each metric and each run of consecutive ranks,
+    ``ORDER BY value LIMIT run OFFSET rank - 1`` returns only those rows; nothing else leaves the
+    database. Ties order arbitrarily but the values are the same, so SQLite and PostgreSQL
+    return the same numbers.
+    """
+    out: dict[str, dict[str, dict[int, float]]] = {m.key: {} for m in metrics}
+    if not metrics:
+        return out
+    dialect = session.get_bind().dialect.name
+    plain = Window(
+        experiment_id=window.experiment_id,
+        phase=window.phase,
+        overrides=window.overrides,
+        attribution_window_hours=window.attribution_window_hours,
+        stopped_at=window.stopped_at,
+        pre_period_days=None,
+    )
+    head, params, binds, columns = _per_unit_sql(dialect, metrics, plain, "eu.variant = :variant")
+    col_of = {m.key: col for m, col, _suffix, is_pre in columns if not is_pre}
+    for variant, wanted in ranks.items():
+        selects: list[str] = []
+        run_params = dict(params, variant=variant)
+        plan: list[tuple[str, int]] = []  # (metric key, first rank) per select
+        for m in metrics:
+            wanted_ranks = sorted(set(wanted.get(m.key, ())))
+            runs: list[list[int]] = []
+            for r in wanted_ranks:
+                if runs and r == runs[-1][-1] + 1:
+                    runs[-1].append(r)
+                else:
+                    runs.append([r])
+            for run in runs:
+                k = len(plan)
+                run_params[f"qo{k}"] = run[0] - 1
+                run_params[f"ql{k}"] = len(run)
+                c = col_of[m.key]
+                selects.append(
+                    f"SELECT * FROM (SELECT {k} AS k, {c} AS x FROM v ORDER BY {c}"
+                    f" LIMIT :ql{k} OFFSET :qo{k}) q{k}"
+                )
+                plan.append((m.key, run[0]))
+        if not selects:
+            continue
+        sql = head + " " + " UNION ALL ".join(selects)
+        got: dict[int, list[float]] = {}
+        for row in _execute(session, dialect, _statement(sql, binds), run_params):
+            got.setdefault(int(row.k), []).append(float(row.x))
+        for k, (key, first) in enumerate(plan):
+            values = sorted(got.get(k, []))
+            target = out[key].setdefault(variant, {})
+            for i, value in enumerate(values):
+                target[first + i] = value
     return out

@@ -108,14 +108,17 @@ class ComparisonPublic(BaseModel):
 class VariantPublic(BaseModel):
     variant: str
     units: int
-    mean: float | None = Field(description="mean per unit (rate for binomial, Σnum/Σden for ratio)")
+    mean: float | None = Field(
+        description="mean per unit (rate for binomial, Σnum/Σden for ratio, the arm's quantile "
+        "of per-unit values for quantile)"
+    )
     sd: float | None
 
 
 class MetricResultPublic(BaseModel):
     metric: str
     role: Literal["primary", "secondary", "guardrail"]
-    type: Literal["binomial", "mean", "ratio"]
+    type: Literal["binomial", "mean", "ratio", "quantile"]
     name: str
     higher_is_better: bool
     winsorized: bool = Field(description="per-unit values were capped at the metric's percentiles")

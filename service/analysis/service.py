@@ -22,6 +22,8 @@ from service.analysis.aggregate import (
     MetricSums,
     Window,
     count_exposures,
+    percentile_linear,
+    quantile_order_statistics,
     variant_sums,
 )
 from service.analysis.looks import look_fractions
@@ -64,6 +66,7 @@ def _spec(metric: Metric) -> MetricSpec:
         denominator_event=metric.denominator_event,
         winsorize_lower=metric.winsorize_lower,
         winsorize_upper=metric.winsorize_upper,
+        quantile=metric.quantile,
     )
 
 
@@ -88,6 +91,48 @@ def _summary(
             sums.n, s["sum_x"], s["sum_x2"], s["sum_pre"], s["sum_pre2"], s["sum_x_pre"]
         )
     return stats.MeanSummary(sums.n, s["sum_x"], s["sum_x2"])
+
+
+def _quantile_summaries(
+    session: Session,
+    specs: list[MetricSpec],
+    window: Window,
+    units: dict[str, int],
+    alpha: float,
+) -> dict[str, dict[str, stats.QuantileSummary]]:
+    """Per quantile metric and variant: the arm's quantile and interval ends, from the order
+    statistics the database returns (``stats.quantile_ranks`` says which)."""
+    ranks = {
+        spec.key: {
+            v: stats.quantile_ranks(n, float(spec.quantile or 0.5), alpha=alpha)
+            for v, n in units.items()
+            if n > 0
+        }
+        for spec in specs
+    }
+    wanted: dict[str, dict[str, tuple[int, ...]]] = {}
+    for key, by_variant in ranks.items():
+        for v, r in by_variant.items():
+            picks = (r.point, min(r.point + 1, r.n), r.lower, r.upper)
+            wanted.setdefault(v, {})[key] = picks
+    got = quantile_order_statistics(session, specs, window, wanted) if wanted else {}
+    out: dict[str, dict[str, stats.QuantileSummary]] = {}
+    for spec in specs:
+        q = float(spec.quantile or 0.5)
+        out[spec.key] = {}
+        for v, n in units.items():
+            rk = ranks[spec.key].get(v)
+            values = got.get(spec.key, {}).get(v, {})
+            if rk is None or not values:
+                nan = float("nan")
+                out[spec.key][v] = stats.QuantileSummary(0, q, nan, nan, nan, alpha)
+                continue
+            upper_point = values.get(rk.point + 1) if rk.point < rk.n else None
+            estimate = percentile_linear(values[rk.point], upper_point, q * (n - 1))
+            out[spec.key][v] = stats.QuantileSummary(
+                n, q, estimate, values[rk.lower], values[rk.upper], alpha
+            )
+    return out
 
 
 def _protocol_metrics(exp: Experiment) -> list[tuple[str, str, float | None]]:
@@ -328,7 +373,11 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
         warnings.append(NO_EXPOSURES)
     elif any(n == 0 for n in units.values()):
         warnings.append(EMPTY_ARM)
-    sums = variant_sums(session, specs, window, total, list(counts.units)) if total else {}
+    summed = [spec for spec in specs if spec.type != "quantile"]
+    sums = variant_sums(session, summed, window, total, list(counts.units)) if total else {}
+    quantiles = _quantile_summaries(
+        session, [spec for spec in specs if spec.type == "quantile"], window, units, exp.alpha
+    )
 
     design: stats.GroupSequentialDesign | None = None
     planned = exp.sample_size_per_variant
@@ -357,7 +406,12 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
             role=role,  # type: ignore[arg-type]
             higher_is_better=catalogue[key].higher_is_better,
             guardrail_margin=margin,
-            variants={v: _summary(spec, sums.get(spec.key, {}).get(v), cuped) for v in weights},
+            variants={
+                v: quantiles[spec.key][v]
+                if spec.type == "quantile"
+                else _summary(spec, sums.get(spec.key, {}).get(v), cuped)
+                for v in weights
+            },
         )
         for spec, (key, role, margin) in zip(
             specs, [p for p in protocol if p[0] in catalogue], strict=True

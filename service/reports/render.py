@@ -691,6 +691,8 @@ def _html_metric(ctx: ReportContext, m: int, metric: dict[str, Any]) -> str:
         if metric.get("type") == "binomial"
         else "ratio"
         if metric.get("type") == "ratio"
+        else "quantile"
+        if metric.get("type") == "quantile"
         else "mean"
     )
     return (

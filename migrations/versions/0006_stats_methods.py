@@ -1,10 +1,10 @@
-"""analysis: recorded looks of group sequential designs
+"""stats methods: recorded looks of group sequential designs, quantile metrics
 
-``analysis_look`` keeps the information fraction of every look of a group sequential design
+``metric.quantile`` is the level of a quantile metric (``type: quantile``). ``analysis_look`` keeps the information fraction of every look of a group sequential design
 (``analysis.method: group_sequential``) per experiment phase, so that Lan-DeMets spending knows
 the earlier looks as they happened (``service/analysis/looks.py``).
 
-Revision ID: 0006_analysis_looks
+Revision ID: 0006_stats_methods
 Revises: 0005
 """
 
@@ -15,13 +15,15 @@ from alembic import op
 
 import service.db
 
-revision: str = "0006_analysis_looks"
+revision: str = "0006_stats_methods"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("metric") as batch:
+        batch.add_column(sa.Column("quantile", sa.Float(), nullable=True))
     op.create_table(
         "analysis_look",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -39,3 +41,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("analysis_look")
+    with op.batch_alter_table("metric") as batch:
+        batch.drop_column("quantile")
