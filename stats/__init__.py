@@ -87,6 +87,7 @@ from stats.analysis import (
     analyze,
 )
 from stats.group_sequential import crossing_probabilities, efficacy_bounds, spent_alpha
+from stats.interaction import InteractionResult, InteractionTest, interaction_test
 from stats.multiple import adjust_p_values
 from stats.power import (
     minimum_detectable_effect,
@@ -125,6 +126,8 @@ __all__ = [
     "GroupSequentialDesign",
     "GroupSequentialResult",
     "GuardrailResult",
+    "InteractionResult",
+    "InteractionTest",
     "LookBound",
     "MeanSummary",
     "MetricInput",
@@ -141,6 +144,7 @@ __all__ = [
     "compare_quantiles",
     "crossing_probabilities",
     "efficacy_bounds",
+    "interaction_test",
     "minimum_detectable_effect",
     "planned_duration_days",
     "progress",

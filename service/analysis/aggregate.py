@@ -114,6 +114,9 @@ class Window:
     attribution_window_hours: float | None = None
     stopped_at: datetime | None = None
     pre_period_days: int | None = None  # None: no CUPED pre-period
+    # Only units also analysed in another experiment's phase and variant: (experiment id, phase,
+    # variant). The interaction check (service/alerts/interactions.py) reads one cell at a time.
+    also_in: tuple[int, int, str] | None = None
 
 
 @dataclass
@@ -244,6 +247,13 @@ def _per_unit_sql(
         where += " AND eu.unit_id NOT IN :overrides"
         params["overrides"] = list(window.overrides)
         binds.append(bindparam("overrides", expanding=True))
+    if window.also_in is not None:
+        where += (
+            " AND EXISTS (SELECT 1 FROM exposure_unit eo WHERE eo.experiment_id = :also_exp"
+            " AND eo.phase = :also_phase AND eo.variant = :also_variant"
+            " AND eo.unit_id = eu.unit_id AND NOT eo.multiple)"
+        )
+        params["also_exp"], params["also_phase"], params["also_variant"] = window.also_in
     names: list[str] = []
     agg_cols: dict[str, str] = {}  # SQL expression -> column name in v (one column per distinct)
     columns: list[tuple[MetricSpec, str, str, bool]] = []

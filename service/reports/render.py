@@ -345,6 +345,7 @@ ALERT_TEXT = {
     "decision_ready": "Decision ready",
     "overdue": "Overdue",
     "stalled": "Exposures stalled",
+    "interaction": "Interaction with another experiment",
 }
 
 
