@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special, stats
+from scipy import special
 
 from stats.frequentist import check_alpha, normal_estimate, relative_variance
 from stats.results import Estimate
@@ -88,6 +88,9 @@ def quantile_ranks(n: int, q: float, *, alpha: float = 0.05) -> QuantileRanks:
         raise ValueError(f"quantile level must be in (0, 1), got {q!r}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n!r}")
+    # scipy.stats is imported here, not at start-up: it adds seconds to the server's start
+    from scipy import stats
+
     h = q * (n - 1)
     base = math.floor(h)
     lower = int(stats.binom.ppf(alpha / 2.0, n, q))
