@@ -164,6 +164,11 @@ class QuantileSummary:
         )
 
     @property
+    def finite(self) -> bool:
+        """Whether the order statistics are finite (always, for values stored within bounds)."""
+        return self.n == 0 or all(math.isfinite(v) for v in (self.estimate, self.lower, self.upper))
+
+    @property
     def mean(self) -> float:
         """The arm's value of the metric: its quantile."""
         return self.estimate

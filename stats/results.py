@@ -45,6 +45,9 @@ GUARDRAIL_MISSING_MARGIN = "guardrail_missing_margin"  # guardrail metric withou
 SRM_NO_UNITS = "srm_no_units"  # SRM test on zero units: p = 1
 # group sequential design past its horizon: no α left after the final look, read at its bound
 GROUP_SEQUENTIAL_PAST_HORIZON = "group_sequential_past_horizon"
+# A sum of an arm overflowed (or is NaN): values too large for double precision, e.g. stored
+# before ingestion bounded them. Estimates are NaN; no test is run on such sums.
+NON_FINITE_STATISTICS = "non_finite_statistics"
 
 WARNING_CODES: frozenset[str] = frozenset(
     {
@@ -60,6 +63,7 @@ WARNING_CODES: frozenset[str] = frozenset(
         GUARDRAIL_MISSING_MARGIN,
         SRM_NO_UNITS,
         GROUP_SEQUENTIAL_PAST_HORIZON,
+        NON_FINITE_STATISTICS,
     }
 )
 

@@ -73,6 +73,11 @@ class CheckedExperiment(BaseModel):
     experiment: str
     raised: list[AlertType]
     error: str | None = None
+    warnings: list[str] = PField(
+        default_factory=list,
+        description="metrics the checks could not judge, as 'metric: code' "
+        "(e.g. 'revenue: non_finite_statistics', sums overflowed by values stored unbounded)",
+    )
 
 
 class InteractionChecked(BaseModel):
