@@ -1,6 +1,7 @@
 """Import every table so that SQLModel.metadata is complete (Alembic and tests use this)."""
 
 from service.alerts.models import Alert  # noqa: F401
+from service.analysis.looks import AnalysisLook  # noqa: F401
 from service.events.models import Conversion, Exposure, ExposureUnit  # noqa: F401
 from service.experiments.models import (  # noqa: F401
     AuditEntry,

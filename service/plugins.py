@@ -1,6 +1,7 @@
 """Import the modules that register CLI commands and lifecycle hooks."""
 
 import service.alerts.commands  # (trialbook check)
+import service.calibrate  # (trialbook calibrate)
 import service.insights.service  # (outcome snapshots at stop/conclude)
 import service.reports.cli
 import service.snapshots.service  # (a results snapshot at stop)

@@ -73,11 +73,21 @@ Building blocks
     :mod:`stats.frequentist` (Welch, relative lift), :mod:`stats.ratio`,
     :mod:`stats.cuped`, :mod:`stats.sequential`, :mod:`stats.bayesian`,
     :mod:`stats.guardrails`, :mod:`stats.srm`, :mod:`stats.multiple`,
+    :mod:`stats.group_sequential` (Lan–DeMets spending, efficacy bounds of the looks,
+    ``AnalysisSettings(group_sequential=GroupSequentialDesign([t1, ..., tk]))``),
     :mod:`stats.power` (``sample_size_per_variant``, ``minimum_detectable_effect``,
     ``planned_duration_days``, ``progress``).
 """
 
-from stats.analysis import AnalysisSettings, MetricInput, SrmInput, analyze
+from stats.analysis import (
+    AnalysisSettings,
+    GroupSequentialDesign,
+    MetricInput,
+    SrmInput,
+    analyze,
+)
+from stats.group_sequential import crossing_probabilities, efficacy_bounds, spent_alpha
+from stats.interaction import InteractionResult, InteractionTest, interaction_test
 from stats.multiple import adjust_p_values
 from stats.power import (
     minimum_detectable_effect,
@@ -85,6 +95,7 @@ from stats.power import (
     progress,
     sample_size_per_variant,
 )
+from stats.quantile import QuantileSummary, compare_quantiles, quantile_ranks
 from stats.results import (
     WARNING_CODES,
     AnalysisResult,
@@ -92,7 +103,9 @@ from stats.results import (
     Comparison,
     CupedResult,
     Estimate,
+    GroupSequentialResult,
     GuardrailResult,
+    LookBound,
     MetricResult,
     SequentialResult,
     SrmResult,
@@ -100,7 +113,7 @@ from stats.results import (
     to_jsonable,
 )
 from stats.srm import srm_test
-from stats.summaries import MeanSummary, RatioSummary
+from stats.summaries import MeanSummary, RatioCovariate, RatioSummary
 
 __all__ = [
     "WARNING_CODES",
@@ -110,10 +123,17 @@ __all__ = [
     "Comparison",
     "CupedResult",
     "Estimate",
+    "GroupSequentialDesign",
+    "GroupSequentialResult",
     "GuardrailResult",
+    "InteractionResult",
+    "InteractionTest",
+    "LookBound",
     "MeanSummary",
     "MetricInput",
     "MetricResult",
+    "QuantileSummary",
+    "RatioCovariate",
     "RatioSummary",
     "SequentialResult",
     "SrmInput",
@@ -121,10 +141,16 @@ __all__ = [
     "VariantStats",
     "adjust_p_values",
     "analyze",
+    "compare_quantiles",
+    "crossing_probabilities",
+    "efficacy_bounds",
+    "interaction_test",
     "minimum_detectable_effect",
     "planned_duration_days",
     "progress",
+    "quantile_ranks",
     "sample_size_per_variant",
+    "spent_alpha",
     "srm_test",
     "to_jsonable",
 ]

@@ -9,10 +9,17 @@ from typing import Literal
 
 from stats import results as codes
 from stats.bayesian import gaussian_posterior
-from stats.cuped import cuped_compare
+from stats.cuped import cuped_compare, cuped_ratio_compare
 from stats.frequentist import check_alpha, relative_lift, welch_test
+from stats.group_sequential import (
+    SPENDING_FUNCTIONS,
+    Spending,
+    efficacy_bounds,
+    group_sequential_estimate,
+)
 from stats.guardrails import non_inferiority
 from stats.multiple import CORRECTIONS, Correction, adjust_p_values
+from stats.quantile import QuantileSummary, compare_quantiles
 from stats.ratio import compare_ratios, ratio_variance
 from stats.results import (
     AnalysisResult,
@@ -20,7 +27,9 @@ from stats.results import (
     Comparison,
     CupedResult,
     Estimate,
+    GroupSequentialResult,
     GuardrailResult,
+    LookBound,
     MetricResult,
     SequentialResult,
     SrmResult,
@@ -30,12 +39,19 @@ from stats.sequential import DEFAULT_N_STAR, confidence_sequence
 from stats.srm import DEFAULT_SRM_THRESHOLD, srm_test
 from stats.summaries import MeanSummary, RatioSummary, Summary
 
-__all__ = ["AnalysisSettings", "MetricInput", "Role", "SrmInput", "analyze"]
+__all__ = [
+    "AnalysisSettings",
+    "GroupSequentialDesign",
+    "MetricInput",
+    "Role",
+    "SrmInput",
+    "analyze",
+]
 
 Role = Literal["primary", "secondary", "guardrail"]
-MetricType = Literal["binomial", "mean", "ratio"]
+MetricType = Literal["binomial", "mean", "ratio", "quantile"]
 _ROLES = ("primary", "secondary", "guardrail")
-_TYPES = ("binomial", "mean", "ratio")
+_TYPES = ("binomial", "mean", "ratio", "quantile")
 _NAN = math.nan
 _NAN_ESTIMATE = Estimate(_NAN, _NAN, _NAN, _NAN)
 
@@ -48,9 +64,10 @@ class MetricInput:
     ----------
     key : str
         Metric key.
-    type : {"binomial", "mean", "ratio"}
+    type : {"binomial", "mean", "ratio", "quantile"}
         Binomial and mean metrics take :class:`~stats.summaries.MeanSummary`,
-        ratio metrics :class:`~stats.summaries.RatioSummary`.
+        ratio metrics :class:`~stats.summaries.RatioSummary`, quantile metrics
+        :class:`~stats.quantile.QuantileSummary`.
     variants : mapping of str to summary
         Variant key → that arm's summary (the control included).
     role : {"primary", "secondary", "guardrail"}, default "primary"
@@ -61,7 +78,7 @@ class MetricInput:
 
     key: str
     type: MetricType
-    variants: Mapping[str, Summary]
+    variants: Mapping[str, Summary | QuantileSummary]
     role: Role = "primary"
     higher_is_better: bool = True
     guardrail_margin: float | None = None
@@ -75,7 +92,9 @@ class MetricInput:
             raise ValueError(
                 f"metric {self.key!r}: type must be one of {_TYPES}, got {self.type!r}"
             )
-        expected = RatioSummary if self.type == "ratio" else MeanSummary
+        expected: type = {"ratio": RatioSummary, "quantile": QuantileSummary}.get(
+            self.type, MeanSummary
+        )
         for variant, summary in self.variants.items():
             if not isinstance(summary, expected):
                 raise ValueError(
@@ -96,6 +115,32 @@ class SrmInput:
 
 
 @dataclass(frozen=True)
+class GroupSequentialDesign:
+    """``method: group_sequential``: the looks so far and the spending function.
+
+    Parameters
+    ----------
+    information_fractions : sequence of float
+        Information fraction (units in the smallest arm / planned units per arm) of every look
+        so far, strictly increasing; the last one is the current analysis. Values above 1 count
+        as 1 (:func:`stats.group_sequential.efficacy_bounds`).
+    spending : {"obrien_fleming", "power"}, default "obrien_fleming"
+    rho : float, optional
+        Exponent of the power family α·t^ρ, required with ``spending="power"``.
+    """
+
+    information_fractions: Sequence[float]
+    spending: Spending = "obrien_fleming"
+    rho: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.information_fractions:
+            raise ValueError("a group sequential design needs at least the current look")
+        if self.spending not in SPENDING_FUNCTIONS:
+            raise ValueError(f"spending must be one of {SPENDING_FUNCTIONS}, got {self.spending!r}")
+
+
+@dataclass(frozen=True)
 class AnalysisSettings:
     """Analysis settings of the protocol (``product.md`` §2 ``analysis``).
 
@@ -113,6 +158,9 @@ class AnalysisSettings:
     prior_mean, prior_sd : float, optional
         Normal prior on the relative lift; both ``None`` = flat prior.
     srm_threshold : float, default 0.001
+    group_sequential : GroupSequentialDesign, optional
+        ``method: group_sequential``: decisions read the current look's efficacy bound (not
+        together with ``sequential``).
     """
 
     alpha: float = 0.05
@@ -124,9 +172,12 @@ class AnalysisSettings:
     prior_mean: float | None = None
     prior_sd: float | None = None
     srm_threshold: float = DEFAULT_SRM_THRESHOLD
+    group_sequential: GroupSequentialDesign | None = None
 
     def __post_init__(self) -> None:
         check_alpha(self.alpha)
+        if self.sequential and self.group_sequential is not None:
+            raise ValueError("choose sequential or group_sequential, not both")
         if self.correction not in CORRECTIONS:
             raise ValueError(f"correction must be one of {CORRECTIONS}, got {self.correction!r}")
         if not (self.n_star > 0.0) or not math.isfinite(self.n_star):
@@ -153,9 +204,10 @@ class _Draft:
     guardrail: GuardrailResult | None
     warnings: list[str] = field(default_factory=list)
     cuped_applied: bool = False
+    group_sequential: GroupSequentialResult | None = None
 
 
-def _arm_warnings(summary: Summary, out: list[str]) -> None:
+def _arm_warnings(summary: Summary | QuantileSummary, out: list[str]) -> None:
     if summary.n == 0:
         _add(out, codes.EMPTY_ARM)
     elif summary.n < 2:
@@ -169,10 +221,11 @@ def _add(out: list[str], code: str) -> None:
 
 def _compare(
     metric: MetricInput,
-    control: Summary,
-    treatment: Summary,
+    control: Summary | QuantileSummary,
+    treatment: Summary | QuantileSummary,
     variant: str,
     settings: AnalysisSettings,
+    look: LookBound | None = None,
 ) -> _Draft:
     alpha = settings.alpha
     warnings: list[str] = []
@@ -196,14 +249,30 @@ def _compare(
         )
     cuped: CupedResult | None = None
     cuped_applied = False
-    if isinstance(control, RatioSummary) and isinstance(treatment, RatioSummary):
+    if isinstance(control, QuantileSummary) and isinstance(treatment, QuantileSummary):
+        absolute, relative = compare_quantiles(control, treatment, alpha=alpha)
+        if control.estimate == 0.0:
+            _add(warnings, codes.ZERO_CONTROL_MEAN)
+        if settings.cuped:
+            _add(warnings, codes.CUPED_NOT_SUPPORTED)
+        basis_abs, basis_rel = absolute, relative
+    elif isinstance(control, RatioSummary) and isinstance(treatment, RatioSummary):
         if control.n > 0 and treatment.n > 0 and (control.sum_den == 0 or treatment.sum_den == 0):
             _add(warnings, codes.ZERO_DENOMINATOR)
         absolute, relative = compare_ratios(control, treatment, alpha=alpha)
         if control.ratio == 0.0:
             _add(warnings, codes.ZERO_CONTROL_MEAN)
         if settings.cuped:
-            _add(warnings, codes.CUPED_NOT_SUPPORTED)
+            if not (control.has_covariate and treatment.has_covariate):
+                _add(warnings, codes.CUPED_MISSING_COVARIATE)
+            else:
+                ratio_outcome = cuped_ratio_compare(control, treatment, alpha=alpha)
+                if ratio_outcome is None:
+                    if control.n >= 2 and treatment.n >= 2:
+                        _add(warnings, codes.CUPED_NO_COVARIATE_VARIANCE)
+                else:
+                    cuped = ratio_outcome.result
+                    cuped_applied = True
         basis_abs, basis_rel = absolute, relative
     elif isinstance(control, MeanSummary) and isinstance(treatment, MeanSummary):
         mc, vc, nc = control.mean, control.variance, control.n
@@ -244,6 +313,30 @@ def _compare(
         sequential = SequentialResult(seq_abs, seq_rel, settings.n_star)
         decision_p = seq_abs.p_value
 
+    group_sequential: GroupSequentialResult | None = None
+    if look is not None:
+        gs_abs = group_sequential_estimate(basis_abs.estimate, basis_abs.std_error, look.bound)
+        gs_rel = group_sequential_estimate(basis_rel.estimate, basis_rel.std_error, look.bound)
+        crossed = bool(gs_abs.p_value < look.nominal_alpha)  # NaN compares False
+        group_sequential = GroupSequentialResult(
+            gs_abs,
+            gs_rel,
+            look.look,
+            look.information_fraction,
+            look.bound,
+            look.nominal_alpha,
+            crossed,
+        )
+        # The family reads the nominal p-value on the scale of α: below α exactly when it is
+        # below the look's adjusted α (so Holm, BH and Bonferroni act at the look's level).
+        p = gs_abs.p_value
+        if math.isnan(p):
+            decision_p = _NAN
+        elif look.nominal_alpha <= 0.0:
+            decision_p = 1.0
+        else:
+            decision_p = min(1.0, p * settings.alpha / look.nominal_alpha)
+
     bayesian: BayesianResult | None = None
     if settings.bayesian:
         bayesian = gaussian_posterior(
@@ -278,12 +371,15 @@ def _compare(
         guardrail,
         warnings,
         cuped_applied,
+        group_sequential,
     )
 
 
-def _variant_stats(variant: str, summary: Summary | None) -> VariantStats:
+def _variant_stats(variant: str, summary: Summary | QuantileSummary | None) -> VariantStats:
     if summary is None:
         return VariantStats(variant, 0, _NAN, _NAN)
+    if isinstance(summary, QuantileSummary):
+        return VariantStats(variant, summary.n, summary.estimate, _NAN)
     if not summary.finite:  # overflowed sums: the arm's units are known, its moments are not
         return VariantStats(variant, summary.n, _NAN, _NAN)
     if isinstance(summary, RatioSummary):
@@ -334,7 +430,13 @@ def analyze(
     (``cuped_applied`` is true when it could be computed) is reported beside
     them in ``cuped`` and never changes the decision. With ``sequential``, the
     family uses the always-valid p-value of the absolute difference
-    (``inference`` = "sequential"), otherwise the fixed-horizon one.
+    (``inference`` = "sequential"), otherwise the fixed-horizon one. With
+    ``group_sequential``, the efficacy bounds of every look are computed once
+    (``looks`` in the result); each primary/secondary comparison is read at the
+    current look (``group_sequential`` block: repeated confidence intervals,
+    ``crossed``) and enters the family with its nominal normal p-value rescaled
+    by α / the look's adjusted α, so that ``significant`` means "crossed the
+    bound" (after the correction). Guardrails stay fixed-horizon tests.
 
     *Family.* Every (primary or secondary metric × treatment) comparison; its
     p-values are adjusted together with ``settings.correction``;
@@ -355,6 +457,17 @@ def analyze(
     if srm is not None:
         order.update(dict.fromkeys(srm.units))
     treatments = [v for v in order if v != control]
+
+    looks: tuple[LookBound, ...] | None = None
+    current: LookBound | None = None
+    gs = settings.group_sequential
+    if gs is not None:
+        looks = tuple(
+            efficacy_bounds(
+                gs.information_fractions, alpha=settings.alpha, spending=gs.spending, rho=gs.rho
+            )
+        )
+        current = looks[-1]
 
     drafts: list[list[_Draft]] = []
     for metric in metrics:
@@ -377,7 +490,16 @@ def analyze(
                     )
                 )
             else:
-                row.append(_compare(metric, c, t, variant, settings))
+                draft = _compare(
+                    metric, c, t, variant, settings, current if metric.role != "guardrail" else None
+                )
+                if (
+                    current is not None
+                    and current.information_fraction >= 1.0
+                    and current.alpha_increment == 0.0
+                ):
+                    _add(draft.warnings, codes.GROUP_SEQUENTIAL_PAST_HORIZON)
+                row.append(draft)
         drafts.append(row)
 
     family = [
@@ -391,7 +513,9 @@ def analyze(
     )
     adjusted: dict[tuple[int, int], float] = dict(zip(family, adjusted_family, strict=True))
 
-    inference: Literal["fixed", "sequential"] = "sequential" if settings.sequential else "fixed"
+    inference: Literal["fixed", "sequential", "group_sequential"] = (
+        "sequential" if settings.sequential else ("group_sequential" if gs is not None else "fixed")
+    )
     metric_results: list[MetricResult] = []
     for i, metric in enumerate(metrics):
         comparisons: list[Comparison] = []
@@ -410,8 +534,11 @@ def analyze(
                     bayesian=d.bayesian,
                     guardrail=d.guardrail,
                     warnings=tuple(d.warnings),
-                    inference=inference,
+                    inference=inference
+                    if d.group_sequential is not None or gs is None
+                    else "fixed",
                     cuped_applied=d.cuped_applied,
+                    group_sequential=d.group_sequential,
                 )
             )
         variants = tuple(_variant_stats(v, metric.variants.get(v)) for v in order)
@@ -422,4 +549,6 @@ def analyze(
     srm_result: SrmResult | None = None
     if srm is not None:
         srm_result = srm_test(srm.units, srm.weights, threshold=settings.srm_threshold)
-    return AnalysisResult(srm_result, tuple(metric_results), settings.alpha, settings.correction)
+    return AnalysisResult(
+        srm_result, tuple(metric_results), settings.alpha, settings.correction, looks
+    )

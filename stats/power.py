@@ -87,7 +87,9 @@ def _baseline(
             raise ValueError("baseline_rate is required for a binomial metric")
         _check_prob("baseline_rate", baseline_rate)
         return baseline_rate, math.sqrt(baseline_rate * (1.0 - baseline_rate))
-    if metric_type in ("mean", "ratio"):
+    # quantile: ``mean`` is the baseline quantile and ``sd`` the per-unit sd of its estimator
+    # (n·Var(Q̂) → q(1 − q)/f(Q)²), so the mean formula applies
+    if metric_type in ("mean", "ratio", "quantile"):
         if baseline_mean is None or baseline_sd is None:
             raise ValueError(
                 f"baseline_mean and baseline_sd are required for a {metric_type} metric"
@@ -100,7 +102,9 @@ def _baseline(
         if not (baseline_sd > 0.0) or not math.isfinite(baseline_sd):
             raise ValueError(f"baseline_sd must be a finite number > 0, got {baseline_sd!r}")
         return baseline_mean, baseline_sd
-    raise ValueError(f"metric_type must be 'binomial', 'mean' or 'ratio', got {metric_type!r}")
+    raise ValueError(
+        f"metric_type must be 'binomial', 'mean', 'ratio' or 'quantile', got {metric_type!r}"
+    )
 
 
 def _variance_factor(var_c: float, var_t: float, ws: list[float]) -> float:

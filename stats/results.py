@@ -21,7 +21,9 @@ __all__ = [
     "Comparison",
     "CupedResult",
     "Estimate",
+    "GroupSequentialResult",
     "GuardrailResult",
+    "LookBound",
     "MetricResult",
     "SequentialResult",
     "SrmResult",
@@ -38,9 +40,11 @@ ZERO_DENOMINATOR = "zero_denominator"  # a ratio metric arm has Σden = 0
 MISSING_VARIANT = "missing_variant"  # the metric has no summary for this treatment
 CUPED_MISSING_COVARIATE = "cuped_missing_covariate"  # no pre-period sums: unadjusted only
 CUPED_NO_COVARIATE_VARIANCE = "cuped_no_covariate_variance"  # var(pre) = 0: fell back
-CUPED_NOT_SUPPORTED = "cuped_not_supported"  # ratio metrics are not CUPED-adjusted
+CUPED_NOT_SUPPORTED = "cuped_not_supported"  # quantile metrics are not CUPED-adjusted
 GUARDRAIL_MISSING_MARGIN = "guardrail_missing_margin"  # guardrail metric without margin
 SRM_NO_UNITS = "srm_no_units"  # SRM test on zero units: p = 1
+# group sequential design past its horizon: no α left after the final look, read at its bound
+GROUP_SEQUENTIAL_PAST_HORIZON = "group_sequential_past_horizon"
 # A sum of an arm overflowed (or is NaN): values too large for double precision, e.g. stored
 # before ingestion bounded them. Estimates are NaN; no test is run on such sums.
 NON_FINITE_STATISTICS = "non_finite_statistics"
@@ -58,6 +62,7 @@ WARNING_CODES: frozenset[str] = frozenset(
         CUPED_NOT_SUPPORTED,
         GUARDRAIL_MISSING_MARGIN,
         SRM_NO_UNITS,
+        GROUP_SEQUENTIAL_PAST_HORIZON,
         NON_FINITE_STATISTICS,
     }
 )
@@ -146,6 +151,44 @@ class SequentialResult(_JsonMixin):
 
 
 @dataclass(frozen=True, slots=True)
+class LookBound(_JsonMixin):
+    r"""The efficacy bound of one look of a group sequential design.
+
+    ``information_fraction`` is the look's t (capped at 1), ``bound`` the two-sided z bound
+    :math:`c_k` (``inf``, JSON ``null``: nothing to spend at this look), ``nominal_alpha`` the
+    adjusted α of the look, :math:`2(1 - \Phi(c_k))` (a fixed-horizon two-sided p-value below it
+    crosses the bound), ``alpha_spent`` the cumulative α spent up to this look and
+    ``alpha_increment`` this look's share.
+    """
+
+    look: int
+    information_fraction: float
+    bound: float
+    nominal_alpha: float
+    alpha_spent: float
+    alpha_increment: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSequentialResult(_JsonMixin):
+    """One comparison at the current look of a group sequential design.
+
+    ``absolute``/``relative``: the repeated confidence intervals (estimate ± bound · se) with the
+    nominal normal p-values; ``crossed``: the absolute z statistic reached the look's efficacy
+    bound (the experiment may stop for efficacy); ``look``, ``bound`` and ``nominal_alpha`` of
+    the current look.
+    """
+
+    absolute: Estimate
+    relative: Estimate
+    look: int
+    information_fraction: float
+    bound: float
+    nominal_alpha: float
+    crossed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class BayesianResult(_JsonMixin):
     """Gaussian posterior of the relative lift.
 
@@ -196,8 +239,9 @@ class Comparison(_JsonMixin):
     bayesian: BayesianResult | None
     guardrail: GuardrailResult | None
     warnings: tuple[str, ...]
-    inference: Literal["fixed", "sequential"] = "fixed"
+    inference: Literal["fixed", "sequential", "group_sequential"] = "fixed"
     cuped_applied: bool = False
+    group_sequential: GroupSequentialResult | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +260,7 @@ class MetricResult(_JsonMixin):
 
     metric: str
     role: Literal["primary", "secondary", "guardrail"]
-    type: Literal["binomial", "mean", "ratio"]
+    type: Literal["binomial", "mean", "ratio", "quantile"]
     variants: tuple[VariantStats, ...]
     comparisons: tuple[Comparison, ...]
 
@@ -242,3 +286,4 @@ class AnalysisResult(_JsonMixin):
     metrics: tuple[MetricResult, ...]
     alpha: float
     correction: str
+    looks: tuple[LookBound, ...] | None = None  # group sequential designs: every look so far

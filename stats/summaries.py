@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MeanSummary", "RatioSummary", "Summary"]
+__all__ = ["MeanSummary", "RatioCovariate", "RatioSummary", "Summary"]
 
 ArrayLike = npt.ArrayLike | Sequence[float]
 
@@ -219,6 +219,37 @@ class MeanSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class RatioCovariate:
+    """Pre-period sums of a ratio metric in one arm (CUPED for ratios).
+
+    ``num_pre``/``den_pre`` are the per-unit numerator and denominator values of the
+    pre-period; ``sum_num``/``sum_den`` their sums, ``sum_num2``/``sum_den2`` their sums of
+    squares, ``sum_num_den`` Σ num_pre·den_pre; the four cross sums pair the analysis-window
+    values with the pre-period ones (``sum_num_x_den_pre`` = Σ num·den_pre, ...).
+    """
+
+    sum_num: float
+    sum_den: float
+    sum_num2: float
+    sum_den2: float
+    sum_num_den: float
+    sum_num_x_num_pre: float
+    sum_num_x_den_pre: float
+    sum_den_x_num_pre: float
+    sum_den_x_den_pre: float
+
+    def __post_init__(self) -> None:
+        # non-finite sums (overflow) are accepted, as in RatioSummary: see its ``finite``
+        _check_number(**{f: getattr(self, f) for f in self.__slots__})
+        if self.sum_num2 < 0 or self.sum_den2 < 0:
+            raise ValueError("sums of squares must be >= 0")
+
+    def sums(self) -> tuple[float, ...]:
+        """Every sum, in field order."""
+        return tuple(getattr(self, f) for f in self.__slots__)
+
+
+@dataclass(frozen=True, slots=True)
 class RatioSummary:
     """Sufficient statistics of a ratio metric Σnum / Σden in one arm.
 
@@ -232,6 +263,9 @@ class RatioSummary:
         Σ of their squares.
     sum_num_den : float
         Σ num·den.
+    pre : RatioCovariate, optional
+        The pre-period numerator and denominator sums, for CUPED (regression adjustment of
+        both by their pre-period values, :func:`stats.cuped.cuped_ratio_compare`).
 
     Raises
     ------
@@ -246,6 +280,7 @@ class RatioSummary:
     sum_num2: float
     sum_den2: float
     sum_num_den: float
+    pre: RatioCovariate | None = None
 
     def __post_init__(self) -> None:
         _check_n(self.n)
@@ -261,15 +296,49 @@ class RatioSummary:
         sums = (self.sum_num, self.sum_den, self.sum_num2, self.sum_den2, self.sum_num_den)
         if self.n == 0 and any(v != 0 for v in sums):
             raise ValueError("an arm with n = 0 must have zero sums")
+        if self.n == 0 and self.pre is not None and any(v != 0 for v in self.pre.sums()):
+            raise ValueError("an arm with n = 0 must have zero sums")
+
+    @property
+    def has_covariate(self) -> bool:
+        """Whether the pre-period sums are present."""
+        return self.pre is not None
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Means and ddof = 1 covariance matrix of (num, den, num_pre, den_pre).
+
+        Requires the covariate and n >= 2.
+        """
+        p = self.pre
+        assert p is not None and self.n >= 2
+        n = self.n
+        s = np.array([self.sum_num, self.sum_den, p.sum_num, p.sum_den])
+        cross = np.array(
+            [
+                [self.sum_num2, self.sum_num_den, p.sum_num_x_num_pre, p.sum_num_x_den_pre],
+                [self.sum_num_den, self.sum_den2, p.sum_den_x_num_pre, p.sum_den_x_den_pre],
+                [p.sum_num_x_num_pre, p.sum_den_x_num_pre, p.sum_num2, p.sum_num_den],
+                [p.sum_num_x_den_pre, p.sum_den_x_den_pre, p.sum_num_den, p.sum_den2],
+            ]
+        )
+        return s / n, (cross - np.outer(s, s) / n) / (n - 1)
 
     @classmethod
-    def from_arrays(cls, num: ArrayLike, den: ArrayLike) -> RatioSummary:
-        """Summarise per-unit numerator and denominator values.
+    def from_arrays(
+        cls,
+        num: ArrayLike,
+        den: ArrayLike,
+        num_pre: ArrayLike | None = None,
+        den_pre: ArrayLike | None = None,
+    ) -> RatioSummary:
+        """Summarise per-unit numerator and denominator values (and their pre-period values).
 
         Parameters
         ----------
         num, den : array_like
             Per-unit values, same length.
+        num_pre, den_pre : array_like, optional
+            Per-unit pre-period values, for CUPED; both or neither.
 
         Returns
         -------
@@ -279,13 +348,43 @@ class RatioSummary:
         b = np.asarray(den, dtype=float).ravel()
         if a.shape != b.shape:
             raise ValueError("num and den must have the same length")
+        pre = None
+        if (num_pre is None) != (den_pre is None):
+            raise ValueError("give both num_pre and den_pre, or neither")
+        if num_pre is not None and den_pre is not None:
+            c = np.asarray(num_pre, dtype=float).ravel()
+            d = np.asarray(den_pre, dtype=float).ravel()
+            if c.shape != a.shape or d.shape != a.shape:
+                raise ValueError("pre-period values must have the length of num")
+            pre = RatioCovariate(
+                float(c.sum()),
+                float(d.sum()),
+                float(c @ c),
+                float(d @ d),
+                float(c @ d),
+                float(a @ c),
+                float(a @ d),
+                float(b @ c),
+                float(b @ d),
+            )
         return cls(
-            int(a.size), float(a.sum()), float(b.sum()), float(a @ a), float(b @ b), float(a @ b)
+            int(a.size),
+            float(a.sum()),
+            float(b.sum()),
+            float(a @ a),
+            float(b @ b),
+            float(a @ b),
+            pre,
         )
 
     def __add__(self, other: RatioSummary) -> RatioSummary:
         if not isinstance(other, RatioSummary):
             return NotImplemented
+        pre = None
+        if self.pre is not None and other.pre is not None:
+            pre = RatioCovariate(
+                *(x + y for x, y in zip(self.pre.sums(), other.pre.sums(), strict=True))
+            )
         return RatioSummary(
             self.n + other.n,
             self.sum_num + other.sum_num,
@@ -293,13 +392,19 @@ class RatioSummary:
             self.sum_num2 + other.sum_num2,
             self.sum_den2 + other.sum_den2,
             self.sum_num_den + other.sum_num_den,
+            pre,
         )
 
     @property
     def finite(self) -> bool:
         """Whether every sum is finite (false after an overflow: no statistic can be made)."""
         return _all_finite(
-            self.sum_num, self.sum_den, self.sum_num2, self.sum_den2, self.sum_num_den
+            self.sum_num,
+            self.sum_den,
+            self.sum_num2,
+            self.sum_den2,
+            self.sum_num_den,
+            *(self.pre.sums() if self.pre is not None else ()),
         )
 
     @property

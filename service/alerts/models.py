@@ -20,6 +20,7 @@ class AlertType(StrEnum):
     decision_ready = "decision_ready"
     overdue = "overdue"
     stalled = "stalled"
+    interaction = "interaction"
 
 
 class Alert(SQLModel, table=True):
@@ -79,7 +80,28 @@ class CheckedExperiment(BaseModel):
     )
 
 
+class InteractionChecked(BaseModel):
+    """One overlap checked: does ``experiment``'s effect on ``metric`` differ across ``other``'s
+    arms (on the ``shared_units``)?"""
+
+    experiment: str
+    other: str
+    shared_units: int
+    metric: str
+    p_value: float | None = PField(
+        default=None, description="smallest Bonferroni-adjusted p-value of the pair's tests"
+    )
+    found: bool = False
+    raised: bool = PField(default=False, description="a new `interaction` alert was raised")
+    tests: list[dict[str, Any]] = PField(default_factory=list)
+    skipped: str | None = None
+    error: str | None = None
+
+
 class CheckReport(BaseModel):
     checked: int
     raised: int
     experiments: list[CheckedExperiment]
+    interactions: list[InteractionChecked] = PField(
+        default_factory=list, description="every pair of running experiments sharing units"
+    )

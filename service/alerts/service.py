@@ -7,7 +7,9 @@ looks at its exposures:
 - ``guardrail_failed`` — a guardrail comparison is ``fail`` (one alert per metric × variant);
 - ``decision_ready`` — the planned sample is reached (``power.progress`` ≥ 1);
 - ``overdue`` — running past ``planned_duration_days`` since the start;
-- ``stalled`` — no exposure received for ``stalled_after_hours`` while running.
+- ``stalled`` — no exposure received for ``stalled_after_hours`` while running;
+- ``interaction`` — two running experiments that share units interact on one's primary metric
+  (``service/alerts/interactions.py``; the check report lists every overlap checked).
 
 An alert is keyed by (experiment, phase, type, condition) with a unique constraint, and inserted
 with ``INSERT … ON CONFLICT DO NOTHING``: several schedulers (service processes, ``trialbook
@@ -54,6 +56,9 @@ class AlertSettings(BaseSettings):
 
     # Hours without a received exposure, while running, before the stream counts as stalled.
     stalled_after_hours: float = 24.0
+    # Interaction check: level of a pair's (Bonferroni) family, and the fewest shared units tested.
+    interaction_alpha: float = 0.001
+    interaction_min_units: int = 200
 
 
 @dataclass(frozen=True)
@@ -339,8 +344,21 @@ def run_checks(now: datetime | None = None) -> CheckReport:
             result = CheckedExperiment(experiment=key, raised=[], error=str(exc)[:500])
         if result is not None:
             checked.append(result)
+    from service.alerts.interactions import check_interactions
+
+    settings = AlertSettings()
+    try:
+        interactions = check_interactions(
+            settings.interaction_alpha, settings.interaction_min_units, now
+        )
+    except Exception:
+        log.exception("interaction check failed")
+        interactions = []
     return CheckReport(
-        checked=len(checked), raised=sum(len(c.raised) for c in checked), experiments=checked
+        checked=len(checked),
+        raised=sum(len(c.raised) for c in checked) + sum(i.raised for i in interactions),
+        experiments=checked,
+        interactions=interactions,
     )
 
 

@@ -13,7 +13,9 @@ per variant (and, for a winsorized metric, two order statistics per cut point).
    Σvalue or the count, ratio: Σnumerator and Σdenominator values) and its pre-period twin. A
    unit without events counts 0.
 2. Per variant, over ``v`` with values capped at the winsorization cut points when the metric
-   asks for it: n, Σx, Σx², Σpre, Σpre², Σx·pre (ratio: Σnum, Σden, Σnum², Σden², Σnum·den).
+   asks for it: n, Σx, Σx², Σpre, Σpre², Σx·pre (ratio: Σnum, Σden, Σnum², Σden², Σnum·den and,
+   for CUPED, the pre-period twins of numerator and denominator with their squares and cross
+   products with the window's values, ``pre_sum_*`` as in ``stats.RatioCovariate``).
 
 Index: migration 0003 adds the covering index ``conversion (unit_id, ts, name, value)`` so that
 each unit's events in its window are one index range read (no table lookups).
@@ -66,6 +68,7 @@ __all__ = [
     "Window",
     "count_exposures",
     "percentile_linear",
+    "quantile_order_statistics",
     "slice_counts",
     "slice_sums",
     "variant_sums",
@@ -87,6 +90,7 @@ class MetricSpec:
     denominator_event: str | None = None
     winsorize_lower: float | None = None
     winsorize_upper: float | None = None
+    quantile: float | None = None  # quantile metrics: the level
 
     @property
     def winsorized(self) -> bool:
@@ -120,6 +124,9 @@ class Window:
     # Slices: the exposure attributes whose values (at the unit's first exposure) group the sums,
     # each with the values kept as themselves; any other value is ``other``, none ``unknown``.
     dimensions: Sequence[tuple[str, Sequence[str]]] = ()
+    # Only units also analysed in another experiment's phase and variant: (experiment id, phase,
+    # variant). The interaction check (service/alerts/interactions.py) reads one cell at a time.
+    also_in: tuple[int, int, str] | None = None
 
 
 OTHER = "other"
@@ -263,7 +270,7 @@ def _value_sql(kind: str, event_param: str, pre: bool, dialect: str, exact: bool
 def _kind(m: MetricSpec) -> str:
     if m.type == "binomial":
         return "any"  # 1 if the unit has at least one event
-    if m.type == "mean" and m.aggregation == "count":
+    if m.type in ("mean", "quantile") and m.aggregation == "count":
         return "count"
     return "sum"
 
@@ -297,6 +304,13 @@ def _per_unit_sql(
         where += " AND eu.unit_id NOT IN :overrides"
         params["overrides"] = list(window.overrides)
         binds.append(bindparam("overrides", expanding=True))
+    if window.also_in is not None:
+        where += (
+            " AND EXISTS (SELECT 1 FROM exposure_unit eo WHERE eo.experiment_id = :also_exp"
+            " AND eo.phase = :also_phase AND eo.variant = :also_variant"
+            " AND eo.unit_id = eu.unit_id AND NOT eo.multiple)"
+        )
+        params["also_exp"], params["also_phase"], params["also_variant"] = window.also_in
     names: list[str] = []
     agg_cols: dict[str, str] = {}  # SQL expression -> column name in v (one column per distinct)
     columns: list[tuple[MetricSpec, str, str, bool]] = []
@@ -308,8 +322,6 @@ def _per_unit_sql(
             p = f"ev{names.index(event)}"
             params[p] = event
             for pre in periods:
-                if pre and m.type == "ratio":
-                    continue
                 expr = _value_sql(_kind(m), p, pre, dialect, exact)
                 col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
                 columns.append((m, col, suffix, pre))
@@ -662,6 +674,19 @@ def _variant_sums(
                 (f"SUM({den} * {den})", f"m{i}_sum_den2"),
                 (f"SUM({num} * {den})", f"m{i}_sum_num_den"),
             ]
+            num_pre, den_pre = values.get((m.key, "num", True)), values.get((m.key, "den", True))
+            if num_pre is not None and den_pre is not None:  # CUPED for ratios
+                aggs += [
+                    (f"SUM({num_pre})", f"m{i}_pre_sum_num"),
+                    (f"SUM({den_pre})", f"m{i}_pre_sum_den"),
+                    (f"SUM({num_pre} * {num_pre})", f"m{i}_pre_sum_num2"),
+                    (f"SUM({den_pre} * {den_pre})", f"m{i}_pre_sum_den2"),
+                    (f"SUM({num_pre} * {den_pre})", f"m{i}_pre_sum_num_den"),
+                    (f"SUM({num} * {num_pre})", f"m{i}_pre_sum_num_x_num_pre"),
+                    (f"SUM({num} * {den_pre})", f"m{i}_pre_sum_num_x_den_pre"),
+                    (f"SUM({den} * {num_pre})", f"m{i}_pre_sum_den_x_num_pre"),
+                    (f"SUM({den} * {den_pre})", f"m{i}_pre_sum_den_x_den_pre"),
+                ]
             continue
         x = values[(m.key, "x", False)]
         x2 = x if m.type == "binomial" else f"{x} * {x}"
@@ -740,4 +765,88 @@ def _variant_sums(
                 if alias.startswith(prefix)
             }
             per_metric[m.key][variant] = MetricSums(n, sums)
+    return out
+
+
+def quantile_order_statistics(
+    session: Session,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    ranks: dict[str, dict[str, tuple[int, ...]]],
+) -> dict[str, dict[str, dict[int, float]]]:
+    """Order statistics of the per-unit values of quantile metrics, per variant.
+
+    Parameters
+    ----------
+    session : Session
+        An open session (reads only).
+    metrics : Sequence[MetricSpec]
+        The quantile metrics.
+    window : Window
+        The analysis window (``pre_period_days`` is ignored: quantiles have no CUPED).
+    ranks : dict
+        ``{variant: {metric key: (rank, ...)}}``: 1-based ranks wanted among the variant's
+        analysed units (``stats.quantile_ranks``: the two around the quantile and the ends of
+        its interval).
+
+    Returns
+    -------
+    dict
+        ``{metric key: {variant: {rank: value}}}``.
+
+    Notes
+    -----
+    One statement per variant over the per-unit values ``v`` of that variant (the same CTE as
+    the sums, so the same units and window): for each metric and each run of consecutive ranks,
+    ``ORDER BY value LIMIT run OFFSET rank - 1`` returns only those rows; nothing else leaves the
+    database. Ties order arbitrarily but the values are the same, so SQLite and PostgreSQL
+    return the same numbers.
+    """
+    out: dict[str, dict[str, dict[int, float]]] = {m.key: {} for m in metrics}
+    if not metrics:
+        return out
+    dialect = session.get_bind().dialect.name
+    plain = Window(
+        experiment_id=window.experiment_id,
+        phase=window.phase,
+        overrides=window.overrides,
+        attribution_window_hours=window.attribution_window_hours,
+        stopped_at=window.stopped_at,
+        pre_period_days=None,
+    )
+    head, params, binds, columns = _per_unit_sql(dialect, metrics, plain, "eu.variant = :variant")
+    col_of = {m.key: col for m, col, _suffix, is_pre in columns if not is_pre}
+    for variant, wanted in ranks.items():
+        selects: list[str] = []
+        run_params = dict(params, variant=variant)
+        plan: list[tuple[str, int]] = []  # (metric key, first rank) per select
+        for m in metrics:
+            wanted_ranks = sorted(set(wanted.get(m.key, ())))
+            runs: list[list[int]] = []
+            for r in wanted_ranks:
+                if runs and r == runs[-1][-1] + 1:
+                    runs[-1].append(r)
+                else:
+                    runs.append([r])
+            for run in runs:
+                k = len(plan)
+                run_params[f"qo{k}"] = run[0] - 1
+                run_params[f"ql{k}"] = len(run)
+                c = col_of[m.key]
+                selects.append(
+                    f"SELECT * FROM (SELECT {k} AS k, {c} AS x FROM v ORDER BY {c}"
+                    f" LIMIT :ql{k} OFFSET :qo{k}) q{k}"
+                )
+                plan.append((m.key, run[0]))
+        if not selects:
+            continue
+        sql = head + " " + " UNION ALL ".join(selects)
+        got: dict[int, list[float]] = {}
+        for row in _execute(session, dialect, _statement(sql, binds), run_params):
+            got.setdefault(int(row.k), []).append(float(row.x))
+        for k, (key, first) in enumerate(plan):
+            values = sorted(got.get(k, []))
+            target = out[key].setdefault(variant, {})
+            for i, value in enumerate(values):
+                target[first + i] = value
     return out

@@ -38,6 +38,35 @@ class SequentialPublic(BaseModel):
     n_star: float | None
 
 
+class GroupSequentialPublic(BaseModel):
+    """A comparison at the current look of a group sequential design."""
+
+    absolute: EstimatePublic = Field(
+        description="repeated confidence interval: estimate ± bound·se"
+    )
+    relative: EstimatePublic
+    look: int
+    information_fraction: float
+    bound: float | None = Field(description="two-sided z efficacy bound; null: no α to spend")
+    nominal_alpha: float = Field(description="adjusted α of the look: p below it crosses")
+    crossed: bool = Field(description="the efficacy bound is crossed: may stop for efficacy")
+
+
+class LookPublic(BaseModel):
+    look: int
+    information_fraction: float
+    bound: float | None
+    nominal_alpha: float = Field(description="adjusted (nominal) significance level of the look")
+    alpha_spent: float = Field(description="cumulative α spent up to this look")
+    alpha_increment: float
+
+
+class GroupSequentialDesignPublic(BaseModel):
+    spending: Literal["obrien_fleming", "power"]
+    rho: float | None = None
+    looks: list[LookPublic] = Field(description="every look so far; the last is this analysis")
+
+
 class BayesianPublic(BaseModel):
     chance_to_win: float | None
     expected_loss: float | None
@@ -71,21 +100,25 @@ class ComparisonPublic(BaseModel):
     bayesian: BayesianPublic | None = None
     guardrail: GuardrailPublic | None = None
     warnings: list[str]
-    inference: Literal["fixed", "sequential"] = "fixed"
+    inference: Literal["fixed", "sequential", "group_sequential"] = "fixed"
     cuped_applied: bool = False
+    group_sequential: GroupSequentialPublic | None = None
 
 
 class VariantPublic(BaseModel):
     variant: str
     units: int
-    mean: float | None = Field(description="mean per unit (rate for binomial, Σnum/Σden for ratio)")
+    mean: float | None = Field(
+        description="mean per unit (rate for binomial, Σnum/Σden for ratio, the arm's quantile "
+        "of per-unit values for quantile)"
+    )
     sd: float | None
 
 
 class MetricResultPublic(BaseModel):
     metric: str
     role: Literal["primary", "secondary", "guardrail"]
-    type: Literal["binomial", "mean", "ratio"]
+    type: Literal["binomial", "mean", "ratio", "quantile"]
     name: str
     higher_is_better: bool
     winsorized: bool = Field(description="per-unit values were capped at the metric's percentiles")
@@ -131,7 +164,10 @@ class ResultsPublic(BaseModel):
     phase: int
     status: str
     computed_at: datetime
-    method: Literal["fixed", "sequential"]
+    method: Literal["fixed", "sequential", "group_sequential"]
+    group_sequential: GroupSequentialDesignPublic | None = Field(
+        default=None, description="method group_sequential: spending function and the looks"
+    )
     alpha: float
     correction: str
     srm: SrmPublic

@@ -25,11 +25,15 @@ from service.analysis.aggregate import (
     MetricSums,
     Window,
     count_exposures,
+    percentile_linear,
+    quantile_order_statistics,
     variant_sums,
 )
+from service.analysis.looks import look_fractions
 from service.analysis.models import (
     ComparisonPublic,
     DecisionPublic,
+    GroupSequentialDesignPublic,
     MetricResultPublic,
     PowerPublic,
     ResultsPublic,
@@ -56,6 +60,8 @@ UNKNOWN_VARIANT_EXPOSURES = "unknown_variant_exposures"
 METRIC_NOT_FOUND = "metric_not_found"
 NO_PLANNED_SAMPLE = "no_planned_sample_size"
 SAMPLE_SIZE_ESTIMATED = "sample_size_estimated_from_data"
+# method group_sequential without a planned sample size: no horizon, read as a fixed design
+GROUP_SEQUENTIAL_NO_HORIZON = "group_sequential_no_horizon"
 # Fewest control units from which the baseline is estimated when the protocol gave none.
 MIN_UNITS_FOR_BASELINE = 100
 
@@ -70,6 +76,7 @@ def _spec(metric: Metric) -> MetricSpec:
         denominator_event=metric.denominator_event,
         winsorize_lower=metric.winsorize_lower,
         winsorize_upper=metric.winsorize_upper,
+        quantile=metric.quantile,
     )
 
 
@@ -78,18 +85,64 @@ def _summary(
 ) -> stats.MeanSummary | stats.RatioSummary:
     if sums is None or sums.n == 0:
         if spec.type == "ratio":
-            return stats.RatioSummary(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+            empty = stats.RatioCovariate(*([0.0] * 9)) if cuped else None
+            return stats.RatioSummary(0, 0.0, 0.0, 0.0, 0.0, 0.0, empty)
         return stats.MeanSummary(0, 0.0, 0.0, *((0.0, 0.0, 0.0) if cuped else ()))
     s = sums.sums
     if spec.type == "ratio":
+        pre = None
+        if cuped and "pre_sum_num" in s:
+            pre = stats.RatioCovariate(*(s[f"pre_{f}"] for f in stats.RatioCovariate.__slots__))
         return stats.RatioSummary(
-            sums.n, s["sum_num"], s["sum_den"], s["sum_num2"], s["sum_den2"], s["sum_num_den"]
+            sums.n, s["sum_num"], s["sum_den"], s["sum_num2"], s["sum_den2"], s["sum_num_den"], pre
         )
     if cuped:
         return stats.MeanSummary(
             sums.n, s["sum_x"], s["sum_x2"], s["sum_pre"], s["sum_pre2"], s["sum_x_pre"]
         )
     return stats.MeanSummary(sums.n, s["sum_x"], s["sum_x2"])
+
+
+def _quantile_summaries(
+    session: Session,
+    specs: list[MetricSpec],
+    window: Window,
+    units: dict[str, int],
+    alpha: float,
+) -> dict[str, dict[str, stats.QuantileSummary]]:
+    """Per quantile metric and variant: the arm's quantile and interval ends, from the order
+    statistics the database returns (``stats.quantile_ranks`` says which)."""
+    ranks = {
+        spec.key: {
+            v: stats.quantile_ranks(n, float(spec.quantile or 0.5), alpha=alpha)
+            for v, n in units.items()
+            if n > 0
+        }
+        for spec in specs
+    }
+    wanted: dict[str, dict[str, tuple[int, ...]]] = {}
+    for key, by_variant in ranks.items():
+        for v, r in by_variant.items():
+            picks = (r.point, min(r.point + 1, r.n), r.lower, r.upper)
+            wanted.setdefault(v, {})[key] = picks
+    got = quantile_order_statistics(session, specs, window, wanted) if wanted else {}
+    out: dict[str, dict[str, stats.QuantileSummary]] = {}
+    for spec in specs:
+        q = float(spec.quantile or 0.5)
+        out[spec.key] = {}
+        for v, n in units.items():
+            rk = ranks[spec.key].get(v)
+            values = got.get(spec.key, {}).get(v, {})
+            if rk is None or not values:
+                nan = float("nan")
+                out[spec.key][v] = stats.QuantileSummary(0, q, nan, nan, nan, alpha)
+                continue
+            upper_point = values.get(rk.point + 1) if rk.point < rk.n else None
+            estimate = percentile_linear(values[rk.point], upper_point, q * (n - 1))
+            out[spec.key][v] = stats.QuantileSummary(
+                n, q, estimate, values[rk.lower], values[rk.upper], alpha
+            )
+    return out
 
 
 def _protocol_metrics(exp: Experiment) -> list[tuple[str, str, float | None]]:
@@ -123,6 +176,16 @@ def _fmt_p(p: float | None) -> str:
     return "n/a" if p is None else f"{p:.3g}"
 
 
+def _look_note(c: ComparisonPublic) -> str:
+    gs = c.group_sequential
+    assert gs is not None
+    return (
+        f"the efficacy bound of look {gs.look} (information fraction "
+        f"{gs.information_fraction:.0%}, adjusted α {gs.nominal_alpha:.3g}) is crossed: the "
+        "group sequential design allows stopping early for efficacy"
+    )
+
+
 def decide(
     *,
     status: str,
@@ -130,13 +193,16 @@ def decide(
     srm: SrmPublic,
     metrics: Sequence[MetricResultPublic],
     power: PowerPublic,
+    group_sequential: bool = False,
 ) -> DecisionPublic:
     """The recommendation and its reasons (rules in the order they take precedence).
 
     1. ``invalid`` when the SRM check fails.
     2. ``roll_back`` when a guardrail fails or the primary metric is significantly worse.
     3. ``ship`` the best significantly better treatment on the primary metric, when no guardrail
-       fails and — on a fixed design — every arm reached the planned sample size.
+       fails and — on a fixed design — every arm reached the planned sample size (a group
+       sequential design may stop early: significant there means the look's efficacy bound is
+       crossed).
     4. ``keep_running`` while that sample is not reached (or nothing is significant yet).
     5. ``inconclusive`` once the sample is reached or the experiment is stopped without a
        significant primary result (a fixed-design experiment stopped before its planned sample
@@ -212,11 +278,15 @@ def decide(
         )
         if len(better) > 1:
             found += f"; best of {len(better)} significant treatments"
-        if sequential or reached:
+        if sequential or group_sequential or reached:
             design = (
                 "always-valid (sequential) inference allows stopping now"
                 if sequential
-                else sample_note
+                else (
+                    _look_note(best)
+                    if group_sequential and best.group_sequential is not None
+                    else sample_note
+                )
             )
             return DecisionPublic(
                 recommendation="ship",
@@ -332,6 +402,7 @@ def analyse(
     settings = exp.analysis or {}
     cuped = bool(settings.get("cuped", True))
     sequential = settings.get("method", "fixed") == "sequential"
+    group_sequential = settings.get("method", "fixed") == "group_sequential"
     correction = str(settings.get("correction", "holm"))
     warnings: list[str] = []
 
@@ -355,10 +426,35 @@ def analyse(
         warnings.append(NO_EXPOSURES)
     elif any(n == 0 for n in units.values()):
         warnings.append(EMPTY_ARM)
-    if data is not None:
+    summed = [spec for spec in specs if spec.type != "quantile"]
+    if data is not None:  # a stored snapshot re-analysed: its sums, not the events
         sums = data.sums
     else:
-        sums = variant_sums(session, specs, window, total, list(counts.units)) if total else {}
+        sums = variant_sums(session, summed, window, total, list(counts.units)) if total else {}
+    # quantile metrics read their order statistics from the events (a snapshot stores no sums)
+    quantiles = _quantile_summaries(
+        session, [spec for spec in specs if spec.type == "quantile"], window, units, exp.alpha
+    )
+
+    design: stats.GroupSequentialDesign | None = None
+    planned = exp.sample_size_per_variant
+    if group_sequential and (planned is None or planned < 1):
+        warnings.append(GROUP_SEQUENTIAL_NO_HORIZON)
+    elif group_sequential and planned is not None:
+        fractions = look_fractions(
+            session,
+            exp.id,
+            exp.phase,
+            units=min(units.values()) if units else 0,
+            planned=planned,
+            record=exp.status != Status.draft.value,
+        )
+        if fractions:
+            design = stats.GroupSequentialDesign(
+                fractions,
+                str(settings.get("spending", "obrien_fleming")),  # type: ignore[arg-type]
+                settings.get("rho"),
+            )
 
     inputs = [
         stats.MetricInput(
@@ -368,7 +464,9 @@ def analyse(
             higher_is_better=catalogue[key].higher_is_better,
             guardrail_margin=margin,
             variants={
-                v: _summary(spec, sums.get(spec.key, {}).get(v), cuped and spec.type != "ratio")
+                v: quantiles[spec.key][v]
+                if spec.type == "quantile"
+                else _summary(spec, sums.get(spec.key, {}).get(v), cuped)
                 for v in weights
             },
         )
@@ -389,6 +487,7 @@ def analyse(
             prior_mean=settings.get("prior_mean"),
             prior_sd=settings.get("prior_sd"),
             srm_threshold=float(settings.get("srm_threshold", 0.001)),
+            group_sequential=design,
         ),
         srm=stats.SrmInput(units=units, weights=weights),
     ).to_dict()
@@ -404,6 +503,11 @@ def analyse(
         for m, spec in zip(result["metrics"], specs, strict=True)
     ]
     srm = SrmPublic.model_validate(result["srm"])
+    gs_public = None
+    if design is not None:
+        gs_public = GroupSequentialDesignPublic(
+            spending=design.spending, rho=design.rho, looks=result["looks"]
+        )
 
     needed = exp.sample_size_per_variant
     baseline = None
@@ -425,14 +529,20 @@ def analyse(
         estimated_baseline=baseline,
     )
     decision = decide(
-        status=exp.status, sequential=sequential, srm=srm, metrics=metrics, power=power
+        status=exp.status,
+        sequential=sequential,
+        srm=srm,
+        metrics=metrics,
+        power=power,
+        group_sequential=design is not None,
     )
     out = ResultsPublic(
         experiment=exp.key,
         phase=exp.phase,
         status=exp.status,
         computed_at=utcnow(),
-        method="sequential" if sequential else "fixed",
+        method="sequential" if sequential else ("group_sequential" if design else "fixed"),
+        group_sequential=gs_public,
         alpha=exp.alpha,
         correction=correction,
         srm=srm,

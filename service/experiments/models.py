@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, model_validator
 from pydantic import Field as PField
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import JSON, Index, UniqueConstraint
@@ -221,7 +221,7 @@ class Baseline(BaseModel):
 class AnalysisSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["fixed", "sequential"] = "fixed"
+    method: Literal["fixed", "sequential", "group_sequential"] = "fixed"
     correction: Literal["holm", "bh", "bonferroni", "none"] = "holm"
     cuped: StrictBool = True
     pre_period_days: int = PField(default=14, ge=1, le=365, strict=True)
@@ -230,6 +230,19 @@ class AnalysisSettings(BaseModel):
     prior_sd: float | None = PField(default=None, gt=0, strict=True, allow_inf_nan=False)
     srm_threshold: float = PField(default=0.001, gt=0, lt=0.5, strict=True)
     sequential_n_star: int = PField(default=5000, ge=1, le=10_000_000, strict=True)
+    spending: Literal["obrien_fleming", "power"] = PField(
+        default="obrien_fleming",
+        description="group_sequential: Lan-DeMets spending function (power: alpha * t^rho)",
+    )
+    rho: float | None = PField(default=None, gt=0, le=20, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _spending_rho(self) -> AnalysisSettings:
+        if self.spending == "power" and self.rho is None:
+            raise ValueError("rho: the power spending function alpha * t^rho needs rho > 0")
+        if self.spending != "power" and self.rho is not None:
+            raise ValueError("rho applies only to spending: power")
+        return self
 
 
 class ProtocolFields(BaseModel):

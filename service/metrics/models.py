@@ -21,6 +21,7 @@ class MetricType(StrEnum):
     binomial = "binomial"
     mean = "mean"
     ratio = "ratio"
+    quantile = "quantile"
 
 
 class Aggregation(StrEnum):
@@ -43,6 +44,7 @@ class Metric(SQLModel, table=True):
     higher_is_better: bool = True
     winsorize_lower: float | None = None
     winsorize_upper: float | None = None
+    quantile: float | None = None  # quantile metrics: the level in (0, 1)
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )
@@ -67,7 +69,8 @@ class MetricDefinition(BaseModel):
         default=None, description="binomial and mean: the event name counted"
     )
     aggregation: Aggregation | None = PField(
-        default=None, description="mean only: `sum` of event values (default) or `count` of events"
+        default=None,
+        description="mean and quantile: per-unit `sum` of event values (default) or `count`",
     )
     numerator_event: EventName | None = PField(default=None, description="ratio only")
     denominator_event: EventName | None = PField(default=None, description="ratio only")
@@ -78,11 +81,22 @@ class MetricDefinition(BaseModel):
     winsorize_upper: Percentile | None = PField(
         default=None, description="cap per-unit values above this percentile, in (0, 1)"
     )
+    quantile: Percentile | None = PField(
+        default=None,
+        description="quantile only: the level in (0, 1) of the per-unit values (0.9 = p90)",
+    )
 
     @model_validator(mode="after")
     def _check_shape(self) -> Self:
         t = self.type
-        if t in (MetricType.binomial, MetricType.mean):
+        if t is MetricType.quantile:
+            if self.quantile is None:
+                raise ValueError("a quantile metric needs `quantile`, the level in (0, 1)")
+            if self.winsorize_lower is not None or self.winsorize_upper is not None:
+                raise ValueError("quantile metrics are not winsorized; remove winsorize_*")
+        elif self.quantile is not None:
+            raise ValueError("quantile is only for quantile metrics; remove it")
+        if t in (MetricType.binomial, MetricType.mean, MetricType.quantile):
             if self.event is None:
                 raise ValueError(f"a {t.value} metric needs `event`, the event name it measures")
             if self.numerator_event is not None or self.denominator_event is not None:
@@ -91,7 +105,7 @@ class MetricDefinition(BaseModel):
                 )
             if t is MetricType.binomial and self.aggregation is not None:
                 raise ValueError("aggregation is only for mean metrics; remove it")
-            if t is MetricType.mean and self.aggregation is None:
+            if t in (MetricType.mean, MetricType.quantile) and self.aggregation is None:
                 self.aggregation = Aggregation.sum
         else:
             if self.numerator_event is None or self.denominator_event is None:
@@ -133,6 +147,7 @@ class MetricUpdate(BaseModel):
     higher_is_better: StrictBool | NoNull = None
     winsorize_lower: Percentile | None = None
     winsorize_upper: Percentile | None = None
+    quantile: Percentile | None = None
 
 
 class MetricPublic(BaseModel):
@@ -147,6 +162,7 @@ class MetricPublic(BaseModel):
     higher_is_better: bool
     winsorize_lower: float | None
     winsorize_upper: float | None
+    quantile: float | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -26,6 +26,7 @@ DEFINITION_FIELDS = (
     "higher_is_better",
     "winsorize_lower",
     "winsorize_upper",
+    "quantile",
 )
 
 
@@ -92,7 +93,7 @@ def update_metric(session: Session, key: str, body: MetricUpdate) -> MetricPubli
         merged = {k: getattr(row, k) for k in DEFINITION_FIELDS} | definition_changes
         if "type" in definition_changes:
             # A change of type resets the fields that belong to the old type unless given.
-            for k in ("event", "aggregation", "numerator_event", "denominator_event"):
+            for k in ("event", "aggregation", "numerator_event", "denominator_event", "quantile"):
                 if k not in changes:
                     merged[k] = None
         try:

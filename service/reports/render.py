@@ -212,10 +212,30 @@ def _settings(ctx: ReportContext) -> list[tuple[str, str]]:
     ]
     if a.get("method") == "sequential":
         rows.append(("Sequential n*", num(a.get("sequential_n_star", 5000))))
+    if a.get("method") == "group_sequential":
+        rows += _group_sequential_rows(a, ctx.results)
     if exp.get("layer"):
         rows.append(("Layer", str(exp["layer"])))
     if exp.get("targeting"):
         rows.append(("Targeting", json.dumps(exp["targeting"], sort_keys=True)))
+    return rows
+
+
+def _group_sequential_rows(
+    a: dict[str, Any], results: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    """Spending function and every look so far with its adjusted α (method group_sequential)."""
+    spending = str(a.get("spending", "obrien_fleming"))
+    if spending == "power":
+        spending += f" (α·t^ρ, ρ = {num(a.get('rho'))})"
+    rows = [("Spending (Lan–DeMets)", spending)]
+    design = (results or {}).get("group_sequential") or {}
+    looks = [
+        f"{lk.get('look')}: t = {pct(lk.get('information_fraction'), signed=False)}, bound z = "
+        f"{num(lk.get('bound'))}, adjusted α = {num(lk.get('nominal_alpha'))}"
+        for lk in design.get("looks") or []
+    ]
+    rows.append(("Looks", "; ".join(looks) if looks else "none yet"))
     return rows
 
 
@@ -325,6 +345,7 @@ ALERT_TEXT = {
     "decision_ready": "Decision ready",
     "overdue": "Overdue",
     "stalled": "Exposures stalled",
+    "interaction": "Interaction with another experiment",
 }
 
 
@@ -601,6 +622,21 @@ def _extras_rows(m: int, c: dict[str, Any], i: int) -> str:
             + _cell(f"{base}.sequential.absolute.p_value", _get(sq, "absolute", "p_value"))
             + f"<td>n* = {_e(num(sq.get('n_star')))}</td></tr>"
         )
+    gs = c.get("group_sequential")
+    if isinstance(gs, dict):
+        out.append(
+            f"<tr><td>{_e(c.get('variant'))}</td><td>Group sequential, look "
+            f"{_e(gs.get('look'))}</td>"
+            + _cell(f"{base}.group_sequential.absolute.estimate", _get(gs, "absolute", "estimate"))
+            + _cell(
+                f"{base}.group_sequential.relative.estimate", _get(gs, "relative", "estimate"), pct
+            )
+            + _ci_td(gs, "relative", pct)
+            + _cell(f"{base}.group_sequential.absolute.p_value", _get(gs, "absolute", "p_value"))
+            + f"<td>bound z = {_e(num(gs.get('bound')))}; adjusted α "
+            f"{_e(num(gs.get('nominal_alpha')))}; "
+            f"{'crossed' if gs.get('crossed') else 'not crossed'}</td></tr>"
+        )
     by = c.get("bayesian")
     if isinstance(by, dict):
         out.append(
@@ -656,6 +692,8 @@ def _html_metric(ctx: ReportContext, m: int, metric: dict[str, Any]) -> str:
         if metric.get("type") == "binomial"
         else "ratio"
         if metric.get("type") == "ratio"
+        else "quantile"
+        if metric.get("type") == "quantile"
         else "mean"
     )
     return (
@@ -1036,6 +1074,15 @@ def render_markdown(ctx: ReportContext) -> str:
                         f"- Sequential ({v}): relative {pct(_get(sq, 'relative', 'estimate'))} "
                         f"{_ci_of(sq, 'relative', pct)}, "
                         f"always-valid p {num(_get(sq, 'absolute', 'p_value'))}"
+                    )
+                gs = c.get("group_sequential")
+                if isinstance(gs, dict):
+                    lines.append(
+                        f"- Group sequential ({v}), look {gs.get('look')}: relative "
+                        f"{pct(_get(gs, 'relative', 'estimate'))} {_ci_of(gs, 'relative', pct)} "
+                        f"(repeated CI), p {num(_get(gs, 'absolute', 'p_value'))} against "
+                        f"adjusted α {num(gs.get('nominal_alpha'))}: "
+                        f"{'bound crossed' if gs.get('crossed') else 'bound not crossed'}"
                     )
                 if isinstance(by, dict):
                     lines.append(

@@ -25,6 +25,7 @@ class EventType(StrEnum):
     alert_decision_ready = "alert.decision_ready"
     alert_overdue = "alert.overdue"
     alert_stalled = "alert.stalled"
+    alert_interaction = "alert.interaction"
 
 
 class DeliveryStatus(StrEnum):

@@ -127,7 +127,7 @@ def test_data_conditions_come_back_as_warning_codes() -> None:
     assert "empty_arm" in w["empty"]
     assert "zero_variance" in w["flat"]
     assert "insufficient_data" in w["one"]
-    assert "zero_denominator" in w["ratio0"] and "cuped_not_supported" in w["ratio0"]
+    assert "zero_denominator" in w["ratio0"] and "cuped_missing_covariate" in w["ratio0"]
     assert "cuped_missing_covariate" in w["nocov"] and "guardrail_missing_margin" in w["nocov"]
     assert w["missing"] == ("missing_variant",)
     assert all(code in WARNING_CODES for codes in w.values() for code in codes)

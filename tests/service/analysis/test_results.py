@@ -127,6 +127,7 @@ def _reference(raw: Raw, reference: Any, *, correction: str = "holm") -> dict[st
     # pooled cut points over all arms, numpy's default (linear) percentile
     lo, hi = np.percentile(rev, 5), np.percentile(rev, 90)
     num, den = ref["post"]("aov_num", "sum"), ref["post"]("aov_den", "sum")
+    num_pre, den_pre = ref["pre"]("aov_num", "sum"), ref["pre"]("aov_den", "sum")
     inputs = [
         stats.MetricInput(
             "conversion",
@@ -150,7 +151,12 @@ def _reference(raw: Raw, reference: Any, *, correction: str = "holm") -> dict[st
             "aov",
             "ratio",
             {
-                v: stats.RatioSummary.from_arrays(num[variant == v], den[variant == v])
+                v: stats.RatioSummary.from_arrays(
+                    num[variant == v],
+                    den[variant == v],
+                    num_pre[variant == v],
+                    den_pre[variant == v],
+                )
                 for v in ORDER
             },
             role="secondary",
@@ -232,6 +238,9 @@ def test_results_match_numpy_reference_end_to_end(
     for g, w in zip(got["metrics"], expected["metrics"], strict=True):
         _assert_close(g, w, g["metric"])
     assert got["metrics"][1]["winsorized"] is True
+    # CUPED for the ratio metric from the SQL's pre-period sums (no more cuped_not_supported)
+    aov = got["metrics"][3]["comparisons"]
+    assert all(c["cuped_applied"] and c["cuped"]["theta"] is not None for c in aov)
 
     # §6: the family is primary + secondary × treatments; the ABSOLUTE (Welch, unadjusted by
     # CUPED) p-values are adjusted. Reference: statsmodels' Holm on the reference p-values.
