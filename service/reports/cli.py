@@ -33,7 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``trialbook report``."""
+    import logging
+
     import httpx  # only this command needs it; the server must start without it
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
 
     from service.cli import DatabaseNotReadyError
 

@@ -27,6 +27,8 @@ The reader's shell
     ``set -eo pipefail`` and ``curl`` fails on an HTTP error status (``--fail-with-body``): a 4xx
     or 5xx answer fails the block, as a reader would notice it.
 
+A transcript of every block and its output: ``DOCS_RUN_VERBOSE=1 pytest -s tests/docs``.
+
 Markers (an HTML comment on the line right before the opening fence; blank lines between allowed)
     ``<!-- not-run: reason -->``  the block is not run; the reason is required. Keep these rare:
     only for commands that start the server or the suite itself, or install packages.
@@ -248,6 +250,10 @@ def test_every_shell_and_python_block_of_the_page_runs(
             continue
         done = reader.run(block)
         ran += 1
+        if os.environ.get("DOCS_RUN_VERBOSE"):  # a transcript: DOCS_RUN_VERBOSE=1 pytest -s
+            print(
+                f"\n=== {block.where} ({block.lang}) exit {done.returncode}\n{done.stdout}{done.stderr}"
+            )
         assert done.returncode == 0, (
             f"{block.where}: the {block.lang} block exited {done.returncode}\n"
             f"--- block ---\n{block.code}--- output ---\n{(done.stdout + done.stderr)[-4000:]}\n"
