@@ -53,7 +53,10 @@ def get_principal(
 def principal_for(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     """The caller of a request's Bearer credentials (401 when missing, unknown or revoked)."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise UnauthorizedError("Send an API key as `Authorization: Bearer <key>`.")
+        raise UnauthorizedError(
+            "Send an API key as `Authorization: Bearer <key>` (the server's first start printed "
+            "an admin key; `trialbook keys create --role R --name N` makes others)."
+        )
     row = authenticate(session, credentials.credentials)
     if row is None or row.id is None:
         raise UnauthorizedError("The API key is unknown or revoked.")

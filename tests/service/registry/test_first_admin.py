@@ -139,3 +139,10 @@ def test_serve_refuses_a_database_that_does_not_exist_and_says_to_migrate(tmp_pa
     assert done.returncode == 1
     assert "migrate" in done.stderr and str(db) in done.stderr
     assert not db.exists()  # never created as a side effect
+
+
+def test_a_request_without_a_key_says_where_the_first_key_comes_from(client):
+    r = client.get("/")
+    assert r.status_code == 401
+    detail = r.json()["detail"]
+    assert "Authorization: Bearer" in detail and "first start printed an admin key" in detail
