@@ -32,6 +32,8 @@ A transcript of every block and its output: ``DOCS_RUN_VERBOSE=1 pytest -s tests
 Markers (an HTML comment on the line right before the opening fence; blank lines between allowed)
     ``<!-- not-run: reason -->``  the block is not run; the reason is required. Keep these rare:
     only for commands that start the server or the suite itself, or install packages.
+    ``<!-- expect-error: reason -->``  the block shows a refusal (a 401, a 422): it runs and must
+    fail (a curl of it gets an HTTP error status), so the refusal it documents stays true.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ DOCS_URL = "http://127.0.0.1:8000"  # the address the docs use (make run's defau
 SHELLS = {"sh", "bash", "shell"}
 PYTHONS = {"python", "py"}
 BLOCK_TIMEOUT_S = 120
-NOT_RUN = re.compile(r"^<!--\s*not-run:(.*?)-->\s*$")
+MARKER = re.compile(r"^<!--\s*(not-run|expect-error):(.*?)-->\s*$")
 FENCE = re.compile(r"^(```+)\s*([\w+-]*)")
 KEY_LINE = re.compile(r"^ {4}(tb_[A-Za-z0-9_-]{40,})$", re.MULTILINE)
 
@@ -72,6 +74,7 @@ class Block:
     lang: str
     code: str
     not_run: str | None  # the reason, when marked not-run
+    expect_error: str | None = None  # the reason, when marked expect-error
 
     @property
     def kind(self) -> str | None:
@@ -103,14 +106,16 @@ def parse_blocks(path: Path, text: str | None = None) -> list[Block]:
         k = i - 1
         while k >= 0 and not lines[k].strip():
             k -= 1
-        marker = NOT_RUN.match(lines[k].strip()) if k >= 0 else None
+        marker = MARKER.match(lines[k].strip()) if k >= 0 else None
+        kind, reason = (marker.group(1), marker.group(2).strip()) if marker else (None, None)
         blocks.append(
             Block(
                 path=path,
                 line=i + 1,
                 lang=lang,
                 code="\n".join(lines[i + 1 : j]) + "\n",
-                not_run=marker.group(1).strip() if marker else None,
+                not_run=reason if kind == "not-run" else None,
+                expect_error=reason if kind == "expect-error" else None,
             )
         )
         i = j + 1
@@ -251,9 +256,14 @@ def test_every_shell_and_python_block_of_the_page_runs(
         done = reader.run(block)
         ran += 1
         if os.environ.get("DOCS_RUN_VERBOSE"):  # a transcript: DOCS_RUN_VERBOSE=1 pytest -s
-            print(
-                f"\n=== {block.where} ({block.lang}) exit {done.returncode}\n{done.stdout}{done.stderr}"
+            head = f"\n=== {block.where} ({block.lang}) exit {done.returncode}\n"
+            print(head + done.stdout + done.stderr)
+        if block.expect_error is not None:
+            assert done.returncode != 0, (
+                f"{block.where}: the block marked expect-error ({block.expect_error}) succeeded\n"
+                f"--- output ---\n{(done.stdout + done.stderr)[-4000:]}"
             )
+            continue
         assert done.returncode == 0, (
             f"{block.where}: the {block.lang} block exited {done.returncode}\n"
             f"--- block ---\n{block.code}--- output ---\n{(done.stdout + done.stderr)[-4000:]}\n"
@@ -262,31 +272,32 @@ def test_every_shell_and_python_block_of_the_page_runs(
     assert ran > 0 or not any(b.kind for b in parse_blocks(page)), f"{page}: no block ran"
 
 
-def test_every_not_run_marker_gives_a_reason_and_marks_a_runnable_block() -> None:
+def test_every_marker_gives_a_reason_and_marks_a_runnable_block() -> None:
     for page in documents():
         text = page.read_text(encoding="utf-8")
         for n, line in enumerate(text.splitlines(), 1):
-            if "not-run" in line:
-                m = NOT_RUN.match(line.strip())
-                assert m is not None and m.group(1).strip(), (
-                    f"{page}:{n}: malformed marker {line!r}"
-                )
+            if "not-run" in line or "expect-error" in line:
+                m = MARKER.match(line.strip())
+                ok = m is not None and bool(m.group(2).strip())
+                assert ok, f"{page}:{n}: malformed marker {line!r}"
         for block in parse_blocks(page):
-            if block.not_run is not None:
-                assert block.kind is not None, f"{block.where}: not-run on a block that never runs"
+            if block.not_run is not None or block.expect_error is not None:
+                assert block.kind is not None, f"{block.where}: a marker on a block that never runs"
 
 
 def test_the_parser_reads_languages_markers_and_line_numbers() -> None:
     text = (
         "# Page\n\n```sh\necho one\n```\n\n<!-- not-run: starts the server -->\n"
         "```bash\nmake run\n```\n```json\n{}\n```\n````python\nprint('```')\n````\n"
+        "<!-- expect-error: no key is a 401 -->\n```sh\ncurl -s $API/v1/keys\n```\n"
     )
     blocks = parse_blocks(REPO / "README.md", text)
-    assert [(b.line, b.lang, b.kind, b.not_run) for b in blocks] == [
-        (3, "sh", "shell", None),
-        (8, "bash", "shell", "starts the server"),
-        (11, "json", None, None),
-        (14, "python", "python", None),
+    assert [(b.line, b.lang, b.kind, b.not_run, b.expect_error) for b in blocks] == [
+        (3, "sh", "shell", None, None),
+        (8, "bash", "shell", "starts the server", None),
+        (11, "json", None, None, None),
+        (14, "python", "python", None, None),
+        (18, "sh", "shell", None, "no key is a 401"),
     ]
     assert blocks[3].code == "print('```')\n"
 
