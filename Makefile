@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help run test install migrate lint typecheck format openapi demo clean
+.PHONY: help run test install migrate lint typecheck imports format openapi demo clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,9 @@ test: install ## run the whole test suite (the docs' walk-throughs included)
 lint: install ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+imports: install ## check the package boundaries (import-linter contracts)
+	$(BIN)/lint-imports
 
 format: install ## ruff format and ruff check --fix
 	$(BIN)/ruff format .

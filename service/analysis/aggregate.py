@@ -53,6 +53,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Session
 
@@ -69,6 +70,7 @@ __all__ = [
 ]
 
 MICROS_PER_SECOND = 1_000_000
+NUMERIC_OUT_OF_RANGE = "22003"  # PostgreSQL SQLSTATE of a float8 overflow
 
 
 @dataclass(frozen=True)
@@ -188,21 +190,24 @@ def _bounds_sql(dialect: str, window: Window, params: dict[str, Any]) -> _Bounds
     return b
 
 
-def _value_sql(kind: str, event_param: str, pre: bool, dialect: str) -> str:
+def _value_sql(kind: str, event_param: str, pre: bool, dialect: str, exact: bool = False) -> str:
     """Per-unit aggregate of one event in the window (``post``) or the pre-period (``pre``).
 
     ``FILTER`` (SQLite >= 3.30, PostgreSQL) evaluates the condition per event and calls the
     aggregate only for the matching rows. Every value is non-NULL (a unit without events is 0) and,
     on PostgreSQL, double precision so that the per-variant sums stay in floating point (a sum of
     bigint would be numeric, ten times slower); counts are exact in a double below 2**53.
+    ``exact`` (PostgreSQL, after an overflow): numeric instead, which cannot overflow.
     """
     when = f"c.name = :{event_param} AND c.ts {'<' if pre else '>='} eu.first_ts"
     if kind == "any":
         return f"COALESCE(MAX(1) FILTER (WHERE {when}), 0)"
     if kind == "count":
         count = f"COUNT(*) FILTER (WHERE {when})"
-        return f"CAST({count} AS DOUBLE PRECISION)" if dialect == "postgresql" else count
-    return f"COALESCE(SUM(c.value) FILTER (WHERE {when}), 0)"
+        cast = "numeric" if exact else "DOUBLE PRECISION"
+        return f"CAST({count} AS {cast})" if dialect == "postgresql" else count
+    value = "CAST(c.value AS numeric)" if exact else "c.value"
+    return f"COALESCE(SUM({value}) FILTER (WHERE {when}), 0)"
 
 
 def _kind(m: MetricSpec) -> str:
@@ -218,6 +223,7 @@ def _per_unit_sql(
     metrics: Sequence[MetricSpec],
     window: Window,
     unit_range: str = "",
+    exact: bool = False,
 ) -> tuple[str, dict[str, Any], list[Any], list[tuple[MetricSpec, str, str, bool]]]:
     """The CTE ``v``: one row per analysed unit with its variant and (uncapped) metric values.
 
@@ -253,7 +259,7 @@ def _per_unit_sql(
             for pre in periods:
                 if pre and m.type == "ratio":
                     continue
-                expr = _value_sql(_kind(m), p, pre, dialect)
+                expr = _value_sql(_kind(m), p, pre, dialect, exact)
                 col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
                 columns.append((m, col, suffix, pre))
     if dialect != "sqlite":
@@ -323,11 +329,12 @@ def _execute(
     setting = text("SELECT set_config(:n, :v, true)")
     for n in names:
         conn.execute(setting, {"n": n, "v": settings[n]})
-    try:
-        return conn.execute(stmt, params).all()
-    finally:
-        for n, v in zip(names, old, strict=True):
-            conn.execute(setting, {"n": n, "v": v})
+    # On an error the transaction (or the savepoint of ``variant_sums``) is rolled back, and the
+    # settings with it: nothing to restore, and nothing could run in the failed transaction.
+    rows = conn.execute(stmt, params).all()
+    for n, v in zip(names, old, strict=True):
+        conn.execute(setting, {"n": n, "v": v})
+    return rows
 
 
 def _unit_quantiles(session: Session, window: Window, n_units: int, parts: int) -> list[str]:
@@ -393,12 +400,13 @@ def _cut_points(
     metrics: Sequence[MetricSpec],
     window: Window,
     n_units: int,
+    exact: bool = False,
 ) -> Cuts:
     """Pooled winsorization cut points per (metric key, part suffix): (low, high)."""
     wanted = [m for m in metrics if m.winsorized]
     if not wanted or n_units == 0:
         return {}
-    head, params, binds, columns = _per_unit_sql(dialect, wanted, window)
+    head, params, binds, columns = _per_unit_sql(dialect, wanted, window, exact=exact)
     selects: list[str] = []
     plan: list[tuple[tuple[str, str], str, float]] = []  # ((metric, part), side, h)
     for m, col, suffix, is_pre in columns:
@@ -431,18 +439,25 @@ def _cut_points(
 
 
 def _capped(
-    expr: str, cut: tuple[float | None, float | None] | None, key: str
+    expr: str, cut: tuple[float | None, float | None] | None, key: str, exact: bool = False
 ) -> tuple[str, dict[str, float]]:
     if cut is None:
         return expr, {}
     low, high = cut
     out, params = expr, {}
+    # exact: compare in numeric (a numeric value compared with a double is cast to double, which
+    # overflows for the values that made the exact pass necessary)
+    lo, hi = (
+        (f"CAST(:{key}_lo AS numeric)", f"CAST(:{key}_hi AS numeric)")
+        if exact
+        else (f":{key}_lo", f":{key}_hi")
+    )
     if low is not None:
         params[f"{key}_lo"] = low
-        out = f"CASE WHEN {out} < :{key}_lo THEN :{key}_lo ELSE {out} END"
+        out = f"CASE WHEN {out} < {lo} THEN {lo} ELSE {out} END"
     if high is not None:
         params[f"{key}_hi"] = high
-        out = f"CASE WHEN {out} > :{key}_hi THEN :{key}_hi ELSE {out} END"
+        out = f"CASE WHEN {out} > {hi} THEN {hi} ELSE {out} END"
     return f"({out})", params
 
 
@@ -483,24 +498,55 @@ def variant_sums(
     -------
     dict[str, dict[str, MetricSums]]
         Per metric key and variant: n and the sums named as in ``stats.MeanSummary`` /
-        ``stats.RatioSummary``.
+        ``stats.RatioSummary``. A sum that overflowed double precision is ``inf`` or NaN
+        (values stored before ingestion bounded them): the engine answers it with the warning
+        ``non_finite_statistics``.
+
+    Notes
+    -----
+    Overflow: SQLite's floating-point sums reach ``inf`` (and NaN, read as NULL), but PostgreSQL
+    raises ``value out of range: overflow`` (SQLSTATE 22003). There the statements run in a
+    savepoint and, after that error only, again with every per-unit value and sum in
+    ``numeric`` (exact, no overflow; about ten times slower, so never the first try); the
+    sums then read as floats, ``inf`` where they exceed a double.
     """
     if not metrics:
         return {}
     dialect = session.get_bind().dialect.name
-    cuts = _cut_points(session, dialect, metrics, window, n_units)
+    if dialect != "postgresql":
+        return _variant_sums(session, dialect, metrics, window, n_units, variants)
+    try:
+        with session.connection().begin_nested():
+            return _variant_sums(session, dialect, metrics, window, n_units, variants)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != NUMERIC_OUT_OF_RANGE:
+            raise
+    return _variant_sums(session, dialect, metrics, window, n_units, variants, exact=True)
+
+
+def _variant_sums(
+    session: Session,
+    dialect: str,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    n_units: int,
+    variants: Sequence[str] | None,
+    exact: bool = False,
+) -> dict[str, dict[str, MetricSums]]:
+    """:func:`variant_sums` in double precision, or in numeric when ``exact``."""
+    cuts = _cut_points(session, dialect, metrics, window, n_units, exact)
     # SQLite: one statement per variant over its range of (experiment_id, phase, variant, unit_id)
     # (migration 0005): no sort of every unit by variant for the GROUP BY (SQLite has no hash
     # aggregate), and the units' rows come from the index alone.
     per_variant = dialect == "sqlite"
     head, params, binds, columns = _per_unit_sql(
-        dialect, metrics, window, "eu.variant = :variant" if per_variant else ""
+        dialect, metrics, window, "eu.variant = :variant" if per_variant else "", exact
     )
     # (metric key, part, is pre-period) -> the per-unit value, capped for a winsorized metric
     values: dict[tuple[str, str, bool], str] = {}
     for j, (m, col, suffix, is_pre) in enumerate(columns):
         cut = cuts.get((m.key, suffix)) if m.winsorized else None
-        capped, cut_params = _capped(f"v.{col}", cut, f"cut{j}")
+        capped, cut_params = _capped(f"v.{col}", cut, f"cut{j}", exact)
         params.update(cut_params)
         values[(m.key, suffix, is_pre)] = capped
     aggs: list[tuple[str, str]] = [("COUNT(*)", "n")]  # (expression, alias)
@@ -556,7 +602,7 @@ def variant_sums(
                 [f"eu.unit_id >= {lo}"] * (lo is not None)
                 + [f"eu.unit_id < {hi}"] * (hi is not None)
             )
-            part_head = _per_unit_sql(dialect, metrics, window, cond)[0]
+            part_head = _per_unit_sql(dialect, metrics, window, cond, exact)[0]
             branches.append(
                 f"SELECT * FROM ({part_head} SELECT v.variant, {selected} FROM v"
                 f" GROUP BY v.variant) p{k}"
@@ -577,8 +623,10 @@ def variant_sums(
             continue
         for i, m in enumerate(metrics):
             prefix = f"m{i}_"
+            # NULL: SQLite's answer for a NaN sum (inf - inf after an overflow); n > 0 here, so
+            # a sum of non-NULL per-unit values is never NULL otherwise.
             sums = {
-                alias.removeprefix(prefix): float(row[column] or 0)
+                alias.removeprefix(prefix): math.nan if row[column] is None else float(row[column])
                 for alias, column in alias_of.items()
                 if alias.startswith(prefix)
             }

@@ -84,8 +84,10 @@ from service.events.models import (
     RejectedEvent,
     batch_adapter,
     event_adapter,
+    timestamp_bounds,
 )
 from service.experiments.models import Status
+from service.json_body import JsonBodyError, load_json
 
 __all__ = [
     "EventIn",
@@ -161,6 +163,28 @@ class ParsedBatch(NamedTuple):
     rejected: list[RejectedEvent]
 
 
+# Error types of the models that have a code of their own in ``rejected`` (product.md §5).
+_VALUE_RANGE_TYPES = frozenset(
+    {"value_out_of_range", "finite_number", "greater_than_equal", "less_than_equal"}
+)
+
+
+def _error_code(exc: ValidationError) -> str:
+    """``value_out_of_range`` or ``timestamp_out_of_range`` when that is the only problem of the
+    event, else ``invalid``."""
+    codes = set()
+    for err in exc.errors(include_url=False):
+        loc = err.get("loc", ())
+        kind = err.get("type")
+        if loc and loc[-1] == "value" and kind in _VALUE_RANGE_TYPES:
+            codes.add("value_out_of_range")
+        elif kind == "timestamp_out_of_range":
+            codes.add("timestamp_out_of_range")
+        else:
+            return "invalid"
+    return codes.pop() if len(codes) == 1 else "invalid"
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
@@ -170,6 +194,42 @@ def _describe(exc: ValidationError) -> str:
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
     return "; ".join(parts)
+
+
+def _rejection(index: int, exc: ValidationError) -> RejectedEvent:
+    return RejectedEvent(index=index, error=_describe(exc), code=_error_code(exc))
+
+
+def _no_repeated_key(body: bytes, events: list[dict[str, Any]]) -> bool:
+    """Whether no object of ``body`` repeats a key, for a body the one-pass validator accepted
+    as ``events``; ``False`` also when it cannot tell (the per-event path then decides).
+
+    pydantic-core keeps the last of repeated keys, and counting them needs no second parse.
+    A ``:`` outside strings separates a key from its value, so the body's colons are its keys
+    plus the colons inside its strings. The validated dicts have one key per distinct key of
+    the body (no unknown key passes), and the decoded strings hold at most the body's colons
+    inside strings, unless one is escaped as ``\\u003a`` (then: cannot tell). So
+    ``colons == 1 + Σ len(event) + Σ colons of the events' strings`` exactly when no key is
+    repeated. Every timestamp has two or more colons: when the count is ``1 + Σ len + 2 n``
+    (the common case, checked first without a loop in Python) there is no repeat.
+    """
+    if b"\\u003a" in body or b"\\u003A" in body:
+        return False
+    colons = body.count(b":")
+    keys = 1 + sum(map(len, events))
+    if colons == keys + 2 * len(events):
+        return True
+    inside = sum(v.count(":") for ev in events for v in ev.values() if v.__class__ is str)
+    return colons == keys + inside
+
+
+def body_error(message: str, *, code: str = "malformed_json") -> MalformedJsonError:
+    """A 400 about the request body as a whole (field ``body``)."""
+    return MalformedJsonError(
+        f"The request body is {message}",
+        errors=[FieldError(field="body", message=message, type=code)],
+        code=code,
+    )
 
 
 def parse_batch(body: bytes) -> ParsedBatch:
@@ -189,7 +249,7 @@ def parse_batch(body: bytes) -> ParsedBatch:
     Raises
     ------
     MalformedJsonError
-        The body is not JSON (400).
+        The body is not JSON, repeats a key in an object, or nests deeper than 32 (400).
     ValidationFailedError
         The body is not an object with exactly one list field ``events`` (422).
     PayloadTooLargeError
@@ -198,18 +258,23 @@ def parse_batch(body: bytes) -> ParsedBatch:
     Notes
     -----
     Fast path: one pass of pydantic-core's JSON validator over the whole body into dicts
-    (``batch_adapter``; about 2 µs an event, no Python per event). On any error the slow path
-    parses with :func:`json.loads` and validates each event on its own with the models, which
-    says which events are bad and why; the good ones of the batch go on.
+    (``batch_adapter``; about 2 µs an event, no Python per event), and a count of the body's
+    colons that proves no key was repeated (:func:`_no_repeated_key`); its schema bounds the
+    nesting. On any error the slow path parses with :func:`service.json_body.load_json` and
+    validates each event on its own with the models, which says which events are bad and why;
+    the good ones of the batch go on.
     """
     try:
-        return ParsedBatch(batch_adapter.validate_json(body)["events"], None, [])  # type: ignore[arg-type]
+        fast: list[dict[str, Any]] = batch_adapter.validate_json(body)["events"]  # type: ignore[assignment]
     except ValidationError:
         pass
+    else:
+        if _no_repeated_key(body, fast):
+            return ParsedBatch(fast, None, [])
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedJsonError(f"The request body is not valid JSON: {exc}") from None
+        data = load_json(body)
+    except JsonBodyError as exc:
+        raise body_error(exc.message, code=exc.code) from None
     if not isinstance(data, dict):
         raise ValidationFailedError.on("body", 'send an object: {"events": [...]}')
     extra = sorted(set(data) - {"events"})
@@ -234,7 +299,7 @@ def parse_batch(body: bytes) -> ParsedBatch:
         try:
             valid.append(vars(validate(raw)))
         except ValidationError as exc:
-            rejected.append(RejectedEvent(index=index, error=_describe(exc), code="invalid"))
+            rejected.append(_rejection(index, exc))
         else:
             indexes.append(index)
     return ParsedBatch(valid, indexes, rejected)
@@ -308,9 +373,18 @@ def _from_model(
     try:
         timestamp: datetime = event_adapter.validate_python(event).timestamp
     except ValidationError as exc:
-        rejected.append(RejectedEvent(index=index, error=_describe(exc), code="invalid"))
+        rejected.append(_rejection(index, exc))
         return None
     return timestamp
+
+
+def _out_of_range(index: int, low: datetime, high: datetime) -> RejectedEvent:
+    return RejectedEvent(
+        index=index,
+        error=f"timestamp: must be from {low.isoformat()} to 24 hours after the server's clock "
+        f"({high.isoformat(timespec='seconds')}); send the time the event happened",
+        code="timestamp_out_of_range",
+    )
 
 
 def _prepare(
@@ -325,6 +399,10 @@ def _prepare(
     append = items.append
     fromisoformat = datetime.fromisoformat
     suffix = "" if sqlite else "+00"  # PostgreSQL parses the text of a timestamptz: say UTC
+    # product.md §5 bounds, as stored text (fixed width: it compares as time).
+    low, high = timestamp_bounds()
+    lowest = low.strftime("%Y-%m-%d %H:%M:%S.000000") + suffix
+    highest = high.isoformat(" ", "microseconds")[:26] + suffix
     # The bodies of _utc_iso, _exposure_digest and _conversion_digest, inlined: this loop runs
     # once per event and a Python call costs about 0.1 µs (tests check they agree).
     for pos, ev in enumerate(events):
@@ -360,16 +438,13 @@ def _prepare(
                 try:
                     ts = ts.astimezone(UTC)
                 except OverflowError:  # e.g. 0001-01-01T00:30:00+01:00 is before year 1 in UTC
-                    rejected.append(
-                        RejectedEvent(
-                            index=index,
-                            error="timestamp: out of range once in UTC",
-                            code="invalid",
-                        )
-                    )
+                    rejected.append(_out_of_range(index, low, high))
                     continue
             iso = ts.isoformat()
             stored = f"{iso[:10]} {iso[11:19]}{iso[19:26] if iso[19] == '.' else '.000000'}{suffix}"
+        if not lowest <= stored <= highest:
+            rejected.append(_out_of_range(index, low, high))
+            continue
         event_id, unit = ev["event_id"], ev["unit_id"]
         if ev["type"] == "exposure":
             experiment, variant, phase = ev["experiment"], ev["variant"], ev.get("phase")
