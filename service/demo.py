@@ -9,13 +9,20 @@ the treatment lifts purchases from 10% to 12% (+20%) and revenue with it, but ra
 errors from 5% to 7.5% (+50%, far past the 5% guardrail margin), so the recommendation is
 ``roll_back``. Pre-period revenue events feed CUPED.
 
-Every run uses a new experiment key (a time-and-random suffix); the metrics are created once and
-reused, so running it twice is fine.
+Every run uses a new experiment key (a time-and-random suffix); the metrics and the demo template
+are created once and reused, so running it twice is fine. The experiment registers under a template
+of its own (``trialbook-demo``, no rules), so an organisation default template with stricter rules
+(a minimum duration, required guardrails, approval) does not stop the demo.
+
+With no key given (``--key``, ``TRIALBOOK_API_KEY``, ``TRIALBOOK_BOOTSTRAP_ADMIN_KEY``), the command
+mints an admin key straight into the configured database, as ``trialbook keys create`` does, and
+revokes it when it ends: on the server machine ``make demo`` needs no flags.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
@@ -60,6 +67,13 @@ METRICS: list[dict[str, Any]] = [
     },
 ]
 
+# The demo's own template: no rules, so that any organisation default leaves the demo alone.
+DEMO_TEMPLATE: dict[str, Any] = {
+    "key": "trialbook-demo",
+    "name": "Demo (trialbook demo)",
+    "description": "Created by `trialbook demo` for its simulated experiments: no rules.",
+}
+
 # The simulated truth, per variant: purchase rate, error rate. Revenue = purchase × lognormal.
 TRUTH = {"control": (0.10, 0.050), "treatment": (0.12, 0.075)}
 
@@ -95,9 +109,23 @@ def ensure_metrics(client: httpx.Client) -> None:
         _check(client.post("/v1/metrics", json=body), f"creating metric {body['key']}")
 
 
-def experiment_body(key: str, units: int) -> dict[str, Any]:
+def ensure_demo_template(client: httpx.Client) -> str:
+    """Create the demo template, or reuse it; a version with rules gets a new rule-free version."""
+    key = str(DEMO_TEMPLATE["key"])
+    r = client.get(f"/v1/templates/{key}")
+    if r.status_code == 404:
+        _check(client.post("/v1/templates", json=DEMO_TEMPLATE), "creating the demo template")
+        return key
+    tpl = _check(r, "reading the demo template")
+    if any(tpl.get("rules", {}).values()):  # someone added rules: the demo needs none
+        body = {k: v for k, v in DEMO_TEMPLATE.items() if k != "key"}
+        _check(client.put(f"/v1/templates/{key}", json=body), "updating the demo template")
+    return key
+
+
+def experiment_body(key: str, units: int, template: str | None = None) -> dict[str, Any]:
     """The demo protocol: purchase is primary with a 15% MDE, error rate is guarded at 5%."""
-    return {
+    body: dict[str, Any] = {
         "key": key,
         "title": "One-page checkout (demo)",
         "owner": "demo@trialbook.dev",
@@ -120,6 +148,9 @@ def experiment_body(key: str, units: int) -> dict[str, Any]:
         "expected_daily_units": float(max(units, 1)),
         "analysis": {"bayesian": True, "pre_period_days": 14},
     }
+    if template is not None:
+        body["template"] = template
+    return body
 
 
 def _assigner(client: httpx.Client, key: str) -> Callable[[str], str | None]:
@@ -298,8 +329,10 @@ def run_demo(
     suffix = suffix or f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     key = f"demo-checkout-{suffix}"
     ensure_metrics(client)
+    template = ensure_demo_template(client)
     _check(
-        client.post("/v1/experiments", json=experiment_body(key, units)), "creating the experiment"
+        client.post("/v1/experiments", json=experiment_body(key, units, template)),
+        "creating the experiment",
     )
     _check(client.post(f"/v1/experiments/{key}/start"), "starting the experiment")
     users, events = simulate(
@@ -315,8 +348,11 @@ def run_demo(
     )
 
 
-def summary_text(summary: DemoSummary) -> str:
-    """A few lines for the terminal: the recommendation, its reasons, where to read the report."""
+def summary_text(summary: DemoSummary, report_command: str | None = None) -> str:
+    """A few lines for the terminal: the recommendation, its reasons, where to read the report.
+
+    ``report_command`` is the command that saves the report (default: ``trialbook report KEY``).
+    """
     r = summary.results
     decision = r.get("decision") or {}
     lines = [
@@ -342,8 +378,8 @@ def summary_text(summary: DemoSummary) -> str:
     lines += [f"  - {reason}" for reason in decision.get("reasons") or []]
     lines += [
         f"report: {summary.report_url}  (Markdown: add ?format=md)",
-        "  it needs the API key as a header; save it with:",
-        f"  trialbook report {summary.experiment} --out report.html",
+        "  it needs the API key as a header; save it and open the file:",
+        f"  {report_command or 'trialbook report ' + summary.experiment} --out report.html",
     ]
     return "\n".join(lines)
 
@@ -369,30 +405,87 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
 
 
+def resolve_key(
+    given: str | None, role: str, purpose: str
+) -> contextlib.AbstractContextManager[str]:
+    """The key to call the server with: ``given``, the environment, else a local one-run key.
+
+    Raises
+    ------
+    service.cli.DatabaseNotReadyError
+        When no key is given and there is no local database to mint one in.
+    """
+    from service.cli import local_api_key
+
+    key = given or api_key_from_env()
+    if key:
+        return contextlib.nullcontext(key)
+    return local_api_key(role, purpose)
+
+
+def no_key_message(command: str, exc: Exception) -> str:
+    """Why a command found no key, and the three ways to give one."""
+    return (
+        f"trialbook {command}: no API key given and none can be minted here ({exc}). Give one with "
+        "--key or TRIALBOOK_API_KEY (the server printed an admin key at its first start), or run "
+        "this on the server machine, beside its database (TRIALBOOK_DATABASE_URL)."
+    )
+
+
+def unknown_key_message(command: str, url: str, local: bool) -> str:
+    """A 401 from the server: with a local key, the server serves another database."""
+    from service.config import get_settings
+
+    if local:
+        return (
+            f"trialbook {command}: the server at {url} does not know the key minted in the "
+            f"database at {get_settings().database_url}: it serves another database. Give a key "
+            "with --key or TRIALBOOK_API_KEY."
+        )
+    return (
+        f"trialbook {command}: the server at {url} refused the API key (401): "
+        "check --key or TRIALBOOK_API_KEY."
+    )
+
+
+def report_command(args: argparse.Namespace, experiment: str) -> str:
+    """The ``trialbook report`` line the demo prints: the same program, URL and key source."""
+    from service.cli import cli_program
+
+    parts = [cli_program(), "report", experiment]
+    if args.url.rstrip("/") != DEFAULT_URL:
+        parts += ["--url", args.url]
+    if args.key:
+        parts += ["--key", args.key]
+    return " ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``trialbook demo``."""
     import httpx
 
-    key = args.key or api_key_from_env()
-    if not key:
-        print(
-            "trialbook demo: give an admin key with --key or TRIALBOOK_API_KEY "
-            "(or TRIALBOOK_BOOTSTRAP_ADMIN_KEY)",
-            file=sys.stderr,
-        )
-        return 2
-    headers = {"Authorization": f"Bearer {key}"}
+    from service.cli import DatabaseNotReadyError
+
+    local = not (args.key or api_key_from_env())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the bar
     try:
-        with httpx.Client(base_url=args.url, headers=headers, timeout=60.0) as client:
-            client.get("/healthz").raise_for_status()
-            print(
-                f"trialbook demo against {args.url}: simulating {args.units:,} users",
-                file=sys.stderr,
-            )
-            summary = run_demo(
-                client, base_url=args.url, units=args.units, seed=args.seed, progress=sys.stderr
-            )
+        with resolve_key(args.key, "admin", "trialbook demo") as key:
+            headers = {"Authorization": f"Bearer {key}"}
+            with httpx.Client(base_url=args.url, headers=headers, timeout=60.0) as client:
+                client.get("/healthz").raise_for_status()
+                if client.get("/v1/keys").status_code == 401:
+                    print(unknown_key_message("demo", args.url, local), file=sys.stderr)
+                    return 1
+                print(
+                    f"trialbook demo against {args.url}: simulating {args.units:,} users",
+                    file=sys.stderr,
+                )
+                summary = run_demo(
+                    client, base_url=args.url, units=args.units, seed=args.seed, progress=sys.stderr
+                )
+    except DatabaseNotReadyError as exc:
+        print(no_key_message("demo", exc), file=sys.stderr)
+        return 2
     except httpx.HTTPError as exc:
         print(
             f"trialbook demo: cannot reach {args.url} ({exc}); start it with `make run`",
@@ -402,5 +495,5 @@ def run(args: argparse.Namespace) -> int:
     except DemoError as exc:
         print(f"trialbook demo: {exc}", file=sys.stderr)
         return 1
-    print(summary_text(summary))
+    print(summary_text(summary, report_command(args, summary.experiment)))
     return 0

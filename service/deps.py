@@ -58,7 +58,10 @@ def principal_for(
     """The caller of a request's Bearer credentials (401 when missing, unknown or revoked; 429
     after too many wrong keys from the client, see :mod:`service.throttle`)."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise UnauthorizedError("Send an API key as `Authorization: Bearer <key>`.")
+        raise UnauthorizedError(
+            "Send an API key as `Authorization: Bearer <key>` (the server's first start printed "
+            "an admin key; `trialbook keys create --role R --name N` makes others)."
+        )
     throttle, client = throttle_of(request.app), client_of(request)
     throttle.check(client, credentials.credentials)
     row = authenticate(session, credentials.credentials)

@@ -7,6 +7,7 @@ import hmac
 import logging
 import secrets
 
+from sqlalchemy import text
 from sqlmodel import Session, select
 
 from service.db import utcnow
@@ -89,17 +90,64 @@ def revoke_key(session: Session, key_id: int, *, caller_key_id: int) -> ApiKeyPu
     return to_public(row)
 
 
+# Any constant: the PostgreSQL advisory lock that serialises first-admin creation between
+# processes (several workers or servers starting at once over one database).
+FIRST_ADMIN_LOCK = 0x7472_6961_6C62  # "trialb"
+
+
+def _lock_first_admin(session: Session) -> None:
+    """Serialise first-admin checks: SQLite's write session already holds the database's write
+    lock (``BEGIN IMMEDIATE``); PostgreSQL takes a transaction-scoped advisory lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": FIRST_ADMIN_LOCK})
+
+
+def _active_admin_exists(session: Session) -> bool:
+    row = session.exec(
+        select(ApiKey.id).where(ApiKey.role == Role.admin.value, ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
+    ).first()
+    return row is not None
+
+
+def ensure_first_admin(
+    session: Session, token: str | None = None, *, name: str = "first-admin"
+) -> ApiKeyCreated | None:
+    """Create the first admin key when the database has no active admin key.
+
+    Race-safe: the check and the insert run in one transaction under a lock (see
+    :func:`_lock_first_admin`), so processes starting at once create one key between them.
+
+    Parameters
+    ----------
+    session : Session
+        A write session (``open_session(write=True)``), not yet used.
+    token : str, optional
+        The key to store (``TRIALBOOK_BOOTSTRAP_ADMIN_KEY``); default: a new random key.
+    name : str, default "first-admin"
+        The key's name.
+
+    Returns
+    -------
+    ApiKeyCreated or None
+        The key created (with its secret, to show once), or None when an admin key existed.
+    """
+    _lock_first_admin(session)
+    if _active_admin_exists(session):
+        session.rollback()
+        return None
+    if token is not None:
+        known = session.exec(select(ApiKey.id).where(ApiKey.key_hash == hash_key(token))).first()
+        if known is not None:  # the bootstrap key exists but was revoked or demoted: keep it so
+            session.rollback()
+            return None
+    return create_key(session, name=name, role=Role.admin, token=token)
+
+
 def bootstrap_admin(session: Session, token: str | None) -> bool:
     """Make ``token`` the first admin key when no active admin key exists (True if stored)."""
     if not token:
         return False
-    exists = session.exec(
-        select(ApiKey).where(ApiKey.role == Role.admin.value, ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
-    ).first()
-    if exists is not None:
-        return False
-    if session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(token))).first() is not None:
-        return False
-    create_key(session, name="bootstrap-admin", role=Role.admin, token=token)
-    log.info("bootstrap admin key stored")
-    return True
+    created = ensure_first_admin(session, token, name="bootstrap-admin")
+    if created is not None:
+        log.info("bootstrap admin key stored")
+    return created is not None

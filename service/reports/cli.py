@@ -8,7 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from service.demo import DEFAULT_URL, api_key_from_env
+from service.demo import (
+    DEFAULT_URL,
+    api_key_from_env,
+    no_key_message,
+    resolve_key,
+    unknown_key_message,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,27 +24,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["html", "md"], default="html")
     p.add_argument("--url", default=os.environ.get("TRIALBOOK_URL", DEFAULT_URL))
     p.add_argument(
-        "--key", default=None, help="viewer (or higher) API key (default: $TRIALBOOK_API_KEY)"
+        "--key",
+        default=None,
+        help="viewer (or higher) API key (default: $TRIALBOOK_API_KEY or "
+        "$TRIALBOOK_BOOTSTRAP_ADMIN_KEY; on the server machine, a one-run key from its database)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``trialbook report``."""
+    import logging
+
     import httpx  # only this command needs it; the server must start without it
 
-    key = args.key or api_key_from_env()
-    if not key:
-        print("trialbook report: give an API key with --key or TRIALBOOK_API_KEY", file=sys.stderr)
-        return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
+
+    from service.cli import DatabaseNotReadyError
+
+    local = not (args.key or api_key_from_env())
     try:
-        r = httpx.get(
-            f"{args.url.rstrip('/')}/v1/experiments/{args.experiment}/report",
-            params={"format": args.format},
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=120.0,
-        )
+        with resolve_key(args.key, "viewer", "trialbook report") as key:
+            r = httpx.get(
+                f"{args.url.rstrip('/')}/v1/experiments/{args.experiment}/report",
+                params={"format": args.format},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=120.0,
+            )
+    except DatabaseNotReadyError as exc:
+        print(no_key_message("report", exc), file=sys.stderr)
+        return 2
     except httpx.HTTPError as exc:
         print(f"trialbook report: cannot reach {args.url} ({exc})", file=sys.stderr)
+        return 1
+    if r.status_code == 401:
+        print(unknown_key_message("report", args.url, local), file=sys.stderr)
         return 1
     if r.status_code != 200:
         print(f"trialbook report: HTTP {r.status_code}: {r.text[:500]}", file=sys.stderr)
