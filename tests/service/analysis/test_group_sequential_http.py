@@ -62,6 +62,9 @@ def test_group_sequential_records_looks_and_reports_the_adjusted_alpha_of_each(
         _batch(raw, base, 2 * done, 2 * (size - done), rates, seed=k)
         _send(ingest, raw)
         done = size
+        # results are snapshots (product.md §12): new events count once refreshed
+        r = client.post(f"/v1/experiments/{KEY}/results/refresh", headers=admin)
+        assert r.status_code == 202, r.text
         seen.append(results(KEY))
     again = results(KEY)  # no new data: no new look
     assert [len(r["group_sequential"]["looks"]) for r in seen] == [1, 2, 2]
