@@ -169,10 +169,9 @@ def findings_from_clock(
 
 
 def _results(session: Session, exp: Experiment) -> dict[str, Any]:
-    from service.analysis.service import compute_results
+    from service.snapshots.service import results_dict
 
-    out = compute_results(session, exp.key)
-    return dict(out.model_dump(mode="json")) if hasattr(out, "model_dump") else dict(out)
+    return results_dict(session, exp)  # the latest snapshot (service.snapshots)
 
 
 def _last_exposure(session: Session, exp: Experiment) -> datetime | None:

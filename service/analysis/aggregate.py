@@ -48,7 +48,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +66,8 @@ __all__ = [
     "Window",
     "count_exposures",
     "percentile_linear",
+    "slice_counts",
+    "slice_sums",
     "variant_sums",
 ]
 
@@ -112,6 +114,16 @@ class Window:
     attribution_window_hours: float | None = None
     stopped_at: datetime | None = None
     pre_period_days: int | None = None  # None: no CUPED pre-period
+    # Time cut (exclusive): only units first exposed before it and events before it count, as if
+    # nothing after it had been ingested (the results over time, service.snapshots).
+    until: datetime | None = None
+    # Slices: the exposure attributes whose values (at the unit's first exposure) group the sums,
+    # each with the values kept as themselves; any other value is ``other``, none ``unknown``.
+    dimensions: Sequence[tuple[str, Sequence[str]]] = ()
+
+
+OTHER = "other"
+UNKNOWN = "unknown"
 
 
 @dataclass
@@ -190,6 +202,44 @@ def _bounds_sql(dialect: str, window: Window, params: dict[str, Any]) -> _Bounds
     return b
 
 
+def _cut_sql(window: Window, params: dict[str, Any], binds: list[Any]) -> str:
+    """``AND eu.first_ts < :until`` for a time cut, else nothing. Fills ``params``/``binds``."""
+    if window.until is None:
+        return ""
+    params["until"] = window.until
+    binds.append(bindparam("until", type_=UTCDateTime()))
+    return " AND eu.first_ts < :until"
+
+
+def _attribute_sql(dialect: str, name: str, k: int, params: dict[str, Any]) -> str:
+    """The raw value (text or NULL) of attribute ``name`` stored with the unit's first exposure
+    (``exposure_unit.attributes``, a JSON object of strings)."""
+    if dialect == "postgresql":
+        params[f"dim{k}"] = name
+        return f"(CAST(eu.attributes AS jsonb) ->> CAST(:dim{k} AS text))"
+    params[f"dim{k}"] = '$."' + name.replace('"', '\\"') + '"'
+    return f"json_extract(eu.attributes, :dim{k})"
+
+
+def _slice_columns(dialect: str, window: Window, params: dict[str, Any], binds: list[Any]) -> str:
+    """``, <bucket> AS sv0, ...``: each dimension's value bucketed into the kept values,
+    ``other`` and ``unknown``."""
+    out = ""
+    for k, (name, kept) in enumerate(window.dimensions):
+        raw = _attribute_sql(dialect, name, k, params)
+        if kept:
+            params[f"dim{k}_values"] = list(kept)
+            binds.append(bindparam(f"dim{k}_values", expanding=True))
+            bucket = (
+                f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' WHEN {raw} IN :dim{k}_values"
+                f" THEN {raw} ELSE '{OTHER}' END"
+            )
+        else:
+            bucket = f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' ELSE '{OTHER}' END"
+        out += f", {bucket} AS sv{k}"
+    return out
+
+
 def _value_sql(kind: str, event_param: str, pre: bool, dialect: str, exact: bool = False) -> str:
     """Per-unit aggregate of one event in the window (``post``) or the pre-period (``pre``).
 
@@ -242,6 +292,7 @@ def _per_unit_sql(
     where = "eu.experiment_id = :experiment_id AND eu.phase = :phase AND NOT eu.multiple"
     if unit_range:
         where += f" AND {unit_range}"
+    where += _cut_sql(window, params, binds)
     if window.overrides:
         where += " AND eu.unit_id NOT IN :overrides"
         params["overrides"] = list(window.overrides)
@@ -278,9 +329,12 @@ def _per_unit_sql(
         join += " AND c.ts <= :stopped_at"
         params["stopped_at"] = window.stopped_at
         binds.append(bindparam("stopped_at", type_=UTCDateTime()))
+    if window.until is not None:
+        join += " AND c.ts < :until"
     selected = ", ".join(f"{expr} AS {col}" for expr, col in agg_cols.items())
+    slice_col = _slice_columns(dialect, window, params, binds)
     values = (
-        f"v AS (SELECT eu.variant, {selected}"
+        f"v AS (SELECT eu.variant{slice_col}, {selected}"
         f" FROM exposure_unit eu LEFT JOIN conversion c ON {join} WHERE {where}"
         " GROUP BY eu.experiment_id, eu.phase, eu.unit_id, eu.variant)"
     )
@@ -375,13 +429,14 @@ def count_exposures(session: Session, window: Window) -> ExposureCounts:
         overridden = "CASE WHEN eu.unit_id IN :overrides THEN 1 ELSE 0 END"
         params["overrides"] = list(window.overrides)
         binds.append(bindparam("overrides", expanding=True))
+    cut = _cut_sql(window, params, binds)
     sql = (
         "SELECT eu.variant, COUNT(*) AS total,"
         " SUM(CASE WHEN eu.multiple THEN 1 ELSE 0 END) AS multiple,"
         f" SUM({overridden}) AS overridden,"
         f" SUM(CASE WHEN eu.multiple OR {overridden} = 1 THEN 0 ELSE 1 END) AS analysed"
         " FROM exposure_unit eu WHERE eu.experiment_id = :experiment_id AND eu.phase = :phase"
-        " GROUP BY eu.variant"
+        f"{cut} GROUP BY eu.variant"
     )
     rows = session.connection().execute(_statement(sql, binds), params).all()
     return ExposureCounts(
@@ -389,6 +444,23 @@ def count_exposures(session: Session, window: Window) -> ExposureCounts:
         multiple_exposures=sum(int(r.multiple) for r in rows),
         overridden_units=sum(int(r.overridden) for r in rows),
     )
+
+
+def slice_counts(session: Session, window: Window, dimension: str) -> dict[str | None, int]:
+    """Analysed units per raw value of attribute ``dimension`` (None: the unit has no value)."""
+    dialect = session.get_bind().dialect.name
+    params: dict[str, Any] = {"experiment_id": window.experiment_id, "phase": window.phase}
+    binds: list[Any] = []
+    raw = _attribute_sql(dialect, dimension, 0, params)
+    where = "eu.experiment_id = :experiment_id AND eu.phase = :phase AND NOT eu.multiple"
+    where += _cut_sql(window, params, binds)
+    if window.overrides:
+        where += " AND eu.unit_id NOT IN :overrides"
+        params["overrides"] = list(window.overrides)
+        binds.append(bindparam("overrides", expanding=True))
+    sql = f"SELECT {raw} AS value, COUNT(*) AS n FROM exposure_unit eu WHERE {where} GROUP BY {raw}"
+    rows = session.connection().execute(_statement(sql, binds), params).all()
+    return {(None if r.value is None else str(r.value)): int(r.n) for r in rows}
 
 
 Cuts = dict[tuple[str, str], tuple[float | None, float | None]]
@@ -406,7 +478,9 @@ def _cut_points(
     wanted = [m for m in metrics if m.winsorized]
     if not wanted or n_units == 0:
         return {}
-    head, params, binds, columns = _per_unit_sql(dialect, wanted, window, exact=exact)
+    head, params, binds, columns = _per_unit_sql(
+        dialect, wanted, replace(window, dimensions=()), exact=exact
+    )
     selects: list[str] = []
     plan: list[tuple[tuple[str, str], str, float]] = []  # ((metric, part), side, h)
     for m, col, suffix, is_pre in columns:
@@ -478,7 +552,35 @@ def variant_sums(
     n_units: int,
     variants: Sequence[str] | None = None,
 ) -> dict[str, dict[str, MetricSums]]:
-    """Sufficient statistics: ``{metric key: {variant: MetricSums}}`` for every variant with units.
+    """Sufficient statistics: ``{metric key: {variant: MetricSums}}`` (see :func:`_sums`)."""
+    grouped = _sums(session, metrics, replace(window, dimensions=()), n_units, variants)
+    return grouped.get((), {m.key: {} for m in metrics})
+
+
+def slice_sums(
+    session: Session,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    n_units: int,
+    variants: Sequence[str] | None = None,
+) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]:
+    """Sufficient statistics per combination of ``window.dimensions``' buckets: ``{(value of
+    each dimension): {metric key: {variant: MetricSums}}}``, in one pass like
+    :func:`variant_sums`. Winsorization cut points are those of the whole experiment, so the
+    slices' sums add up to the whole (sum the combinations over the other dimensions)."""
+    assert window.dimensions
+    return _sums(session, metrics, window, n_units, variants)
+
+
+def _sums(
+    session: Session,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    n_units: int,
+    variants: Sequence[str] | None = None,
+) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]:
+    """Sufficient statistics: ``{(slice values): {metric key: {variant: MetricSums}}}`` for every
+    variant with units (``()`` for the whole experiment when the window has no dimensions).
 
     Parameters
     ----------
@@ -496,7 +598,7 @@ def variant_sums(
 
     Returns
     -------
-    dict[str, dict[str, MetricSums]]
+    dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]
         Per metric key and variant: n and the sums named as in ``stats.MeanSummary`` /
         ``stats.RatioSummary``. A sum that overflowed double precision is ``inf`` or NaN
         (values stored before ingestion bounded them): the engine answers it with the warning
@@ -532,8 +634,8 @@ def _variant_sums(
     n_units: int,
     variants: Sequence[str] | None,
     exact: bool = False,
-) -> dict[str, dict[str, MetricSums]]:
-    """:func:`variant_sums` in double precision, or in numeric when ``exact``."""
+) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]:
+    """:func:`_sums` in double precision, or in numeric when ``exact``."""
     cuts = _cut_points(session, dialect, metrics, window, n_units, exact)
     # SQLite: one statement per variant over its range of (experiment_id, phase, variant, unit_id)
     # (migration 0005): no sort of every unit by variant for the GROUP BY (SQLite has no hash
@@ -580,11 +682,14 @@ def _variant_sums(
         alias_of[alias] = unique.setdefault(expr, alias)
     aggs = [(expr, alias) for expr, alias in unique.items()]
     selected = ", ".join(f"{expr} AS {alias}" for expr, alias in aggs)
-    sql = f"{head} SELECT v.variant, {selected} FROM v GROUP BY v.variant"
+    n_dims = len(window.dimensions)
+    sv = "".join(f", v.sv{k}" for k in range(n_dims))
+    sql = f"{head} SELECT v.variant{sv}, {selected} FROM v GROUP BY v.variant{sv}"
     settings = None
     runs: list[dict[str, Any]] = [params]
     if per_variant:
-        sql = f"{head} SELECT :variant AS variant, {selected} FROM v"
+        group = f" GROUP BY {sv[2:]}" if n_dims else ""
+        sql = f"{head} SELECT :variant AS variant{sv}, {selected} FROM v{group}"
         if variants is None:
             variants = _variants(session, window)
         runs = [params | {"variant": v} for v in dict.fromkeys(variants)]
@@ -604,15 +709,17 @@ def _variant_sums(
             )
             part_head = _per_unit_sql(dialect, metrics, window, cond, exact)[0]
             branches.append(
-                f"SELECT * FROM ({part_head} SELECT v.variant, {selected} FROM v"
-                f" GROUP BY v.variant) p{k}"
+                f"SELECT * FROM ({part_head} SELECT v.variant{sv}, {selected} FROM v"
+                f" GROUP BY v.variant{sv}) p{k}"
             )
         totals = ", ".join(f"SUM(p.{alias}) AS {alias}" for _, alias in aggs)
+        psv = "".join(f", p.sv{k}" for k in range(n_dims))
         sql = (
-            f"SELECT p.variant, {totals} FROM ({' UNION ALL '.join(branches)}) p GROUP BY p.variant"
+            f"SELECT p.variant{psv}, {totals} FROM ({' UNION ALL '.join(branches)}) p"
+            f" GROUP BY p.variant{psv}"
         )
         settings = _PG_PARTITIONED
-    out: dict[str, dict[str, MetricSums]] = {m.key: {} for m in metrics}
+    out: dict[tuple[str, ...], dict[str, dict[str, MetricSums]]] = {}
     stmt = _statement(sql, binds)
     rows = [r for run in runs for r in _execute(session, dialect, stmt, run, settings)]
     for r in rows:
@@ -621,6 +728,8 @@ def _variant_sums(
         n = int(row["n"])
         if n == 0:  # a variant without analysed units (per-variant statements)
             continue
+        combo = tuple(str(row[f"sv{k}"]) for k in range(n_dims))
+        per_metric = out.setdefault(combo, {m.key: {} for m in metrics})
         for i, m in enumerate(metrics):
             prefix = f"m{i}_"
             # NULL: SQLite's answer for a NaN sum (inf - inf after an overflow); n > 0 here, so
@@ -630,5 +739,5 @@ def _variant_sums(
                 for alias, column in alias_of.items()
                 if alias.startswith(prefix)
             }
-            out[m.key][variant] = MetricSums(n, sums)
+            per_metric[m.key][variant] = MetricSums(n, sums)
     return out

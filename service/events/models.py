@@ -24,13 +24,15 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    StrictBool,
+    StrictInt,
     TypeAdapter,
 )
 from pydantic import (
     Field as PField,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Index
+from sqlalchemy import JSON, Index
 from sqlmodel import Column, Field, SQLModel
 
 # pydantic needs typing_extensions' TypedDict before Python 3.12.
@@ -124,6 +126,9 @@ class ExposureUnit(SQLModel, table=True):
     variant: str = Field(max_length=64)
     first_ts: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     multiple: bool = False
+    # The experiment's `dimensions` among the first exposure's attributes, values as text
+    # (product.md §5, §12; migration 0006). NULL when the exposure carried none.
+    attributes: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 # --------------------------------------------------------------------------------------- schemas
@@ -207,6 +212,18 @@ _EVENT_ID_FIELD = PField(
 )
 EventId = Annotated[str, BeforeValidator(_text), _EVENT_ID_FIELD]
 UnitId = Annotated[EventText, PField(min_length=1, max_length=UNIT_ID_MAX)]
+ATTRIBUTES_MAX = 50
+ATTRIBUTE_VALUE_MAX = 256
+# Exposure attributes (product.md §5): {name: string | number | bool}; those named in the
+# experiment's `dimensions` are kept with the unit's first exposure (§12).
+AttributeName = Annotated[str, PField(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")]
+AttributeValue = (
+    Annotated[str, PField(max_length=ATTRIBUTE_VALUE_MAX, pattern=r"^[^\x00-\x1f\x7f]*$")]
+    | StrictBool
+    | StrictInt
+    | Annotated[float, PField(allow_inf_nan=False)]
+)
+Attributes = Annotated[dict[AttributeName, AttributeValue], PField(max_length=ATTRIBUTES_MAX)]
 
 
 class ExposureIn(BaseModel):
@@ -226,6 +243,11 @@ class ExposureIn(BaseModel):
         le=1_000_000,
         strict=True,
         description="the experiment phase the unit was assigned in; default the current phase",
+    )
+    attributes: Attributes | None = PField(
+        default=None,
+        description="the unit's attributes; those named in the experiment's `dimensions` are "
+        "kept with its first exposure and slice the results",
     )
 
 
@@ -288,6 +310,7 @@ class ExposureDict(TypedDict):
     unit_id: _UNIT_TEXT
     timestamp: _TIMESTAMP_TEXT
     phase: NotRequired[_PHASE | None]
+    attributes: NotRequired[Attributes | None]
 
 
 class ConversionDict(TypedDict):

@@ -21,6 +21,7 @@ _require_sdk = require(Role.sdk)
 
 
 def sdk_principal(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller, checked in a short read transaction.
@@ -30,7 +31,7 @@ def sdk_principal(
     """
     session = open_session(write=False)
     try:
-        principal = principal_for(session, credentials)
+        principal = principal_for(session, credentials, request)
     finally:
         session.close()
     return _require_sdk(principal)

@@ -120,12 +120,22 @@ EXPOSURE_COLUMNS = (
     "late",
 )
 CONVERSION_COLUMNS = ("event_id", "name", "unit_id", "value", "ts", "received_at", "payload_hash")
-UNIT_COLUMNS = ("experiment_id", "phase", "unit_id", "variant", "first_ts", "multiple")
+UNIT_COLUMNS = (
+    "experiment_id",
+    "phase",
+    "unit_id",
+    "variant",
+    "first_ts",
+    "multiple",
+    "attributes",
+)
 # The upsert of a first exposure: the earliest keeps its variant; several variants: ``multiple``.
 UNIT_MERGE = (
     "ON CONFLICT (experiment_id, phase, unit_id) DO UPDATE SET "
     "multiple = (exposure_unit.multiple OR excluded.multiple "
     "OR exposure_unit.variant <> excluded.variant), "
+    "attributes = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
+    "THEN excluded.attributes ELSE exposure_unit.attributes END, "
     "variant = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
     "THEN excluded.variant ELSE exposure_unit.variant END, "
     "first_ts = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
@@ -138,7 +148,7 @@ STAGE_COLUMNS = {
     "conversion": "event_id text, name text, unit_id text, value double precision, "
     "ts timestamptz, received_at timestamptz, payload_hash text",
     "exposure_unit": "experiment_id integer, phase integer, unit_id text, variant text, "
-    "first_ts timestamptz, multiple boolean",
+    "first_ts timestamptz, multiple boolean, attributes json",
 }
 
 # ------------------------------------------------------------------------------------- parsing
@@ -315,8 +325,37 @@ def _utc_iso(ts: datetime) -> str:
     return ts.isoformat()
 
 
+def attribute_text(value: Any) -> str:
+    """An attribute value as the text kept for slicing: 3 and 3.0 are one slice, ``true``."""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def _attributes_canonical(attributes: Mapping[str, Any]) -> str:
+    """The attributes' part of an exposure's payload (only when it has some, so that the hash
+    of an exposure without attributes is unchanged)."""
+    return "|attrs:" + json.dumps(sorted(attributes.items()), separators=(",", ":"))
+
+
+def _kept_attributes(attributes: Mapping[str, Any] | None, dimensions: Sequence[str]) -> Any:
+    """JSON text of the experiment's dimensions among the attributes, or None."""
+    if not attributes or not dimensions:
+        return None
+    kept = {d: attribute_text(attributes[d]) for d in dimensions if attributes.get(d) is not None}
+    return json.dumps(kept, sort_keys=True) if kept else None
+
+
 def _exposure_digest(
-    event_id: str, experiment: str, variant: str, unit: str, iso: str, phase: Any
+    event_id: str,
+    experiment: str,
+    variant: str,
+    unit: str,
+    iso: str,
+    phase: Any,
+    attributes: Mapping[str, Any] | None = None,
 ) -> str:
     # Strings are length-prefixed so that no choice of separator inside them can make two
     # different payloads encode alike.
@@ -324,6 +363,8 @@ def _exposure_digest(
         f"exposure|{len(event_id)}:{event_id}|{len(experiment)}:{experiment}|"
         f"{len(variant)}:{variant}|{len(unit)}:{unit}|{iso}|{phase}"
     )
+    if attributes:
+        canonical += _attributes_canonical(attributes)
     return blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
@@ -355,14 +396,20 @@ def payload_hash(event: EventIn) -> str:
     iso = _utc_iso(event.timestamp)
     if isinstance(event, ExposureIn):
         return _exposure_digest(
-            event.event_id, event.experiment, event.variant, event.unit_id, iso, event.phase
+            event.event_id,
+            event.experiment,
+            event.variant,
+            event.unit_id,
+            iso,
+            event.phase,
+            event.attributes,
         )
     return _conversion_digest(event.event_id, event.name, event.unit_id, iso, event.value + 0.0)
 
 
 # One prepared event: (index, is_exposure, event_id, digest, stored ts, unit_id,
-#   experiment | name, variant | value, phase as sent | None).
-_Item = tuple[int, bool, str, str, str, str, str, Any, Any]
+#   experiment | name, variant | value, phase as sent | None, attributes | None).
+_Item = tuple[int, bool, str, str, str, str, str, Any, Any, Any]
 
 
 def _from_model(
@@ -448,10 +495,13 @@ def _prepare(
         event_id, unit = ev["event_id"], ev["unit_id"]
         if ev["type"] == "exposure":
             experiment, variant, phase = ev["experiment"], ev["variant"], ev.get("phase")
+            attributes = ev.get("attributes")
             canonical = (
                 f"exposure|{len(event_id)}:{event_id}|{len(experiment)}:{experiment}|"
                 f"{len(variant)}:{variant}|{len(unit)}:{unit}|{iso}|{phase}"
             )
+            if attributes:
+                canonical += _attributes_canonical(attributes)
             digest = blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16)
             append(
                 (
@@ -464,6 +514,7 @@ def _prepare(
                     experiment,
                     variant,
                     phase,
+                    attributes,
                 )
             )
         else:
@@ -473,7 +524,9 @@ def _prepare(
                 f"{iso}|{value!r}"
             )
             digest = blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16)
-            append((index, False, event_id, digest.hexdigest(), stored, unit, name, value, None))
+            append(
+                (index, False, event_id, digest.hexdigest(), stored, unit, name, value, None, None)
+            )
     return items, rejected
 
 
@@ -487,6 +540,7 @@ class _Target:
     phase: int
     variants: dict[int, frozenset[str]] = field(default_factory=dict)
     ended: set[int] = field(default_factory=set)
+    dimensions: tuple[str, ...] = ()  # kept with a unit's first exposure (§12)
 
 
 # (experiment id, phase, late) for an accepted exposure, else (code, reason).
@@ -550,7 +604,8 @@ class _Store:
         cur = self.raw.cursor()
         try:
             cur.execute(
-                "SELECT e.id, e.key, e.status, e.phase, p.phase, p.variants, p.ended_at "
+                "SELECT e.id, e.key, e.status, e.phase, p.phase, p.variants, p.ended_at, "
+                "e.dimensions "
                 "FROM experiment e LEFT JOIN experiment_phase p ON p.experiment_id = e.id "
                 f"WHERE e.key IN ({marks})",
                 sorted(keys),
@@ -559,10 +614,14 @@ class _Store:
         finally:
             cur.close()
         out: dict[str, _Target] = {}
-        for exp_id, key, status, current, number, variants, ended_at in rows:
+        for exp_id, key, status, current, number, variants, ended_at, dims in rows:
             target = out.get(key)
             if target is None:
-                target = out[key] = _Target(id=int(exp_id), status=status, phase=int(current))
+                if isinstance(dims, str | bytes):
+                    dims = json.loads(dims)
+                target = out[key] = _Target(
+                    id=int(exp_id), status=status, phase=int(current), dimensions=tuple(dims or ())
+                )
             if number is None:
                 continue
             if isinstance(variants, str | bytes):  # SQLite keeps JSON as text
@@ -738,16 +797,22 @@ def _merge_units(units: Iterable[tuple[Any, ...]], flag: Any) -> list[tuple[Any,
             continue
         multiple = flag(bool(current[5]) or bool(row[5]) or current[3] != row[3])
         if row[4] < current[4]:
-            merged[key] = (*row[:5], multiple)
+            merged[key] = (*row[:5], multiple, row[6])
         else:
-            merged[key] = (*current[:5], multiple)
+            merged[key] = (*current[:5], multiple, current[6])
     return list(merged.values())
 
 
-def _unit_rows(new_exposures: Iterable[tuple[Any, ...]], flag: Any) -> list[tuple[Any, ...]]:
-    """One ``exposure_unit`` row per (experiment, phase, unit) of the inserted exposure rows."""
+def _unit_rows(
+    new_exposures: Iterable[tuple[Any, ...]], flag: Any, attributes: Mapping[str, str]
+) -> list[tuple[Any, ...]]:
+    """One ``exposure_unit`` row per (experiment, phase, unit) of the inserted exposure rows
+    (``attributes``: the kept attributes' JSON text by event id)."""
     no = flag(False)
-    return _merge_units(((r[1], r[2], r[4], r[3], r[5], no) for r in new_exposures), flag)
+    get = attributes.get
+    return _merge_units(
+        ((r[1], r[2], r[4], r[3], r[5], no, get(r[0])) for r in new_exposures), flag
+    )
 
 
 @dataclass(eq=False)
@@ -769,6 +834,8 @@ class _Plan:
     # SQLite: the rows' values in one list each, ready to bind; event ids of each table.
     flat: tuple[list[Any], list[Any], list[Any]] | None
     ids: tuple[frozenset[str], frozenset[str]]
+    # The kept attributes (JSON text) of exposures that carry dimensions, by event id.
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 def _plan(items: Sequence[_Item], targets: Mapping[str, _Target | None], *, sqlite: bool) -> _Plan:
@@ -785,7 +852,8 @@ def _plan(items: Sequence[_Item], targets: Mapping[str, _Target | None], *, sqli
     rejected: list[RejectedEvent] = []
     seen: dict[str, str] = {}  # event_id -> digest of its first valid occurrence
     duplicates = conflicts = late_count = 0
-    for index, is_exposure, event_id, digest, ts, unit, a, b, phase_sent in items:
+    attributes: dict[str, str] = {}
+    for index, is_exposure, event_id, digest, ts, unit, a, b, phase_sent, attrs in items:
         if is_exposure:
             key = (a, phase_sent, b)
             resolution = resolutions.get(key)
@@ -807,9 +875,14 @@ def _plan(items: Sequence[_Item], targets: Mapping[str, _Target | None], *, sqli
             exp_id, phase, late = resolution  # type: ignore[misc]
             exposures.append((event_id, exp_id, phase, b, unit, ts, received, digest, flag(late)))
             late_count += late
+            if attrs:
+                target = targets.get(a)
+                kept = _kept_attributes(attrs, target.dimensions if target else ())
+                if kept is not None:
+                    attributes[event_id] = kept
         else:
             conversions.append((event_id, a, unit, b, ts, received, digest))
-    units = _unit_rows(exposures, flag)
+    units = _unit_rows(exposures, flag, attributes)
     flat = None
     if sqlite:
         flat = (
@@ -828,6 +901,7 @@ def _plan(items: Sequence[_Item], targets: Mapping[str, _Target | None], *, sqli
         late=late_count,
         flat=flat,
         ids=(frozenset(r[0] for r in exposures), frozenset(r[0] for r in conversions)),
+        attributes=attributes,
     )
 
 
@@ -1023,7 +1097,8 @@ def _store_segment(store: _Store, jobs: Sequence[_Job], flag: Any) -> None:
                 else:
                     job.conflicts += 1
     if not all_new:
-        store.upsert_units(_unit_rows(new_exposures, flag))
+        kept = {k: v for p in plans for k, v in p.attributes.items()}
+        store.upsert_units(_unit_rows(new_exposures, flag, kept))
     elif store.sqlite:  # SQLite upserts row after row: a unit in several jobs is merged there
         store.upsert_units(_joined([p.units for p in plans]), _joined([_flat(p, 2) for p in plans]))
     else:

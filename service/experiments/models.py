@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool
 from pydantic import Field as PField
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import JSON, Index, UniqueConstraint
@@ -17,6 +17,20 @@ from service.db import UTCDateTime, utcnow
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,79}$"
 VARIANT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ATTRIBUTE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$"
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        raise ValueError("dimensions must be distinct attribute names")
+    return names
+
+
+# The exposure attributes results are sliced by (product.md §2, §12).
+Dimensions = Annotated[
+    list[Annotated[str, PField(pattern=ATTRIBUTE_PATTERN)]],
+    PField(max_length=5),
+    AfterValidator(_unique_names),
+]
 
 
 class Status(StrEnum):
@@ -60,6 +74,8 @@ class Experiment(SQLModel, table=True):
     attribution_window_hours: float | None = None
     analysis: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     layer: str | None = Field(default=None, max_length=80, index=True)
+    # Exposure attribute names the results are sliced by (product.md §12; migration 0006).
+    dimensions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=True))
     layer_allocation: float | None = None
     layer_range: list[float] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -252,6 +268,10 @@ class ProtocolFields(BaseModel):
     tags: list[Annotated[str, PField(min_length=1, max_length=50)]] = PField(
         default_factory=list, max_length=50
     )
+    dimensions: Dimensions = PField(
+        default_factory=list,
+        description="up to 5 exposure attribute names to slice the results by (§12)",
+    )
 
 
 class ExperimentCreate(ProtocolFields):
@@ -288,6 +308,7 @@ class ExperimentUpdate(BaseModel):
     layer: str | None = PField(default=None, pattern=KEY_PATTERN)
     layer_allocation: Fraction | None = None
     tags: Annotated[list[Tag], PField(max_length=50)] | NoNull = None
+    dimensions: Dimensions | NoNull = None
 
 
 class TransitionIn(BaseModel):
@@ -367,6 +388,7 @@ class ExperimentPublic(BaseModel):
     layer_allocation: float | None
     layer_range: list[float] | None
     tags: list[str]
+    dimensions: list[str] = PField(default_factory=list)
     notes: list[dict[str, Any]]
     status: Status
     phase: int

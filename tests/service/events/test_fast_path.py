@@ -118,6 +118,17 @@ CASES = [
     json.dumps(["not", "an", "object"]),
     "17",
     "null",
+    # exposure attributes (product.md §5)
+    json.dumps(EXPOSURE | {"attributes": {"country": "de", "n": 3, "pro": True, "f": 2.5}}),
+    json.dumps(EXPOSURE | {"attributes": {}}),
+    json.dumps(EXPOSURE | {"attributes": None}),
+    json.dumps(EXPOSURE | {"attributes": {"country": {"nested": 1}}}),
+    json.dumps(EXPOSURE | {"attributes": {"country": "x" * 257}}),
+    json.dumps(EXPOSURE | {"attributes": {"country": "a\u0000b"}}),
+    json.dumps(EXPOSURE | {"attributes": {"1bad name": "x"}}),
+    json.dumps(EXPOSURE | {"attributes": {f"a{i}": i for i in range(51)}}),
+    json.dumps(EXPOSURE | {"attributes": ["country"]}),
+    json.dumps(EXPOSURE).replace('"unit_id"', '"attributes": {"n": NaN}, "unit_id"'),
 ]
 
 
@@ -157,6 +168,7 @@ def expected(model: ExposureIn | ConversionIn) -> tuple[Any, ...]:
             model.experiment,
             model.variant,
             model.phase,
+            model.attributes,
         )
     return (
         False,
@@ -166,6 +178,7 @@ def expected(model: ExposureIn | ConversionIn) -> tuple[Any, ...]:
         model.unit_id,
         model.name,
         model.value + 0.0,
+        None,
         None,
     )
 
