@@ -218,7 +218,7 @@ ATTRIBUTE_VALUE_MAX = 256
 # experiment's `dimensions` are kept with the unit's first exposure (§12).
 AttributeName = Annotated[str, PField(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")]
 AttributeValue = (
-    Annotated[str, PField(max_length=ATTRIBUTE_VALUE_MAX, pattern=r"^[^\x00-\x1f\x7f]*$")]
+    Annotated[str, PField(max_length=ATTRIBUTE_VALUE_MAX, pattern=TEXT_PATTERN)]
     | StrictBool
     | StrictInt
     | Annotated[float, PField(allow_inf_nan=False)]
