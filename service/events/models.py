@@ -150,11 +150,7 @@ def timestamp_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
 
 def _timestamp_in_range(value: datetime) -> datetime:
     low, high = timestamp_bounds()
-    try:
-        inside = low <= value <= high
-    except OverflowError:  # pragma: no cover - comparing aware datetimes does not overflow
-        inside = False
-    if not inside:
+    if not low <= value <= high:  # aware datetimes compare as instants, without overflow
         raise PydanticCustomError(
             "timestamp_out_of_range",
             "must be from 2000-01-01T00:00:00Z to 24 hours after the server's clock "
@@ -206,6 +202,7 @@ Timestamp = Annotated[
 Value = Annotated[
     float, PField(strict=True, ge=-VALUE_MAX, le=VALUE_MAX), BeforeValidator(_value_in_range)
 ]
+# Every string of an event (attribute names and values too): no control character.
 EventText = Annotated[str, BeforeValidator(_text)]
 _EVENT_ID_FIELD = PField(
     min_length=1,
@@ -221,7 +218,7 @@ ATTRIBUTE_VALUE_MAX = 256
 # experiment's `dimensions` are kept with the unit's first exposure (§12).
 AttributeName = Annotated[str, PField(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")]
 AttributeValue = (
-    Annotated[str, PField(max_length=ATTRIBUTE_VALUE_MAX, pattern=r"^[^\x00-\x1f\x7f]*$")]
+    Annotated[str, PField(max_length=ATTRIBUTE_VALUE_MAX, pattern=TEXT_PATTERN)]
     | StrictBool
     | StrictInt
     | Annotated[float, PField(allow_inf_nan=False)]

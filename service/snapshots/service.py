@@ -159,7 +159,14 @@ def data_to_json(data: AnalysisData) -> dict[str, Any]:
             "overridden_units": data.counts.overridden_units,
         },
         "sums": {
-            metric: {v: {"n": s.n, "sums": s.sums} for v, s in per.items()}
+            # an overflowed sum (inf, NaN) is not JSON: kept as its text, which float() reads back
+            metric: {
+                v: {
+                    "n": s.n,
+                    "sums": {k: x if math.isfinite(x) else repr(x) for k, x in s.sums.items()},
+                }
+                for v, s in per.items()
+            }
             for metric, per in data.sums.items()
         },
     }

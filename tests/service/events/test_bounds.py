@@ -226,3 +226,15 @@ def test_both_validation_paths_apply_the_same_bounds(change):
         by_models = []
     assert by_pipeline == by_models
     assert len(items) == (0 if by_models else 1)
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x85", "\x9f"])
+def test_a_control_character_in_an_attribute_value_rejects_that_event_only(
+    client, sdk, running, events, count, char
+):
+    bad = events.exposure("u-bad", attributes={"country": f"F{char}R"})
+    answer = post(client, sdk, [events.exposure("u1", attributes={"country": "FR"}), bad])
+    assert answer["accepted"] == 1, answer
+    assert [(r["index"], r["code"]) for r in answer["rejected"]] == [(1, "invalid")]
+    assert "attributes" in answer["rejected"][0]["error"]
+    assert count("exposure") == 1
