@@ -32,7 +32,9 @@ def setup_catalogue(make_metric: Any) -> None:
     make_metric("clicks")
 
 
-def test_create_get_and_list_templates(client, editor, keys):
+def test_create_get_and_list_templates(client, editor, keys, make_metric):
+    make_metric("conversion")
+    make_metric("error_rate")
     r = client.post("/v1/templates", json=STANDARD, headers=editor)
     assert r.status_code == 201, r.text
     body = r.json()
@@ -48,7 +50,9 @@ def test_create_get_and_list_templates(client, editor, keys):
     assert client.post("/v1/templates", json=STANDARD, headers=editor).status_code == 409
 
 
-def test_update_writes_a_new_immutable_version(client, editor):
+def test_update_writes_a_new_immutable_version(client, editor, make_metric):
+    make_metric("conversion")
+    make_metric("error_rate")
     client.post("/v1/templates", json=STANDARD, headers=editor)
     v2 = {k: v for k, v in STANDARD.items() if k != "key"} | {"name": "Stricter"}
     v2["defaults"] = {"alpha": 0.005}
