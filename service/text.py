@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError, ValidatorFunctionWrapHandler, model_validator
@@ -91,8 +92,6 @@ class RequestModel(BaseModel):
     @classmethod
     def _refuse_control_characters(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         problems = string_problems(data) if isinstance(data, dict) else []
-        if not problems:
-            return handler(data)
         line_errors: list[InitErrorDetails] = [
             {
                 "type": PydanticCustomError(ERROR_TYPE, message),
@@ -102,21 +101,59 @@ class RequestModel(BaseModel):
             for loc, message in problems
         ]
         try:
-            handler(data)
+            value = handler(data)
         except ValidationError as exc:
-            flagged = {loc for loc, _ in problems}
-            for err in exc.errors():
-                loc = tuple(err["loc"])
-                if any(loc[: len(f)] == f for f in flagged):
-                    continue  # the same string: the control character is the message to give
-                line_errors.append(
-                    {
-                        "type": PydanticCustomError(err["type"], err["msg"]),
-                        "loc": loc,
-                        "input": err.get("input"),
-                    }
-                )
-        raise ValidationError.from_exception_data(cls.__name__, line_errors)
+            flagged = [loc for loc, _ in problems]
+            raw = [
+                err
+                for err in exc.errors()
+                # the same string: the control character is the message to give
+                if not any(tuple(err["loc"])[: len(f)] == f for f in flagged)
+            ]
+            line_errors += _without_union_tags(cls, raw)
+            raise ValidationError.from_exception_data(cls.__name__, line_errors) from None
+        if line_errors:
+            raise ValidationError.from_exception_data(cls.__name__, line_errors)
+        return value
+
+
+def _union_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """Fields typed as a union of two or more types: pydantic puts the branch's tag (`float`,
+    `none`, a class name) into the location of their errors, after the field's name."""
+    out = set()
+    for name, info in cls.model_fields.items():
+        if get_origin(info.annotation) in (Union, UnionType):
+            members = [a for a in get_args(info.annotation) if a is not type(None)]
+            if len(members) >= 2:
+                out.add(name)
+    return frozenset(out)
+
+
+def _without_union_tags(cls: type[BaseModel], errors: list[Any]) -> list[InitErrorDetails]:
+    """The errors with the union tags taken out of their locations (`alpha`, not
+    `alpha.function-after[...]`), and without the `Input should be None` of a branch that only
+    stands for "omitted" when the field has a real error too."""
+    unions = _union_fields(cls)
+    out: list[InitErrorDetails] = []
+    real: set[Any] = set()
+    nones: list[InitErrorDetails] = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        tag = None
+        if len(loc) >= 2 and loc[0] in unions and isinstance(loc[1], str):
+            tag, loc = loc[1], (loc[0], *loc[2:])
+        detail: InitErrorDetails = {
+            "type": PydanticCustomError(err["type"], err["msg"]),
+            "loc": loc,
+            "input": err.get("input"),
+        }
+        if tag == "none":
+            nones.append(detail)
+        else:
+            real.add(loc[:1])
+            out.append(detail)
+    out += [d for d in nones if tuple(d["loc"])[:1] not in real]
+    return out
 
 
 async def refuse_control_characters_in_parameters(request: Request) -> None:

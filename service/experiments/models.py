@@ -13,6 +13,7 @@ from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
 from service.db import UTCDateTime, utcnow
+from service.numbers import Range
 from service.text import RequestModel
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,79}$"
@@ -171,24 +172,25 @@ MAX_TARGETING_DEPTH = 8
 MAX_TARGETING_LIST = 1000
 MAX_TARGETING_NODES = 2000
 
-Fraction = Annotated[float, PField(ge=MIN_FRACTION, le=1, strict=True, allow_inf_nan=False)]
-RelativeEffect = Annotated[
-    float,
-    PField(ge=MIN_RELATIVE_EFFECT, le=MAX_RELATIVE_EFFECT, strict=True, allow_inf_nan=False),
-]
-Alpha = Annotated[float, PField(ge=MIN_ALPHA, lt=0.5, strict=True, allow_inf_nan=False)]
-Power = Annotated[float, PField(ge=0.5, le=MAX_POWER, strict=True, allow_inf_nan=False)]
-DailyUnits = Annotated[float, PField(ge=1, le=MAX_DAILY_UNITS, strict=True, allow_inf_nan=False)]
+_NUMBER = PField(strict=True, allow_inf_nan=False)
+Fraction = Annotated[float, _NUMBER, Range(MIN_FRACTION, 1)]
+RelativeEffect = Annotated[float, _NUMBER, Range(MIN_RELATIVE_EFFECT, MAX_RELATIVE_EFFECT)]
+Alpha = Annotated[float, _NUMBER, Range(MIN_ALPHA, 0.5, hi_open=True)]
+Power = Annotated[float, _NUMBER, Range(0.5, MAX_POWER)]
+DailyUnits = Annotated[float, _NUMBER, Range(1, MAX_DAILY_UNITS)]
 WindowHours = Annotated[
     float,
-    PField(
-        ge=MIN_WINDOW_HOURS,
-        le=MAX_WINDOW_HOURS,
-        strict=True,
-        allow_inf_nan=False,
-        description="hours after a unit's first exposure during which its conversions count",
-    ),
+    _NUMBER,
+    Range(MIN_WINDOW_HOURS, MAX_WINDOW_HOURS),
+    PField(description="hours after a unit's first exposure during which its conversions count"),
 ]
+Rate = Annotated[float, _NUMBER, Range(MIN_RATE, 1 - MIN_RATE)]
+Mean = Annotated[float, _NUMBER, Range(-MAX_ABS_MEAN, MAX_ABS_MEAN)]
+Sd = Annotated[float, _NUMBER, Range(MIN_SD, MAX_ABS_MEAN)]
+PriorMean = Annotated[float, _NUMBER, Range(-MAX_PRIOR_MEAN, MAX_PRIOR_MEAN)]
+PriorSd = Annotated[float, _NUMBER, Range(MIN_PRIOR_SD, MAX_PRIOR_SD)]
+SrmThreshold = Annotated[float, _NUMBER, Range(MIN_SRM_THRESHOLD, 0.5, hi_open=True)]
+Holdout = Annotated[float, _NUMBER, Range(0, MAX_HOLDOUT)]
 
 
 def _targeting_shape(tree: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -280,15 +282,9 @@ class GuardrailIn(RequestModel):
 class Baseline(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
-    rate: float | None = PField(
-        default=None, ge=MIN_RATE, le=1 - MIN_RATE, strict=True, allow_inf_nan=False
-    )
-    mean: float | None = PField(
-        default=None, ge=-MAX_ABS_MEAN, le=MAX_ABS_MEAN, strict=True, allow_inf_nan=False
-    )
-    sd: float | None = PField(
-        default=None, ge=MIN_SD, le=MAX_ABS_MEAN, strict=True, allow_inf_nan=False
-    )
+    rate: Rate | None = None
+    mean: Mean | None = None
+    sd: Sd | None = None
 
 
 class AnalysisSettings(RequestModel):
@@ -299,15 +295,9 @@ class AnalysisSettings(RequestModel):
     cuped: StrictBool = True
     pre_period_days: int = PField(default=14, ge=1, le=365, strict=True)
     bayesian: StrictBool = False
-    prior_mean: float | None = PField(
-        default=None, ge=-MAX_PRIOR_MEAN, le=MAX_PRIOR_MEAN, strict=True, allow_inf_nan=False
-    )
-    prior_sd: float | None = PField(
-        default=None, ge=MIN_PRIOR_SD, le=MAX_PRIOR_SD, strict=True, allow_inf_nan=False
-    )
-    srm_threshold: float = PField(
-        default=0.001, ge=MIN_SRM_THRESHOLD, lt=0.5, strict=True, allow_inf_nan=False
-    )
+    prior_mean: PriorMean | None = None
+    prior_sd: PriorSd | None = None
+    srm_threshold: SrmThreshold = 0.001
     sequential_n_star: int = PField(default=5000, ge=1, le=10_000_000, strict=True)
 
 
@@ -577,18 +567,14 @@ class LayerCreate(RequestModel):
 
     key: str = PField(pattern=KEY_PATTERN)
     description: str | None = PField(default=None, max_length=2000)
-    holdout_fraction: float = PField(
-        default=0.0, ge=0, le=MAX_HOLDOUT, strict=True, allow_inf_nan=False
-    )
+    holdout_fraction: Holdout = 0.0
 
 
 class LayerUpdate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str | None = PField(default=None, max_length=2000)
-    holdout_fraction: (
-        Annotated[float, PField(ge=0, le=MAX_HOLDOUT, strict=True, allow_inf_nan=False)] | NoNull
-    ) = None
+    holdout_fraction: Holdout | NoNull = None
 
 
 class LayerExperimentOut(BaseModel):

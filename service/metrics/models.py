@@ -12,6 +12,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Column, Field, SQLModel
 
 from service.db import UTCDateTime, utcnow
+from service.numbers import Range
 from service.text import RequestModel
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,79}$"
@@ -55,7 +56,7 @@ class Metric(SQLModel, table=True):
 # Winsorization percentiles in [0.0001, 0.9999]: a narrower cut is no cut on any real sample.
 MIN_PERCENTILE = 1e-4
 Percentile = Annotated[
-    float, PField(ge=MIN_PERCENTILE, le=1 - MIN_PERCENTILE, strict=True, allow_inf_nan=False)
+    float, PField(strict=True, allow_inf_nan=False), Range(MIN_PERCENTILE, 1 - MIN_PERCENTILE)
 ]
 EventName = Annotated[str, PField(pattern=EVENT_PATTERN)]
 # An optional field that may be omitted but not sent as null (None only as the "unset" default).

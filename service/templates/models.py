@@ -13,11 +13,11 @@ from sqlmodel import Column, Field, SQLModel
 from service.db import UTCDateTime, utcnow
 from service.experiments.models import (
     KEY_PATTERN,
-    MIN_SRM_THRESHOLD,
     Alpha,
     MetricKey,
     Power,
     RelativeEffect,
+    SrmThreshold,
     WindowHours,
 )
 from service.text import RequestModel
@@ -73,9 +73,7 @@ class AnalysisDefaults(RequestModel):
     cuped: StrictBool | None = None
     pre_period_days: int | None = PField(default=None, ge=1, le=365, strict=True)
     bayesian: StrictBool | None = None
-    srm_threshold: float | None = PField(
-        default=None, ge=MIN_SRM_THRESHOLD, lt=0.5, strict=True, allow_inf_nan=False
-    )
+    srm_threshold: SrmThreshold | None = None
     sequential_n_star: int | None = PField(default=None, ge=1, le=10_000_000, strict=True)
 
 
