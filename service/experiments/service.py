@@ -1045,7 +1045,14 @@ def update_layer(session: Session, key: str, body: LayerUpdate) -> LayerPublic:
 
 
 def analysis_settings(exp: Experiment) -> AnalysisSettings:
-    return AnalysisSettings.model_validate(exp.analysis)
+    """The stored analysis settings; a row stored under older, looser ranges is read as stored
+    (its numbers were accepted then, and the analysis must not fail on them now)."""
+    try:
+        return AnalysisSettings.model_validate(exp.analysis)
+    except ValidationError:
+        return AnalysisSettings.model_construct(
+            **(AnalysisSettings().model_dump() | dict(exp.analysis or {}))
+        )
 
 
 def started_at_of_phase(session: Session, exp: Experiment) -> datetime | None:

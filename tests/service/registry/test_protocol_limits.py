@@ -1,6 +1,7 @@
 """Issue 12: every number of the protocol has a range the engine can compute, bounded nesting,
 and row ids that agree with the 32-bit columns. On SQLite and PostgreSQL alike."""
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -260,3 +261,50 @@ def test_row_ids_beyond_the_32_bit_columns_are_a_422_and_the_largest_a_404(
     assert "2147483647" in r.json()["errors"][0]["message"]
     r = client.request(method, path.format(id=ABOVE_INT32 - 1), json=body, headers=admin)
     assert r.status_code == 404, r.text
+
+
+def test_rows_stored_under_the_older_looser_ranges_still_read_and_analyse(
+    client, admin, keys, engine, make_experiment
+):
+    from sqlmodel import Session, select
+
+    from service.experiments.models import Experiment
+
+    make_experiment("old-row", start=True)
+    now = datetime.now(UTC)
+    events = [
+        {
+            "event_id": f"x{i}",
+            "type": "exposure",
+            "experiment": "old-row",
+            "variant": "control" if i % 2 else "treatment",
+            "unit_id": f"u{i}",
+            "timestamp": (now - timedelta(minutes=5)).isoformat(),
+        }
+        for i in range(20)
+    ] + [
+        {
+            "event_id": f"c{i}",
+            "type": "conversion",
+            "name": "conversion",
+            "unit_id": f"u{i}",
+            "timestamp": now.isoformat(),
+        }
+        for i in range(0, 20, 3)
+    ]
+    r = client.post("/v1/events", json={"events": events}, headers=keys["sdk"])
+    assert r.status_code == 200 and r.json()["accepted"] == len(events), r.text
+    with Session(engine) as session:
+        row = session.exec(select(Experiment).where(Experiment.key == "old-row")).one()
+        row.attribution_window_hours = 1e100
+        row.primary_mde = 1e-200
+        row.alpha = 1e-300
+        row.analysis = row.analysis | {"prior_mean": 0.0, "prior_sd": 1e-300}
+        session.add(row)
+        session.commit()
+    r = client.get("/v1/experiments/old-row", headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["attribution_window_hours"] == 1e100
+    for path in ("/v1/experiments/old-row/results", "/v1/experiments/old-row/report?format=md"):
+        r = client.get(path, headers=admin)
+        assert r.status_code == 200, (path, r.text)

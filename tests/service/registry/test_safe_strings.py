@@ -96,7 +96,11 @@ def test_nested_keys_and_free_form_json_are_checked_too(client, admin, bodies, m
         ("/v1/layers", {"key": "lay", "description": "d\x00"}, "description"),
         (
             "/v1/webhooks",
-            {"url": "https://example.com/hook", "event_types": ["alert.srm"], "description": "x\x00"},
+            {
+                "url": "https://example.com/hook",
+                "event_types": ["alert.srm"],
+                "description": "x\x00",
+            },
             "description",
         ),
     ],
