@@ -52,7 +52,12 @@ class ProtocolRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
-        action = {"create_experiment": "create", "update_experiment": "update"}.get(self.name)
+        action = {
+            "create_experiment": "create",
+            "update_experiment": "update",
+            "create_phase": "phase",
+            "conclude_experiment": "conclude",
+        }.get(self.name)
         if action is None:
             return original
 

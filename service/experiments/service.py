@@ -361,7 +361,8 @@ def validate_protocol(session: Session, p: ExperimentCreate) -> dict[str, Metric
 def body_problems(
     session: Session, action: str, path_params: Mapping[str, Any], body: Any
 ) -> list[FieldError]:
-    """The cross-field problems of a create or update body that failed its field rules.
+    """The cross-field problems of a body (create, update, phase, conclude) that failed its field
+    rules.
 
     The routes add them to the field rules' 422, so that one response names every problem.
     """
@@ -370,15 +371,45 @@ def body_problems(
     if action == "create":
         errors, _ = protocol_problems(session, body)
         return errors + _template_problems(session, body.get("template"))
+    if action == "phase":
+        # A new phase's variants follow the protocol's variant rules.
+        return protocol_problems(session, {"variants": body.get("variants")})[0]
     exp = session.exec(select(Experiment).where(Experiment.key == path_params.get("key"))).first()
     if exp is None:
         return []
+    if action == "conclude":
+        keys = [v["key"] for v in exp.variants]
+        return conclusion_errors(body.get("decision"), body.get("variant"), keys)
     current = _protocol_of(exp)
     merged = current | body
     if isinstance(body.get("analysis"), dict):
         merged["analysis"] = dict(current.get("analysis") or {}) | body["analysis"]
     errors, _ = protocol_problems(session, merged)
     return errors
+
+
+def conclusion_errors(decision: Any, variant: Any, variant_keys: list[str]) -> list[FieldError]:
+    """A `ship` decision names one of the experiment's variants; the others name none."""
+    if decision == "ship":
+        if variant is None:
+            return [
+                FieldError(
+                    field="variant",
+                    message=f"a `ship` decision names the variant shipped: one of {variant_keys}",
+                )
+            ]
+        if isinstance(variant, str) and variant not in variant_keys:
+            return [
+                FieldError(
+                    field="variant",
+                    message=f"'{variant}' is not a variant; use one of {variant_keys}",
+                )
+            ]
+    elif decision in ("roll_back", "inconclusive") and variant is not None:
+        return [
+            FieldError(field="variant", message="only a `ship` decision names a variant; remove it")
+        ]
+    return []
 
 
 def _template_problems(session: Session, template: Any) -> list[FieldError]:
@@ -860,20 +891,11 @@ def transition(
             session.add(phase)
     elif action == "conclude":
         assert conclusion is not None
-        variant_keys = [v["key"] for v in exp.variants]
-        if conclusion.decision == "ship":
-            if conclusion.variant is None:
-                raise ValidationFailedError.on(
-                    "variant", f"a `ship` decision names the variant shipped: one of {variant_keys}"
-                )
-            if conclusion.variant not in variant_keys:
-                raise ValidationFailedError.on(
-                    "variant", f"'{conclusion.variant}' is not a variant; use one of {variant_keys}"
-                )
-        elif conclusion.variant is not None:
-            raise ValidationFailedError.on(
-                "variant", "only a `ship` decision names a variant; remove it"
+        raise_problems(
+            conclusion_errors(
+                conclusion.decision, conclusion.variant, [v["key"] for v in exp.variants]
             )
+        )
         exp.decision = {
             "decision": conclusion.decision,
             "variant": conclusion.variant,

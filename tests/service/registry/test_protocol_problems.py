@@ -169,3 +169,40 @@ def test_conclude_documents_its_body_with_examples(app):
     assert schema["required"] == ["decision", "rationale"]
     assert all(schema["properties"][f].get("description") for f in schema["properties"])
     assert "variant" in op["description"]
+
+
+def test_a_phase_reports_bad_weights_with_its_field_errors(client, admin, make_experiment):
+    make_experiment("phased", start=True)
+    r = client.post(
+        "/v1/experiments/phased/phases",
+        json={"variants": WEIGHTS_1_2, "reason": ""},
+        headers=admin,
+    )
+    errors = _errors(r)
+    assert {"variants", "reason"} <= set(errors), errors
+    assert "sum to 1.2" in errors["variants"]
+
+
+def test_conclude_reports_an_unknown_variant_with_its_field_errors(client, admin, make_experiment):
+    make_experiment("concluded", start=True)
+    assert client.post("/v1/experiments/concluded/stop", headers=admin).status_code == 200
+    r = client.post(
+        "/v1/experiments/concluded/conclude",
+        json={"decision": "ship", "variant": "purple", "rationale": " "},
+        headers=admin,
+    )
+    errors = _errors(r)
+    assert {"variant", "rationale"} <= set(errors), errors
+    assert "'purple' is not a variant" in errors["variant"]
+    r = client.post(
+        "/v1/experiments/concluded/conclude",
+        json={"decision": "ship", "variant": "purple", "rationale": "it won"},
+        headers=admin,
+    )
+    assert set(_errors(r)) == {"variant"}
+    r = client.post(
+        "/v1/experiments/concluded/conclude",
+        json={"decision": "ship", "variant": "treatment", "rationale": "it won"},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
