@@ -501,6 +501,20 @@ def compute_plan(exp: Experiment, primary: Metric | None) -> tuple[int | None, i
     return n, days
 
 
+def _plan_into(
+    exp: Experiment, primary: Metric | None, problems: list[FieldError]
+) -> list[FieldError]:
+    """Set the row's plan; its 422 as errors to report with the others. A protocol whose other
+    rules fail is not planned (a plan from an inconsistent protocol would only add noise)."""
+    if problems:
+        return []
+    try:
+        exp.sample_size_per_variant, exp.planned_duration_days = compute_plan(exp, primary)
+    except ValidationFailedError as exc:
+        return list(exc.errors or [])
+    return []
+
+
 def plan_warnings(exp: Experiment) -> list[ProtocolWarning]:
     """What the protocol leaves open: shown with it, so that a null is never silent."""
     if exp.baseline is None:
@@ -616,7 +630,6 @@ def create_experiment(session: Session, body: ExperimentCreate, who: Principal) 
         errors += exc.errors or [FieldError(field="body", message=exc.detail)]
     problems, metrics = protocol_problems(session, body.model_dump(mode="json"))
     errors += problems
-    raise_problems(errors)
     exp = Experiment(
         key=body.key,
         seed=secrets.token_hex(8),
@@ -632,9 +645,8 @@ def create_experiment(session: Session, body: ExperimentCreate, who: Principal) 
         owner="",
     )
     _apply_protocol(exp, body)
-    exp.sample_size_per_variant, exp.planned_duration_days = compute_plan(
-        exp, metrics.get(body.primary_metric.metric)
-    )
+    errors += _plan_into(exp, metrics.get(body.primary_metric.metric), problems)
+    raise_problems(errors)
     session.add(exp)
     session.flush()
     assert exp.id is not None
@@ -783,11 +795,9 @@ def update_experiment(
                 ],
             )
     problems, metrics = protocol_problems(session, protocol.model_dump(mode="json"))
-    raise_problems(errors + problems)
+    raise_problems(errors + problems)  # before the row changes: nothing to undo
     _apply_protocol(exp, protocol)
-    exp.sample_size_per_variant, exp.planned_duration_days = compute_plan(
-        exp, metrics.get(protocol.primary_metric.metric)
-    )
+    raise_problems(_plan_into(exp, metrics.get(protocol.primary_metric.metric), problems))
     exp.updated_at = utcnow()
     if status is Status.draft:
         phase = current_phase(session, exp)

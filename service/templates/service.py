@@ -291,20 +291,16 @@ def rule_errors(
     # can be planned from it, and blaming the duration's inputs would hide the real cause.
     if minimum is not None and known is not None:
         days = _planned_days(session, body)
-        if days is None:
-            lacking = [f for f in ("baseline", "expected_daily_units") if getattr(body, f) is None]
+        lacking = [f for f in ("baseline", "expected_daily_units") if getattr(body, f) is None]
+        if days is None and lacking:
             fail(
-                lacking[0] if lacking else "primary_metric.mde",
+                lacking[0],
                 "minimum_duration",
                 f"the template needs a planned duration of at least {minimum} days: give "
-                + (
-                    " and ".join(f"`{f}`" for f in lacking)
-                    if lacking
-                    else "a plan the engine can compute"
-                )
+                + " and ".join(f"`{f}`" for f in lacking)
                 + " so that it can be computed",
             )
-        elif days < minimum:
+        elif days is not None and days < minimum:
             fail(
                 "expected_daily_units",
                 "minimum_duration",

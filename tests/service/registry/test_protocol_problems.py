@@ -206,3 +206,27 @@ def test_conclude_reports_an_unknown_variant_with_its_field_errors(client, admin
         headers=admin,
     )
     assert r.status_code == 200, r.text
+
+
+def test_a_plan_the_engine_refuses_comes_with_the_template_rules(
+    client, admin, bodies, make_metric
+):
+    make_metric("conversion")
+    make_metric("errors")
+    rules = {
+        "minimum_duration_days": 14,
+        "required_guardrails": [{"metric": "errors", "max_margin": 0.02}],
+    }
+    r = client.post(
+        "/v1/templates", json={"key": "ops", "name": "Ops", "rules": rules}, headers=admin
+    )
+    assert r.status_code == 201, r.text
+    body = bodies.experiment(
+        template="ops",
+        primary_metric={"metric": "conversion", "mde": 1e-4},
+        baseline={"rate": 1e-6},
+        expected_daily_units=5000.0,
+    )
+    errors = _errors(client.post("/v1/experiments", json=body, headers=admin))
+    assert set(errors) == {"guardrails", "primary_metric.mde"}, errors
+    assert "units per variant" in errors["primary_metric.mde"]
