@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install migrate lint typecheck format openapi demo bench clean
+.PHONY: run test install migrate lint typecheck imports format openapi demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+imports: install
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format .

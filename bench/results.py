@@ -15,15 +15,24 @@ conversions. Targets at 1,000,000 units / 5,000,000 conversions: < 5 s on SQLite
 PostgreSQL. The last column is the 1-minute load average after the timings (the machine is shared:
 read the figures beside it). On PostgreSQL the tables are vacuumed after the load, as autovacuum
 does after a bulk insert.
+
+Snapshots (issue 14, ``product.md`` §12), in the same run, second table: the p50 of ``GET
+…/results`` through HTTP (in-process ASGI client) once a snapshot is stored, beside the recompute
+time of the first table; a plain refresh (the analysis stored, no series); the first refresh
+with the 14-day series (the backfill: 13 finished days computed); and a refresh once the
+finished days are stored (the steady state of the hourly schedule). The phase is backdated so
+that the first exposures span its 14 days.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +41,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ADMIN = "tb-bench-admin-key-0123456789abcdef0123456789"
 EVENTS = ("ev0", "ev1", "ev2", "ev3", "ev4")
 CONVERSIONS_PER_UNIT = 5
-BASE = "2026-01-01 00:00:00"
+# The phase starts 14 days (less a minute) ago: a 14-point series (snapshots) over the data.
+_START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=14) + timedelta(minutes=1)
+BASE = _START.strftime("%Y-%m-%d %H:%M:%S")
 SPREAD_S = 14 * 86_400  # first exposures spread over two weeks
 
 
 def _setup(url: str) -> tuple[Any, Any]:
     os.environ["TRIALBOOK_DATABASE_URL"] = url
     os.environ["TRIALBOOK_BOOTSTRAP_ADMIN_KEY"] = ADMIN
+    # No background health checks or scheduled refreshes: they would take the experiment's
+    # refresh claim (and SQLite's write lock during the bulk load) in the middle of a timing.
+    os.environ["TRIALBOOK_CHECK_INTERVAL_SECONDS"] = "0"
+    os.environ["TRIALBOOK_REFRESH_INTERVAL_SECONDS"] = "0"
     from service import db
     from service.config import get_settings
     from service.migrate import upgrade
@@ -225,6 +240,71 @@ def run(url: str, sizes: list[int], repeat: int) -> None:
             )
             assert res.units == units, (res.units, units)
             assert all(m.variants[0].units > 0 for m in res.metrics)
+            p50, plain, first, steady = _snapshots(client, exp_id, key, repeat)
+            print(
+                f"{'':>10} snapshots: recompute {t_res:.2f} s | GET p50 {p50 * 1000:.1f} ms |"
+                f" refresh {plain:.2f} s | +14-day series: first (backfill) {first:.2f} s,"
+                f" then {steady:.2f} s ({steady / plain:.2f}x) | load avg"
+                f" {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+
+
+def _snapshots(client: Any, exp_id: int, key: str, repeat: int) -> tuple[float, ...]:
+    """(GET p50 s, plain refresh s, first refresh with series s, steady refresh with series s)."""
+    from sqlalchemy import delete
+    from sqlmodel import select
+
+    from service.db import open_session
+    from service.experiments.models import Experiment, ExperimentPhase
+    from service.snapshots import service as snapshots
+    from service.snapshots.models import ResultsDay
+
+    session = open_session(write=True)
+    try:
+        exp = session.get(Experiment, exp_id)
+        assert exp is not None
+        exp.started_at = _START
+        for phase in session.exec(
+            select(ExperimentPhase).where(ExperimentPhase.experiment_id == exp_id)
+        ).all():
+            phase.started_at = _START
+            session.add(phase)
+        session.add(exp)
+        session.commit()
+    finally:
+        session.close()
+
+    def refresh(series: bool) -> None:
+        accepted, token = snapshots.request_refresh(key, "manual")
+        assert token is not None
+        snapshots.run_refresh(accepted.snapshot_id, token, series=series)
+
+    plain, _ = _best(lambda: refresh(False), repeat)
+    h = {"Authorization": f"Bearer {ADMIN}"}
+    times = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        r = client.get(f"/v1/experiments/{key}/results", headers=h)
+        times.append(time.perf_counter() - t0)
+        assert r.status_code == 200 and r.json()["units"] > 0, r.text
+    t0 = time.perf_counter()
+    refresh(True)
+    first = time.perf_counter() - t0
+    session = open_session()
+    try:
+        days = session.exec(select(ResultsDay).where(ResultsDay.experiment_id == exp_id)).all()
+        assert len(days) == 13, len(days)
+    finally:
+        session.close()
+    steady, _ = _best(lambda: refresh(True), repeat)
+    session = open_session(write=True)
+    try:
+        session.exec(delete(ResultsDay))  # type: ignore[call-overload]
+        session.commit()
+    finally:
+        session.close()
+    return statistics.median(times), plain, first, steady
 
 
 def main() -> None:

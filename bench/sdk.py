@@ -106,7 +106,7 @@ def main() -> None:
     print(f"  target <= 2 us: {'PASS' if tracked <= 2.0 else 'FAIL'}")
     client.flush(30)
     final = client.stats()
-    print(f"  sent {final.events_sent}, dropped (queue full) {final.dropped_queue_full}")
+    print(f"  sent {final.events_sent}, dropped (queue full) {final.dropped.queue_full}")
     client.close()
 
     gb = bench_growthbook(units)

@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     gil_switch_ms: float = Field(default=0.5, gt=0, le=100)
     # Health monitoring interval in seconds (0 disables the in-process scheduler).
     check_interval_seconds: float = 300.0
+    # Webhook URLs may resolve to loopback/private/link-local addresses (receivers on this host
+    # or network; tests). Off: only public addresses, checked at registration and each delivery.
+    webhook_allow_private: bool = False
+    # Authentication failures (a wrong, unknown or revoked key) one client address may make within
+    # the window before its further attempts get 429 + Retry-After (0 = no limit). Keys are 256-bit
+    # random tokens: 20 a minute leaves guessing hopeless and a misconfigured client visible.
+    auth_failure_limit: int = Field(default=20, ge=0)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    # Results snapshots of running experiments are refreshed this often, seconds (0 disables the
+    # in-process scheduler; product.md §12).
+    refresh_interval_seconds: float = 3600.0
 
 
 @lru_cache

@@ -14,6 +14,7 @@ from service.db import open_session
 from service.errors import PermissionDeniedError, UnauthorizedError
 from service.keys.models import Role
 from service.keys.service import authenticate
+from service.throttle import client_of, throttle_of
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -44,19 +45,27 @@ class Principal:
 
 
 def get_principal(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    return principal_for(session, credentials)
+    return principal_for(session, credentials, request)
 
 
-def principal_for(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    """The caller of a request's Bearer credentials (401 when missing, unknown or revoked)."""
+def principal_for(
+    session: Session, credentials: HTTPAuthorizationCredentials | None, request: Request
+) -> Principal:
+    """The caller of a request's Bearer credentials (401 when missing, unknown or revoked; 429
+    after too many wrong keys from the client, see :mod:`service.throttle`)."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise UnauthorizedError("Send an API key as `Authorization: Bearer <key>`.")
+    throttle, client = throttle_of(request.app), client_of(request)
+    throttle.check(client, credentials.credentials)
     row = authenticate(session, credentials.credentials)
     if row is None or row.id is None:
+        throttle.failed(client)
         raise UnauthorizedError("The API key is unknown or revoked.")
+    throttle.succeeded(client, credentials.credentials)
     return Principal(key_id=row.id, name=row.name, role=Role(row.role))
 
 

@@ -7,6 +7,8 @@ validation errors, HTTP errors and unexpected exceptions into ``application/prob
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
+
+from service.json_body import line_and_column
 
 log = logging.getLogger("trialbook")
 
@@ -161,6 +165,27 @@ def validation_field_errors(raw: list[Any]) -> list[FieldError]:
     return out
 
 
+_LINE_COLUMN = re.compile(r"line (\d+) column (\d+)")
+
+
+def _json_error(err: Mapping[str, Any], doc: Any) -> FieldError:
+    """A JSON syntax error as a field error on ``body`` with its line and column.
+
+    FastAPI reports ``json.loads`` errors with the character offset as the location (``loc``
+    ``("body", 8)``) and the document in the exception; pydantic's JSON errors (bodies parsed
+    with ``model_validate_json``) say the line and column in their message.
+    """
+    loc = err.get("loc", ())
+    reason = (err.get("ctx") or {}).get("error") or err.get("msg", "invalid JSON")
+    if len(loc) > 1 and isinstance(loc[1], int) and isinstance(doc, str | bytes):
+        line, column = line_and_column(doc, loc[1])
+        message = f"not valid JSON at line {line}, column {column}: {reason}"
+    else:  # pydantic: "Invalid JSON: expected value at line 1 column 8"
+        reason = _LINE_COLUMN.sub(r"line \1, column \2", str(reason))
+        message = "not valid JSON: " + reason.removeprefix("Invalid JSON: ")
+    return FieldError(field="body", message=message, type="json_invalid")
+
+
 STATUS_TITLES = {
     400: ("bad_request", "Bad request"),
     401: ("unauthorized", "Missing or invalid API key"),
@@ -188,13 +213,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         raw = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in raw):
+            errors = [_json_error(e, exc.body) for e in raw if e.get("type") == "json_invalid"]
             return problem_response(
                 400,
                 "Malformed JSON",
                 "malformed_json",
-                "The request body is not valid JSON: " + "; ".join(str(e.get("msg")) for e in raw),
+                "The request body is " + "; ".join(e.message for e in errors),
                 request,
-                validation_field_errors(raw),
+                errors,
             )
         errors = validation_field_errors(raw)
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])

@@ -23,14 +23,17 @@ from service.events.routes import router as events_router
 from service.events.service import close_writer
 from service.experiments.routes import layers_router
 from service.experiments.routes import router as experiments_router
+from service.headers import SecurityHeadersMiddleware
 from service.insights.routes import router as insights_router
 from service.keys.routes import router as keys_router
 from service.keys.service import bootstrap_admin
 from service.metrics.routes import router as metrics_router
+from service.openapi_examples import add_request_examples
 from service.reports.routes import router as reports_router
 from service.templates.routes import approval_router
 from service.templates.routes import router as templates_router
 from service.text import refuse_control_characters_in_parameters
+from service.throttle import AuthThrottle
 from service.webhooks.routes import router as webhooks_router
 
 log = logging.getLogger("trialbook")
@@ -162,6 +165,10 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.state.auth_throttle = AuthThrottle(
+        settings.auth_failure_limit, settings.auth_failure_window_seconds
+    )
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -204,6 +211,12 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
                 op["responses"].setdefault(
                     "413", {"description": "Request body too large", "content": problem_ref}
                 )
+            if "401" in op["responses"]:
+                # Every authenticated route: too many wrong keys from the client (service.throttle).
+                op["responses"].setdefault(
+                    "429",
+                    {"description": "Too many authentication failures", "content": problem_ref},
+                )
             resp = op["responses"].get("422")
             if resp is not None:
                 op["responses"]["422"] = {
@@ -214,5 +227,6 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
                         }
                     },
                 }
+    add_request_examples(schema)
     app.openapi_schema = schema
     return schema

@@ -178,6 +178,22 @@ def _compare(
     warnings: list[str] = []
     _arm_warnings(control, warnings)
     _arm_warnings(treatment, warnings)
+    if not (control.finite and treatment.finite):
+        # An overflowed sum: no estimate can be made from it, and every test would read NaN
+        # or inf. The guardrail is inconclusive, not silently absent.
+        _add(warnings, codes.NON_FINITE_STATISTICS)
+        unknown: GuardrailResult | None = None
+        if metric.role == "guardrail" and metric.guardrail_margin is not None:
+            unknown = non_inferiority(
+                _NAN,
+                _NAN,
+                margin=metric.guardrail_margin,
+                higher_is_better=metric.higher_is_better,
+                alpha=alpha,
+            )
+        return _Draft(
+            variant, _NAN_ESTIMATE, _NAN_ESTIMATE, _NAN, None, None, None, unknown, warnings
+        )
     cuped: CupedResult | None = None
     cuped_applied = False
     if isinstance(control, RatioSummary) and isinstance(treatment, RatioSummary):
@@ -268,6 +284,8 @@ def _compare(
 def _variant_stats(variant: str, summary: Summary | None) -> VariantStats:
     if summary is None:
         return VariantStats(variant, 0, _NAN, _NAN)
+    if not summary.finite:  # overflowed sums: the arm's units are known, its moments are not
+        return VariantStats(variant, summary.n, _NAN, _NAN)
     if isinstance(summary, RatioSummary):
         sd = math.sqrt(ratio_variance(summary) * summary.n) if summary.n >= 2 else _NAN
         return VariantStats(variant, summary.n, summary.ratio, sd)

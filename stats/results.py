@@ -41,6 +41,9 @@ CUPED_NO_COVARIATE_VARIANCE = "cuped_no_covariate_variance"  # var(pre) = 0: fel
 CUPED_NOT_SUPPORTED = "cuped_not_supported"  # ratio metrics are not CUPED-adjusted
 GUARDRAIL_MISSING_MARGIN = "guardrail_missing_margin"  # guardrail metric without margin
 SRM_NO_UNITS = "srm_no_units"  # SRM test on zero units: p = 1
+# A sum of an arm overflowed (or is NaN): values too large for double precision, e.g. stored
+# before ingestion bounded them. Estimates are NaN; no test is run on such sums.
+NON_FINITE_STATISTICS = "non_finite_statistics"
 
 WARNING_CODES: frozenset[str] = frozenset(
     {
@@ -55,6 +58,7 @@ WARNING_CODES: frozenset[str] = frozenset(
         CUPED_NOT_SUPPORTED,
         GUARDRAIL_MISSING_MARGIN,
         SRM_NO_UNITS,
+        NON_FINITE_STATISTICS,
     }
 )
 

@@ -5,6 +5,12 @@ The engine never sees unit-level data: every method works from these sums.
 covariate for CUPED); ``RatioSummary`` covers ratio metrics. Both validate on
 construction (misuse raises ``ValueError``), add with ``+`` (disjoint sets of
 units, e.g. two shards of the same arm) and can be built from arrays for tests.
+
+A sum may be non-finite (``inf`` or NaN): that is a data condition, not misuse —
+values near the limit of double precision (a value of 1.5e154 has a square
+above 1.8e308) overflow the sums of squares. Such a summary is accepted,
+``finite`` is false, and :func:`stats.analyze` answers its comparisons with NaN
+estimates and the warning ``non_finite_statistics``.
 """
 
 from __future__ import annotations
@@ -28,10 +34,17 @@ def _check_n(n: int) -> None:
         raise ValueError(f"n must be >= 0, got {n!r}")
 
 
-def _check_finite(**values: float | None) -> None:
+def _check_number(**values: float | None) -> None:
+    """Sums are real numbers (``inf`` and NaN included: overflow is a data condition)."""
     for name, value in values.items():
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value!r}")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+        ):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+
+
+def _all_finite(*values: float | None) -> bool:
+    return all(v is None or math.isfinite(v) for v in values)
 
 
 def _sample_variance(n: int, total: float, total_sq: float) -> float:
@@ -67,8 +80,9 @@ class MeanSummary:
     Raises
     ------
     ValueError
-        On a negative or non-integer ``n``, non-finite sums, a negative sum of
-        squares, a partial covariate, or non-zero sums with ``n = 0``.
+        On a negative or non-integer ``n``, a sum that is not a number, a
+        negative sum of squares, a partial covariate, or non-zero sums with
+        ``n = 0``. Non-finite sums (overflow) are accepted: see ``finite``.
     """
 
     n: int
@@ -80,7 +94,7 @@ class MeanSummary:
 
     def __post_init__(self) -> None:
         _check_n(self.n)
-        _check_finite(
+        _check_number(
             sum_x=self.sum_x,
             sum_x2=self.sum_x2,
             sum_pre=self.sum_pre,
@@ -163,6 +177,11 @@ class MeanSummary:
         )
 
     @property
+    def finite(self) -> bool:
+        """Whether every sum is finite (false after an overflow: no statistic can be made)."""
+        return _all_finite(self.sum_x, self.sum_x2, self.sum_pre, self.sum_pre2, self.sum_x_pre)
+
+    @property
     def has_covariate(self) -> bool:
         """Whether the CUPED covariate sums are present."""
         return self.sum_pre is not None
@@ -217,7 +236,8 @@ class RatioSummary:
     Raises
     ------
     ValueError
-        On a negative ``n``, non-finite or inconsistent sums.
+        On a negative ``n``, sums that are not numbers or are inconsistent.
+        Non-finite sums (overflow) are accepted: see ``finite``.
     """
 
     n: int
@@ -229,7 +249,7 @@ class RatioSummary:
 
     def __post_init__(self) -> None:
         _check_n(self.n)
-        _check_finite(
+        _check_number(
             sum_num=self.sum_num,
             sum_den=self.sum_den,
             sum_num2=self.sum_num2,
@@ -273,6 +293,13 @@ class RatioSummary:
             self.sum_num2 + other.sum_num2,
             self.sum_den2 + other.sum_den2,
             self.sum_num_den + other.sum_num_den,
+        )
+
+    @property
+    def finite(self) -> bool:
+        """Whether every sum is finite (false after an overflow: no statistic can be made)."""
+        return _all_finite(
+            self.sum_num, self.sum_den, self.sum_num2, self.sum_den2, self.sum_num_den
         )
 
     @property

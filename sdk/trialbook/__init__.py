@@ -11,6 +11,7 @@ Quick start::
         client.track("purchase", "user-42", value=31.5)
 """
 
+from trialbook._delivery import DropReason, DropStats, OnDrop, RetryPolicy
 from trialbook.assignment import (
     Assignment,
     CompiledConfig,
@@ -31,7 +32,11 @@ __all__ = [
     "ClientLike",
     "ClientStats",
     "CompiledConfig",
+    "DropReason",
+    "DropStats",
+    "OnDrop",
     "Reason",
+    "RetryPolicy",
     "TransportError",
     "TrialbookError",
     "compile_config",

@@ -2,16 +2,29 @@
 
 The config is the JSON body of ``GET /v1/sdk/config``::
 
-    {"hash_version": 1,
+    {"config_version": 2, "hash_version": 1,
      "layers": {LAYER: {"seed": str, "holdout_fraction": float in [0, 1)}},
      "experiments": {KEY: {"key", "status", "seed", "phase", "randomization_unit",
                            "variants": [{"key", "weight", "is_control"}], "traffic_fraction",
-                           "targeting", "overrides", "layer", "layer_range"}}}
+                           "targeting", "override_hashes", "layer", "layer_range"}}}
+
+Config versions
+---------------
+``config_version`` 2 (what the service serves, :func:`serve_config`) carries no personal data in
+clear: no drafts (only experiments that have started: running, paused, stopped, concluded), the
+overrides as ``override_hashes: {HEX: variant}`` (:func:`trialbook.hashing.override_hash` of the
+unit id) and the ``eq``/``neq``/``in``/``not_in`` values of targeting as hashed leaves (see
+:mod:`trialbook.targeting`); an experiment that is not running carries no targeting (it is not
+evaluated: such an experiment answers its overrides, else the control with ``not_running``).
+Version 1 (the key absent) is the plain form: ``overrides: {unit_id: variant}`` and clear values,
+as written in tests and by hand; both forms may be mixed and evaluate identically. Any other
+``config_version`` makes every experiment answer ``error``.
 
 Evaluation order (the first rule that applies decides)
 -------------------------------------------------------
 1. unknown experiment → variant None, ``unknown_experiment``
-2. ``overrides[unit_id]`` → that variant, ``in_experiment`` False, ``override`` (even when paused)
+2. ``overrides[unit_id]`` or ``override_hashes[override_hash(seed, phase, unit_id)]`` → that
+   variant, ``in_experiment`` False, ``override`` (even when paused)
 3. ``status != "running"`` → control, ``not_running``
 4. targeting false → control, ``not_targeted``
 5. layer slot ``< holdout_fraction`` → control, ``holdout``
@@ -20,7 +33,9 @@ Evaluation order (the first rule that applies decides)
 8. the variant whose cumulative weight first exceeds the variant hash → ``split``,
    ``in_experiment`` True
 
-Hashes are defined in :mod:`trialbook.hashing`. Only ``split`` has ``in_experiment`` True.
+Hashes are defined in :mod:`trialbook.hashing`. Only ``split`` has ``in_experiment`` True. With
+``override_hashes`` the unit id is hashed once per evaluation: the variant digest looks it up in
+the overrides and then picks its variant.
 
 Errors never raise
 ------------------
@@ -48,21 +63,31 @@ from trialbook.hashing import (
     SALT_VARIANT,
     experiment_prefix,
     layer_prefix,
+    override_hash,
     prefix_float,
 )
-from trialbook.targeting import Predicate, compile_condition, validate_condition
+from trialbook.targeting import Predicate, compile_condition, hash_condition, validate_condition
 
 __all__ = [
+    "CONFIG_VERSION",
+    "SERVED_STATUSES",
     "STATUSES",
     "Assignment",
     "CompiledConfig",
     "Reason",
     "compile_config",
     "evaluate",
+    "serve_config",
+    "serve_experiment",
     "validate_config",
 ]
 
 STATUSES: Final = ("draft", "running", "paused", "stopped", "concluded", "archived")
+# Experiments that have started: the only ones a served (version 2) config lists.
+SERVED_STATUSES: Final = ("running", "paused", "stopped", "concluded")
+CONFIG_VERSION: Final = 2
+_CONFIG_VERSIONS: Final = (1, 2)
+_HEX_DIGITS: Final = frozenset("0123456789abcdef")
 _WEIGHT_TOLERANCE: Final = 1e-6
 _SCALE: Final = 1.0 / (1 << 53)
 _unpack_u64 = struct.Struct(">Q").unpack_from
@@ -141,6 +166,10 @@ def _validate_layer(name: str, layer: object, path: str) -> list[str]:
     return errors
 
 
+def _is_hex64(text: object) -> bool:
+    return isinstance(text, str) and len(text) == 64 and _HEX_DIGITS.issuperset(text)
+
+
 def _validate_experiment(key: str, exp: object, layers: Mapping[str, Any], path: str) -> list[str]:
     if not isinstance(exp, Mapping):
         return [f"{path}: expected an experiment object"]
@@ -206,6 +235,20 @@ def _validate_experiment(key: str, exp: object, layers: Mapping[str, Any], path:
                     errors.append(
                         f"{path}.overrides[{unit!r}]: {vkey!r} is not a variant of {key!r}"
                     )
+    hashed = exp.get("override_hashes")
+    if hashed is not None:
+        if not isinstance(hashed, Mapping):
+            errors.append(f"{path}.override_hashes: expected an object {{sha256 hex: variant}}")
+        else:
+            for digest, vkey in hashed.items():
+                if not _is_hex64(digest):
+                    errors.append(
+                        f"{path}.override_hashes[{digest!r}]: expected 64 lowercase hex digits"
+                    )
+                elif not isinstance(vkey, str) or vkey not in variant_keys:
+                    errors.append(
+                        f"{path}.override_hashes[{digest!r}]: {vkey!r} is not a variant of {key!r}"
+                    )
     layer = exp.get("layer")
     layer_range = exp.get("layer_range")
     if layer is None:
@@ -243,6 +286,11 @@ def validate_config(config: object) -> list[str]:
     version = config.get("hash_version")
     if version != HASH_VERSION:
         errors.append(f"$.hash_version: {version!r} is not supported; this SDK speaks 1")
+    config_version = config.get("config_version", 1)
+    if config_version not in _CONFIG_VERSIONS or isinstance(config_version, bool):
+        errors.append(
+            f"$.config_version: {config_version!r} is not supported; this SDK reads 1 and 2"
+        )
     layers = config.get("layers") or {}
     if not isinstance(layers, Mapping):
         errors.append("$.layers: expected an object {layer: {seed, holdout_fraction}}")
@@ -283,6 +331,7 @@ class _Experiment:
         "key",
         "layer_prefix",
         "lo",
+        "override_digests",
         "overrides",
         "predicate",
         "r_error",
@@ -309,6 +358,7 @@ class _Experiment:
             self.running = False
             self.r_not_running = self.r_error
             self.overrides: dict[str, Assignment] = {}
+            self.override_digests: dict[bytes, Assignment] = {}
             return
         assert phase is not None
         self.r_not_running = Assignment(key, control, False, Reason.NOT_RUNNING, phase)
@@ -321,9 +371,13 @@ class _Experiment:
             unit: Assignment(key, vkey, False, Reason.OVERRIDE, phase)
             for unit, vkey in (exp.get("overrides") or {}).items()
         }
+        self.override_digests = {
+            bytes.fromhex(digest): Assignment(key, vkey, False, Reason.OVERRIDE, phase)
+            for digest, vkey in (exp.get("override_hashes") or {}).items()
+        }
         targeting = exp.get("targeting")
         self.predicate: Predicate | None = (
-            None if targeting is None else compile_condition(targeting)
+            None if targeting is None else compile_condition(targeting, exp["seed"])
         )
         variants = exp["variants"]
         total = math.fsum(v["weight"] for v in variants)
@@ -361,6 +415,15 @@ class _Experiment:
                 forced = self.overrides.get(unit_id)
                 if forced is not None:
                     return forced
+            digest: bytes | None = None
+            if self.override_digests:
+                # The variant digest is the override key: the one hash of this evaluation.
+                h = self.variant_prefix.copy()
+                h.update(unit_id.encode())
+                digest = h.digest()
+                forced = self.override_digests.get(digest)
+                if forced is not None:
+                    return forced
             if not self.running:
                 return self.r_not_running
             if self.predicate is not None and not self.predicate(attributes):
@@ -377,9 +440,11 @@ class _Experiment:
                 and prefix_float(self.traffic_prefix, unit_bytes) >= self.traffic
             ):
                 return self.r_traffic_excluded
-            h = self.variant_prefix.copy()
-            h.update(unit_bytes)
-            x = (_unpack_u64(h.digest())[0] >> 11) * _SCALE
+            if digest is None:
+                h = self.variant_prefix.copy()
+                h.update(unit_bytes)
+                digest = h.digest()
+            x = (_unpack_u64(digest)[0] >> 11) * _SCALE
             return self.splits[bisect.bisect_right(self.cum, x)]
         except Exception:
             # Int ids are accepted as their decimal string; anything else is an error.
@@ -528,3 +593,57 @@ def evaluate(
         See the module docstring.
     """
     return compile_config(config).evaluate(experiment, unit_id, attributes)
+
+
+def serve_experiment(exp: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a valid experiment of a config in its served form (``config_version`` 2).
+
+    Parameters
+    ----------
+    exp : Mapping
+        One experiment of a config (plain or already served) that :func:`validate_config`
+        accepts.
+
+    Returns
+    -------
+    dict
+        The same fields, with ``overrides`` replaced by ``override_hashes`` (both merged), the
+        targeting hashed (:func:`trialbook.targeting.hash_condition`) when the experiment is
+        running and withheld (``None``) when it is not: it is never evaluated then.
+    """
+    seed, phase = exp["seed"], exp["phase"]
+    served = {k: v for k, v in exp.items() if k != "overrides"}
+    hashed = dict(exp.get("override_hashes") or {})
+    for unit, vkey in (exp.get("overrides") or {}).items():
+        hashed[override_hash(seed, phase, unit)] = vkey
+    served["override_hashes"] = hashed
+    running = exp["status"] == "running"
+    served["targeting"] = hash_condition(exp.get("targeting"), seed) if running else None
+    return served
+
+
+def serve_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a valid config as the service serves it (``config_version`` 2).
+
+    Parameters
+    ----------
+    config : Mapping
+        A config that :func:`validate_config` accepts, plain or served.
+
+    Returns
+    -------
+    dict
+        Only the experiments that have started (:data:`SERVED_STATUSES`), each through
+        :func:`serve_experiment`; the layers as they are. It evaluates like ``config`` for every
+        experiment it lists.
+    """
+    return {
+        "config_version": CONFIG_VERSION,
+        "hash_version": config["hash_version"],
+        "layers": dict(config.get("layers") or {}),
+        "experiments": {
+            key: serve_experiment(exp)
+            for key, exp in config["experiments"].items()
+            if exp["status"] in SERVED_STATUSES
+        },
+    }

@@ -4,30 +4,15 @@ Threads
 -------
 ``trialbook-config`` fetches ``GET /v1/sdk/config`` every ``refresh_interval`` seconds (±20 %
 jitter) with ``If-None-Match``; a 304 keeps the current config. ``trialbook-events`` sends the
-queue in batches of at most ``batch_size`` every ``flush_interval`` seconds, or sooner when a
-batch is full. Both are daemon threads; ``close()`` (also run at exit) flushes.
+queued events (see :mod:`trialbook._delivery`: batches, retries governed by a
+:class:`~trialbook.RetryPolicy`, drops reported to ``on_drop``, the optional on-disk spool). Both
+are daemon threads; ``close()`` (also run at exit) flushes.
 
 Never in the way
 ----------------
-``assign`` and ``track`` never raise and never touch the network. Without a config ``assign``
-returns variant None with reason ``no_config``. The event queue is bounded: when full, the oldest
-event is dropped and counted (``stats().dropped_queue_full``).
-
-Delivery (``POST /v1/events``)
-------------------------------
-- 2xx: counts ``accepted``, ``duplicates``, ``conflicts``; the ``rejected`` events are dropped
-  (never retried) and counted.
-- 413: the batch is split in halves, each sent on its own (a single event is dropped).
-- 408, 429, 5xx and network errors: retried with full-jitter exponential backoff
-  (``uniform(0, min(backoff_max, backoff_base * 2**(attempt - 1)))``), never sooner than
-  ``Retry-After`` (seconds or HTTP date), at most ``max_attempts`` sends and ``max_retry_seconds``
-  per batch; then dropped and counted.
-- 400/422 naming bad events (``rejected`` or ``errors`` items with an ``index``): those are
-  dropped, the rest resent; without indexes the batch is dropped and counted.
-- 401/403: logged and dropped.
-
-Every event keeps the ``event_id`` (UUIDv7) it got when first batched, so a retry of an event the
-server already stored counts as a duplicate there, not as a second event.
+``assign`` and ``track`` never raise and never touch the network or the disk. Without a config
+``assign`` returns variant None with reason ``no_config``. The event queue is bounded: when full,
+the oldest event is dropped and counted (``stats().dropped.queue_full``).
 
 Exposure deduplication
 ----------------------
@@ -39,14 +24,13 @@ newer fills), so memory is bounded (about 80 bytes per entry); a unit seen more 
 
 Fork
 ----
-In a child process the queue is emptied (those events belong to the parent) and the threads are
-restarted on the first call.
+In a child process the queue is emptied (those events belong to the parent), the spool (if any)
+is a new file of the child's, and the threads are restarted on the first call.
 """
 
 from __future__ import annotations
 
 import atexit
-import email.utils
 import itertools
 import json
 import logging
@@ -56,16 +40,24 @@ import random
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from trialbook._events import iso_timestamp, uuid7_str
+from trialbook._delivery import (
+    CONVERSION,
+    EXPOSURE,
+    Delivery,
+    DropReason,
+    DropStats,
+    OnDrop,
+    RetryPolicy,
+)
 from trialbook._transport import Request, Response, Transport, UrllibTransport
 from trialbook.assignment import Assignment, CompiledConfig, Reason, compile_config
+from trialbook.dimensions import exposure_attributes
 from trialbook.errors import TransportError
 from trialbook.hashing import HASH_VERSION
 
@@ -73,17 +65,7 @@ __all__ = ["Client", "ClientLike", "ClientStats"]
 
 logger = logging.getLogger("trialbook")
 
-# The C JSON string encoder (quotes and escapes; non-ASCII as \\uXXXX), much cheaper per event
-# than building a dict and calling json.dumps on it.
-_encode_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
-
-_RETRY_STATUSES = frozenset({408, 429})
 _LOGGED_KEYS_MAX = 1000
-_YIELD_EVERY = 32  # events serialized between two GIL hand-backs (about 50 us of work)
-
-# Queue items are tuples (cheap on the caller's thread); the sender turns them into JSON.
-_EXPOSURE = 0
-_CONVERSION = 1
 
 
 @dataclass(frozen=True)
@@ -94,17 +76,21 @@ class ClientStats:
     ----------
     exposures_logged, exposures_deduplicated, conversions_tracked
         What the caller's threads enqueued or skipped.
+    queued
+        Events waiting in memory now.
+    spooled
+        Events in the spool now (written to disk, not yet acknowledged); 0 without ``spool_dir``.
+    spool_recovered
+        Events found in the spool at start-up, left unsent by an earlier process.
     events_sent
         Events in batches the server answered 2xx (accepted + duplicates + conflicts + rejected).
     accepted, duplicates, conflicts, rejected
         The server's per-event verdicts summed over batches.
     requests, retries
         ``POST /v1/events`` requests made, and how many of them were retries.
-    dropped_queue_full, dropped_retries_exhausted, dropped_unauthorized, dropped_too_large,
-    dropped_invalid
-        Events given up, by cause.
-    queued
-        Events waiting in the queue now.
+    dropped
+        Events given up, by :class:`~trialbook.DropReason` (``dropped.total`` for all); each was
+        also reported to ``on_drop``.
     config_fetches, config_not_modified, config_errors
         Config refresh outcomes.
     """
@@ -112,6 +98,9 @@ class ClientStats:
     exposures_logged: int
     exposures_deduplicated: int
     conversions_tracked: int
+    queued: int
+    spooled: int
+    spool_recovered: int
     events_sent: int
     accepted: int
     duplicates: int
@@ -119,12 +108,7 @@ class ClientStats:
     rejected: int
     requests: int
     retries: int
-    dropped_queue_full: int
-    dropped_retries_exhausted: int
-    dropped_unauthorized: int
-    dropped_too_large: int
-    dropped_invalid: int
-    queued: int
+    dropped: DropStats
     config_fetches: int
     config_not_modified: int
     config_errors: int
@@ -150,27 +134,10 @@ class ClientLike(Protocol):
         ...
 
 
-_COUNTERS = tuple(name for name in ClientStats.__dataclass_fields__ if name != "queued")
+_COUNTERS = ("config_fetches", "config_not_modified", "config_errors")
 
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
-
-
-def _parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - now)
+_left_by_parent: list[Delivery] = []
 
 
 class Client:
@@ -202,17 +169,23 @@ class Client:
         Whether ``assign`` enqueues exposures.
     timeout : float
         Seconds per HTTP request.
-    max_attempts : int
-        Sends of one batch before it is dropped.
-    max_retry_seconds : float
-        Time budget of the retries of one batch.
-    backoff_base, backoff_max : float
-        Backoff parameters in seconds (see the module docstring).
+    retry : RetryPolicy, optional
+        How long and how often a batch is retried on 408/429/5xx and network errors; default
+        ``RetryPolicy()``: for 10 minutes, jittered exponential backoff capped at 30 s.
+    on_drop : Callable[[list[dict], DropReason], object], optional
+        Called on the sender thread with events given up (as the JSON objects they are sent as)
+        and why; an exception it raises is logged and ignored.
+    spool_dir : str or Path, optional
+        A directory where unsent events are kept (SQLite) until the server acknowledges them, so
+        they survive a process restart: the next client with the same ``spool_dir`` sends them.
+    spool_max_events : int
+        Bound of the spool; the newest events past it are dropped (``spool_full``).
     transport : Transport, optional
         How requests are sent; default :class:`~trialbook._transport.UrllibTransport`.
     sleep : Callable[[float], object], optional
-        Waits between retries (tests pass a recorder); default waits on an event that ``close``
-        sets when its timeout expires.
+        Waits between retries (tests pass a recorder; the time it is asked to wait counts as
+        elapsed for ``retry.max_retry_seconds``); default waits on an event that ``close`` sets
+        when its timeout expires.
     """
 
     def __init__(
@@ -229,10 +202,10 @@ class Client:
         dedup_cache_size: int = 100_000,
         log_exposures: bool = True,
         timeout: float = 10.0,
-        max_attempts: int = 6,
-        max_retry_seconds: float = 60.0,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
+        retry: RetryPolicy | None = None,
+        on_drop: OnDrop | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_events: int = 1_000_000,
         transport: Transport | None = None,
         sleep: Callable[[float], object] | None = None,
     ) -> None:
@@ -246,10 +219,10 @@ class Client:
         self._dedup_half = max(1, int(dedup_cache_size) // 2)
         self._log_exposures = log_exposures
         self._timeout = float(timeout)
-        self._max_attempts = max(1, int(max_attempts))
-        self._max_retry_seconds = float(max_retry_seconds)
-        self._backoff_base = float(backoff_base)
-        self._backoff_max = float(backoff_max)
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._on_drop = on_drop
+        self._spool_dir = Path(spool_dir) if spool_dir is not None else None
+        self._spool_max_events = max(1, int(spool_max_events))
         self._transport: Transport = transport if transport is not None else UrllibTransport()
         self._custom_sleep = sleep
         self._compiled: CompiledConfig | None = None
@@ -272,7 +245,23 @@ class Client:
     def _init_process_state(self) -> None:
         """(Re)create everything that must not be shared with a parent process."""
         self._lock = threading.Lock()
-        self._queue: deque[tuple[Any, ...]] = deque(maxlen=self._max_queue)
+        self._delivery = Delivery(
+            url=self._base_url,
+            headers=self._auth_headers(),
+            transport=self._transport,
+            timeout=self._timeout,
+            batch_size=self._batch_size,
+            flush_interval=self._flush_interval,
+            max_queue=self._max_queue,
+            retry=self._retry,
+            on_drop=self._on_drop,
+            spool_dir=self._spool_dir,
+            spool_max_events=self._spool_max_events,
+            sleep=self._custom_sleep,
+        )
+        # The hot path reaches these through one attribute lookup each.
+        self._queue = self._delivery.queue
+        self._wake = self._delivery.wake
         self._seen_new: set[int] = set()
         self._seen_old: set[int] = set()
         self._counts = dict.fromkeys(_COUNTERS, 0)
@@ -280,21 +269,19 @@ class Client:
         self._n_exposures = itertools.count()
         self._n_deduplicated = itertools.count()
         self._n_conversions = itertools.count()
-        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._abort = threading.Event()
         self._ready = threading.Event()
         if self._compiled is not None:
             self._ready.set()
-        self._flush_cond = threading.Condition()
-        self._flush_requested = 0
-        self._flush_done = 0
-        self._sending = False
         self._closed = False
         self._needs_restart = False
         self._threads: list[threading.Thread] = []
 
     def _after_fork_in_child(self) -> None:
+        # The parent's delivery (its SQLite connection above all) must never be closed or
+        # finalized in the child: SQLite forbids using a connection across fork(), and closing
+        # it could checkpoint or remove the parent's WAL. It is kept, untouched, until exit.
+        _left_by_parent.append(self._delivery)
         self._init_process_state()
         self._needs_restart = True
 
@@ -302,13 +289,10 @@ class Client:
         self._needs_restart = False
         if self._base_url is None:
             return
-        for name, target in (
-            ("trialbook-config", self._refresh_loop),
-            ("trialbook-events", self._send_loop),
-        ):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        thread = threading.Thread(target=self._refresh_loop, name="trialbook-config", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        self._delivery.start()
 
     # ------------------------------------------------------------------ hot path
     def assign(
@@ -361,15 +345,17 @@ class Client:
                     self._rotate_seen(seen)
                 queue = self._queue
                 if len(queue) >= self._max_queue:
-                    self._count("dropped_queue_full")  # deque(maxlen) drops the oldest
+                    self._delivery.drop_oldest()
                 queue.append(
                     (
-                        _EXPOSURE,
+                        EXPOSURE,
                         result.experiment,
                         result.variant,
                         unit_id if type(unit_id) is str else str(unit_id),
                         result.phase,
                         time.time(),
+                        # the experiment's dimensions among the attributes (product.md §12)
+                        attributes and exposure_attributes(compiled.raw, experiment, attributes),
                     )
                 )
                 next(self._n_exposures)
@@ -419,12 +405,20 @@ class Client:
                 self._start_threads()
             if timestamp is None:
                 moment = time.time()
-            elif isinstance(timestamp, datetime):
-                if timestamp.tzinfo is None:
-                    timestamp = timestamp.replace(tzinfo=UTC)
-                moment = timestamp.timestamp()
             else:
-                moment = float(timestamp)
+                parsed = _unix_seconds(timestamp)
+                if parsed is None:
+                    self._log_once(
+                        ("bad_timestamp", str(name)),
+                        "track(%r): timestamp %r is not a time",
+                        name,
+                        timestamp,
+                    )
+                    self._delivery.note_drop(
+                        DropReason.INVALID, (CONVERSION, name, unit_id, value, timestamp)
+                    )
+                    return
+                moment = parsed
             if value is not None and (
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
@@ -436,15 +430,16 @@ class Client:
                     name,
                     value,
                 )
-                with self._lock:
-                    self._counts["dropped_invalid"] += 1
+                self._delivery.note_drop(
+                    DropReason.INVALID, (CONVERSION, name, unit_id, value, moment)
+                )
                 return
             queue = self._queue
             if len(queue) >= self._max_queue:
-                self._count("dropped_queue_full")  # deque(maxlen) drops the oldest
+                self._delivery.drop_oldest()
             queue.append(
                 (
-                    _CONVERSION,
+                    CONVERSION,
                     name if type(name) is str else str(name),
                     unit_id if type(unit_id) is str else str(unit_id),
                     value,
@@ -564,220 +559,6 @@ class Client:
         with self._lock:
             self._counts[name] += n
 
-    def _send_loop(self) -> None:
-        while True:
-            self._wake.wait(self._flush_interval)
-            self._wake.clear()
-            with self._flush_cond:
-                requested = self._flush_requested
-            self._drain()
-            with self._flush_cond:
-                self._flush_done = max(self._flush_done, requested)
-                self._flush_cond.notify_all()
-            if self._stop.is_set():
-                return
-
-    def _drain(self) -> None:
-        """Send everything queued now, batch by batch."""
-        queue = self._queue
-        remaining = len(queue)
-        while remaining > 0 and not self._abort.is_set():
-            items: list[tuple[Any, ...]] = []
-            while len(items) < self._batch_size and remaining > 0:
-                try:
-                    items.append(queue.popleft())
-                except IndexError:
-                    remaining = 0
-                    break
-                remaining -= 1
-            if items:
-                self._deliver(self._serialize(items))
-        if self._abort.is_set() and queue:
-            self._count("dropped_retries_exhausted", len(queue))
-            queue.clear()
-
-    def _serialize(self, items: list[tuple[Any, ...]]) -> list[str]:
-        """Turn queued items into JSON texts, yielding the GIL between small chunks.
-
-        The sender must never be in the way of the application: serializing 1,000 events holds
-        the GIL for milliseconds, and a thread that waits for the GIL waits a whole switch
-        interval (5 ms) by default. ``time.sleep(0)`` every ``_YIELD_EVERY`` events hands the GIL
-        back to application threads at once.
-        """
-        randomness = os.urandom(10 * len(items))
-        events: list[str] = []
-        to_event = self._to_event
-        for start in range(0, len(items), _YIELD_EVERY):
-            for i in range(start, min(start + _YIELD_EVERY, len(items))):
-                events.append(to_event(items[i], int.from_bytes(randomness[10 * i : 10 * i + 10])))
-            time.sleep(0)
-        return events
-
-    @staticmethod
-    def _to_event(item: tuple[Any, ...], rand: int) -> str:
-        """Serialize one queued item to its JSON object text (kept as is across retries)."""
-        enc = _encode_string
-        if item[0] == _EXPOSURE:
-            _, experiment, variant, unit_id, phase, moment = item
-            phase_text = "" if phase is None else f',"phase":{int(phase)}'
-            return (
-                f'{{"event_id":"{uuid7_str(int(moment * 1000), rand)}","type":"exposure",'
-                f'"experiment":{enc(experiment)},"variant":{enc(variant)},'
-                f'"unit_id":{enc(unit_id)},"timestamp":"{iso_timestamp(moment)}"{phase_text}}}'
-            )
-        _, name, unit_id, value, moment = item
-        value_text = "" if value is None else f',"value":{value!r}'
-        return (
-            f'{{"event_id":"{uuid7_str(int(moment * 1000), rand)}","type":"conversion",'
-            f'"name":{enc(name)},"unit_id":{enc(unit_id)},'
-            f'"timestamp":"{iso_timestamp(moment)}"{value_text}}}'
-        )
-
-    def _wait(self, seconds: float) -> None:
-        if self._custom_sleep is not None:
-            self._custom_sleep(seconds)
-        else:
-            self._abort.wait(seconds)
-
-    def _deliver(self, events: list[str]) -> None:
-        """Send one batch until it is acknowledged, split, dropped or out of retries."""
-        if self._base_url is None:
-            return
-        pending = [events]
-        while pending:
-            batch = pending.pop()
-            started = time.monotonic()
-            attempt = 0
-            while batch:
-                attempt += 1
-                if attempt > 1:
-                    self._count("retries")
-                self._count("requests")
-                body = ('{"events":[' + ",".join(batch) + "]}").encode()
-                headers = {"Content-Type": "application/json", **self._auth_headers()}
-                request = Request("POST", self._base_url + "/v1/events", headers, body)
-                retry_after: float | None = None
-                try:
-                    response: Response | None = self._transport.send(request, self._timeout)
-                except TransportError as exc:
-                    logger.warning("trialbook: sending %d events failed: %s", len(batch), exc)
-                    response = None
-                except Exception:
-                    logger.exception("trialbook: sending %d events failed", len(batch))
-                    response = None
-                if response is not None:
-                    status = response.status
-                    if 200 <= status < 300:
-                        self._acknowledge(batch, response)
-                        batch = []
-                        break
-                    if status == 413:
-                        if len(batch) == 1:
-                            logger.error("trialbook: one event is too large (413): dropped")
-                            self._count("dropped_too_large")
-                        else:
-                            half = len(batch) // 2
-                            pending.extend((batch[half:], batch[:half]))
-                        batch = []
-                        break
-                    if status in (401, 403):
-                        logger.error(
-                            "trialbook: events refused (%d): check the SDK key; %d dropped",
-                            status,
-                            len(batch),
-                        )
-                        self._count("dropped_unauthorized", len(batch))
-                        batch = []
-                        break
-                    if status in (400, 422):
-                        bad = self._bad_indexes(response, len(batch))
-                        if not bad:
-                            logger.error(
-                                "trialbook: batch refused (%d): %r; %d dropped",
-                                status,
-                                response.body[:300],
-                                len(batch),
-                            )
-                            self._count("dropped_invalid", len(batch))
-                            batch = []
-                            break
-                        self._count("dropped_invalid", len(bad))
-                        batch = [e for i, e in enumerate(batch) if i not in bad]
-                        continue
-                    if status not in _RETRY_STATUSES and status < 500:
-                        logger.error(
-                            "trialbook: events answered %d: %d dropped", status, len(batch)
-                        )
-                        self._count("dropped_invalid", len(batch))
-                        batch = []
-                        break
-                    retry_after = _parse_retry_after(
-                        response.headers.get("retry-after"), time.time()
-                    )
-                    logger.warning("trialbook: events answered %d; will retry", status)
-                # A retryable failure: back off, unless out of attempts or time.
-                delay = random.uniform(
-                    0.0, min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
-                )
-                if retry_after is not None:
-                    delay = max(delay, retry_after)
-                elapsed = time.monotonic() - started
-                if (
-                    attempt >= self._max_attempts
-                    or elapsed + delay > self._max_retry_seconds
-                    or self._abort.is_set()
-                ):
-                    logger.error(
-                        "trialbook: giving up on %d events after %d attempts", len(batch), attempt
-                    )
-                    self._count("dropped_retries_exhausted", len(batch))
-                    batch = []
-                    break
-                self._wait(delay)
-
-    @staticmethod
-    def _bad_indexes(response: Response, size: int) -> set[int]:
-        try:
-            payload = json.loads(response.body)
-        except ValueError:
-            return set()
-        items: list[Any] = []
-        if isinstance(payload, Mapping):
-            for field in ("rejected", "errors"):
-                value = payload.get(field)
-                if isinstance(value, list):
-                    items.extend(value)
-        bad: set[int] = set()
-        for item in items:
-            index = item.get("index") if isinstance(item, Mapping) else None
-            if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < size:
-                bad.add(index)
-        return bad
-
-    def _acknowledge(self, batch: list[str], response: Response) -> None:
-        try:
-            payload = json.loads(response.body) if response.body else {}
-        except ValueError:
-            payload = {}
-        if not isinstance(payload, Mapping):
-            payload = {}
-        rejected = payload.get("rejected") or []
-        if not isinstance(rejected, list):
-            rejected = []
-        counts = {}
-        for field in ("accepted", "duplicates", "conflicts"):
-            value = payload.get(field)
-            counts[field] = value if isinstance(value, int) else 0
-        if not any(counts.values()) and not rejected:
-            counts["accepted"] = len(batch)  # a bare 2xx: the events are committed
-        for item in rejected[:3]:
-            logger.warning("trialbook: event rejected by the server: %r", item)
-        with self._lock:
-            self._counts["events_sent"] += len(batch)
-            for field, value in counts.items():
-                self._counts[field] += value
-            self._counts["rejected"] += len(rejected)
-
     # ------------------------------------------------------------------ lifecycle
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Send everything enqueued so far and wait for the answers.
@@ -790,21 +571,19 @@ class Client:
         Returns
         -------
         bool
-            True when every event enqueued before the call was handled (acknowledged or
-            dropped with a count) in time; False on timeout or when offline with events queued.
+            True when every event enqueued before the call was handled (acknowledged, or
+            dropped with a count and reported to ``on_drop``) in time; False on timeout or when
+            offline with events queued. Events in the spool are handled once acknowledged.
         """
         if self._needs_restart:
             self._start_threads()
-        if not self._threads or not any(t.is_alive() for t in self._threads):
-            return not self._queue
-        with self._flush_cond:
-            self._flush_requested += 1
-            target = self._flush_requested
-            self._wake.set()
-            return self._flush_cond.wait_for(lambda: self._flush_done >= target, timeout)
+        return self._delivery.flush(timeout)
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Flush, stop the background threads, and give up on what is left after ``timeout``.
+
+        What is left is dropped (``closed``), or with ``spool_dir`` kept on disk for the next
+        process.
 
         Parameters
         ----------
@@ -821,9 +600,7 @@ class Client:
         flushed = self.flush(timeout)
         self._closed = True
         self._stop.set()
-        if not flushed:
-            self._abort.set()
-        self._wake.set()
+        self._delivery.stop(abort=not flushed)
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=max(1.0, self._timeout))
@@ -844,11 +621,34 @@ class Client:
             A snapshot.
         """
         with self._lock:
-            counts = dict(self._counts)
-        counts["exposures_logged"] = _peek(self._n_exposures)
-        counts["exposures_deduplicated"] = _peek(self._n_deduplicated)
-        counts["conversions_tracked"] = _peek(self._n_conversions)
-        return ClientStats(queued=len(self._queue), **counts)
+            counts: dict[str, Any] = dict(self._counts)
+        delivery, dropped, spooled = self._delivery.counts()
+        return ClientStats(
+            exposures_logged=_peek(self._n_exposures),
+            exposures_deduplicated=_peek(self._n_deduplicated),
+            conversions_tracked=_peek(self._n_conversions),
+            queued=len(self._queue),
+            spooled=spooled,
+            dropped=dropped,
+            **delivery,
+            **counts,
+        )
+
+
+def _unix_seconds(timestamp: object) -> float | None:
+    """``track``'s timestamp as finite Unix seconds (naive datetime = UTC), or None."""
+    try:
+        if isinstance(timestamp, datetime):
+            if timestamp.tzinfo is None:
+                timestamp = timestamp.replace(tzinfo=UTC)
+            moment = timestamp.timestamp()
+        elif isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
+            moment = float(timestamp)
+        else:
+            return None
+    except (OverflowError, ValueError, OSError):
+        return None
+    return moment if math.isfinite(moment) else None
 
 
 def _peek(counter: itertools.count[int]) -> int:

@@ -26,6 +26,30 @@ space when ``x < f``; variants are chosen by the first cumulative weight strictl
 
 Example: ``unit_float("a1b2c3d4", 1, "variant", "user-1")`` hashes the 29 bytes
 ``b"tb1:a1b2c3d4:1:variant:user-1"``.
+
+Hashed values in the served config (``config_version: 2``)
+----------------------------------------------------------
+The service never sends an override unit id or a targeting value of ``eq``, ``neq``, ``in`` or
+``not_in`` in clear; it sends the lowercase hex SHA-256 (64 characters) of a salted string, and
+the SDK hashes the unit's own value the same way to compare::
+
+    override hash:  hex(sha256("tb1:" + seed + ":" + str(phase) + ":variant:" + unit_id))
+    value hash:     hex(sha256("tb1:" + seed + ":value:" + form(value)))
+
+both UTF-8, ``seed`` and ``phase`` those of the experiment. The override hash is the full digest
+of the *variant* hash input above, so an evaluation hashes the unit id once: the digest that looks
+the unit up in the overrides also picks its variant. ``form`` keeps the JSON type, so that
+``"1"`` never equals ``1``::
+
+    string s:         "s:" + s
+    number x:         "n:" + 16 lowercase hex digits of x as an IEEE 754 binary64, big-endian
+                      (-0 written as +0; an int is converted to the nearest double first)
+    boolean b:        "b:true" or "b:false"
+
+Numbers therefore compare as doubles (``3`` equals ``3.0``, as in JSON); two integers beyond
+2**53 that round to the same double compare equal. Example: ``value_hash("a1b2c3d4", "FR")`` is
+the hex SHA-256 of ``b"tb1:a1b2c3d4:value:s:FR"``; ``value_hash("p0", 3)`` that of
+``b"tb1:p0:value:n:4008000000000000"``.
 """
 
 from __future__ import annotations
@@ -43,8 +67,12 @@ __all__ = [
     "layer_float",
     "layer_hash_input",
     "layer_prefix",
+    "override_hash",
     "prefix_float",
     "unit_float",
+    "value_form",
+    "value_hash",
+    "value_prefix",
 ]
 
 HASH_VERSION: Final = 1
@@ -54,6 +82,7 @@ SALT_VARIANT: Final = "variant"
 # 2**-53: turns the top 53 bits of the digest into an exact float in [0, 1).
 _SCALE: Final = 1.0 / (1 << 53)
 _unpack_u64 = struct.Struct(">Q").unpack_from
+_pack_double = struct.Struct(">d").pack
 
 
 def experiment_prefix(seed: str, phase: int, salt: str) -> bytes:
@@ -197,3 +226,101 @@ def layer_float(layer_seed: str, unit_id: str) -> float:
         The layer slot; ``[0, holdout_fraction)`` is the layer's holdout.
     """
     return _bytes_float(layer_hash_input(layer_seed, unit_id))
+
+
+def override_hash(seed: str, phase: int, unit_id: str) -> str:
+    """Return how an override's unit id is served: the hex SHA-256 of its variant hash input.
+
+    Parameters
+    ----------
+    seed : str
+        The experiment's randomization seed.
+    phase : int
+        The experiment phase.
+    unit_id : str
+        The overridden unit id.
+
+    Returns
+    -------
+    str
+        ``sha256(experiment_hash_input(seed, phase, "variant", unit_id)).hexdigest()``.
+
+    Examples
+    --------
+    >>> override_hash("a1b2c3d4", 1, "user-1") == hashlib.sha256(
+    ...     b"tb1:a1b2c3d4:1:variant:user-1").hexdigest()
+    True
+    """
+    return hashlib.sha256(experiment_hash_input(seed, phase, SALT_VARIANT, unit_id)).hexdigest()
+
+
+def value_prefix(seed: str) -> bytes:
+    """Return the head of a value hash input: ``f"tb1:{seed}:value:"`` (UTF-8).
+
+    Parameters
+    ----------
+    seed : str
+        The experiment's randomization seed (the salt).
+
+    Returns
+    -------
+    bytes
+        The prefix to which ``value_form(value)`` is appended.
+    """
+    return f"tb1:{seed}:value:".encode()
+
+
+def value_form(value: str | float | bool) -> bytes:
+    """Return the typed byte form of a targeting value (see the module docstring).
+
+    Parameters
+    ----------
+    value : str, int, float or bool
+        A scalar of a targeting condition or of a unit's attributes.
+
+    Returns
+    -------
+    bytes
+        ``b"s:" + UTF-8``, ``b"n:" + 16 hex digits of the binary64`` or ``b"b:true"/b"b:false"``.
+
+    Raises
+    ------
+    TypeError
+        For any other type; ``UnicodeEncodeError`` for a string with a lone surrogate;
+        ``OverflowError`` for an int beyond the range of a double.
+    """
+    if isinstance(value, bool):
+        return b"b:true" if value else b"b:false"
+    if isinstance(value, str):
+        return b"s:" + value.encode()
+    if isinstance(value, int | float):
+        number = float(value)
+        if number == 0.0:
+            number = 0.0  # -0 == +0: one form
+        return b"n:" + _pack_double(number).hex().encode()
+    raise TypeError(f"a targeting value is a string, number or boolean; got {type(value)}")
+
+
+def value_hash(seed: str, value: str | float | bool) -> str:
+    """Return how a targeting value is served: ``hex(sha256(value_prefix(seed) + value_form))``.
+
+    Parameters
+    ----------
+    seed : str
+        The experiment's randomization seed (the salt).
+    value : str, int, float or bool
+        The value.
+
+    Returns
+    -------
+    str
+        64 lowercase hex digits.
+
+    Examples
+    --------
+    >>> value_hash("a1b2c3d4", "FR") == hashlib.sha256(b"tb1:a1b2c3d4:value:s:FR").hexdigest()
+    True
+    >>> value_hash("p0", 3) == value_hash("p0", 3.0) != value_hash("p0", "3")
+    True
+    """
+    return hashlib.sha256(value_prefix(seed) + value_form(value)).hexdigest()

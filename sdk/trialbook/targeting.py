@@ -15,6 +15,23 @@ op                                 value
 ``semver_eq`` ... ``semver_lte``   a semver string such as ``"2.10.0"`` or ``"1.0.0-rc.1"``
 =================================  ===========================================================
 
+Hashed leaves (the served form)
+-------------------------------
+The service serves ``eq``, ``neq``, ``in`` and ``not_in`` leaves without their values (they may
+be e-mail addresses or user ids)::
+
+    {"attribute": NAME, "op": OP, "kind": KIND, "sha256": [HEX, ...]}
+
+``kind`` is the JSON type of the value(s): ``"str"``, ``"num"`` or ``"bool"`` (``null`` only for
+an empty ``in``/``not_in`` list); ``sha256`` holds :func:`trialbook.hashing.value_hash` of each
+value, salted by the experiment's seed (exactly one for ``eq``/``neq``). A hashed leaf evaluates
+exactly like the plain one: the attribute's kind is checked first (a mismatch is false), then its
+own value hash is looked up. Each compiled leaf remembers the answer for the last few thousand
+attribute values, so a repeated value (a country, a plan) costs a dictionary lookup, not a hash.
+An attribute that cannot be hashed (a string with a lone surrogate, an int beyond the range of a
+double) makes a hashed leaf false. Ordered comparisons (``gt``... and ``semver_*``) are served in
+clear. :func:`hash_condition` turns a plain tree into the hashed one.
+
 Evaluation rules (never raises):
 
 - A missing attribute (absent or ``None``) makes every leaf false except ``neq`` and ``not_in``,
@@ -29,16 +46,20 @@ Evaluation rules (never raises):
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
+
+from trialbook.hashing import value_form, value_hash, value_prefix
 
 __all__ = [
     "OPS",
     "Predicate",
     "compile_condition",
     "evaluate_condition",
+    "hash_condition",
     "parse_semver",
     "validate_condition",
 ]
@@ -50,6 +71,11 @@ _LIST_OPS: Final = ("in", "not_in")
 _NUMERIC_OPS: Final = ("gt", "gte", "lt", "lte")
 _SEMVER_OPS: Final = ("semver_eq", "semver_gt", "semver_gte", "semver_lt", "semver_lte")
 OPS: Final = _EQUALITY_OPS + _LIST_OPS + _NUMERIC_OPS + _SEMVER_OPS
+HASHED_OPS: Final = _EQUALITY_OPS + _LIST_OPS
+KINDS: Final = ("str", "num", "bool")
+_HEX_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+# Answers a hashed leaf remembers (per leaf; the memo is emptied when full).
+_MEMO_MAX: Final = 4096
 
 _SEMVER_RE: Final = re.compile(
     r"^v?(?P<nums>\d+(?:\.\d+)*)(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
@@ -149,6 +175,8 @@ def _validate_node(node: object, path: str) -> list[str]:
         return errors
     if "all" in keys or "any" in keys:
         return [f"{path}: a group has exactly one key, 'all' or 'any'; got {sorted(keys)}"]
+    if "sha256" in keys:
+        return _validate_hashed_leaf(node, keys, path)
     required = {"attribute", "op", "value"}
     errors = []
     missing = required - keys
@@ -168,6 +196,39 @@ def _validate_node(node: object, path: str) -> list[str]:
         errors.append(f"{path}.op: unknown op {op!r}; use one of {', '.join(OPS)}")
         return errors
     errors.extend(_validate_value(op, value, f"{path}.value"))
+    return errors
+
+
+def _validate_hashed_leaf(node: Mapping[Any, Any], keys: set[Any], path: str) -> list[str]:
+    required = {"attribute", "op", "kind", "sha256"}
+    shape = "a hashed leaf is {attribute, op, kind, sha256}"
+    errors: list[str] = []
+    missing = required - keys
+    extra = keys - required
+    if missing:
+        errors.append(f"{path}: missing {sorted(missing)}; {shape}")
+    if extra:
+        errors.append(f"{path}: unexpected keys {sorted(extra)}; {shape}")
+    if missing:
+        return errors
+    attribute, op, kind, hashes = node["attribute"], node["op"], node["kind"], node["sha256"]
+    if not isinstance(attribute, str) or not attribute:
+        errors.append(f"{path}.attribute: expected a non-empty string")
+    if op not in HASHED_OPS:
+        errors.append(f"{path}.op: {op!r} cannot be hashed; use one of {', '.join(HASHED_OPS)}")
+        return errors
+    if not isinstance(hashes, list) or not all(
+        isinstance(h, str) and _HEX_RE.match(h) for h in hashes
+    ):
+        errors.append(f"{path}.sha256: expected a list of 64 lowercase hex digits each")
+        return errors
+    if op in _EQUALITY_OPS and len(hashes) != 1:
+        errors.append(f"{path}.sha256: '{op}' needs exactly one hash; got {len(hashes)}")
+    if kind is None:
+        if op in _EQUALITY_OPS or hashes:
+            errors.append(f"{path}.kind: null only for an empty list; use one of {KINDS}")
+    elif kind not in KINDS:
+        errors.append(f"{path}.kind: {kind!r} is not one of {', '.join(KINDS)}")
     return errors
 
 
@@ -205,13 +266,15 @@ def _always(_attributes: Mapping[str, Any] | None) -> bool:
     return True
 
 
-def compile_condition(tree: object) -> Predicate:
+def compile_condition(tree: object, salt: str | None = None) -> Predicate:
     """Compile a *valid* targeting tree into a fast predicate over attributes.
 
     Parameters
     ----------
     tree : object
         A tree for which :func:`validate_condition` returned no error.
+    salt : str, optional
+        The experiment's seed: needed when the tree has hashed leaves.
 
     Returns
     -------
@@ -221,36 +284,42 @@ def compile_condition(tree: object) -> Predicate:
     Raises
     ------
     ValueError
-        If ``tree`` is invalid (call :func:`validate_condition` first for the messages).
+        If ``tree`` is invalid (call :func:`validate_condition` first for the messages), or has
+        hashed leaves and no ``salt``.
     """
     errors = validate_condition(tree)
     if errors:
         raise ValueError("; ".join(errors))
     if tree is None:
         return _always
-    return _compile_node(tree)
+    return _compile_node(tree, salt)
 
 
-def _compile_node(node: Any) -> Predicate:
+def _compile_node(node: Any, salt: str | None) -> Predicate:
     if "all" in node:
-        children = tuple(_compile_node(child) for child in node["all"])
+        children = tuple(_compile_node(child, salt) for child in node["all"])
 
         def all_of(attributes: Mapping[str, Any] | None) -> bool:
             return all(child(attributes) for child in children)
 
         return all_of
     if "any" in node:
-        children = tuple(_compile_node(child) for child in node["any"])
+        children = tuple(_compile_node(child, salt) for child in node["any"])
 
         def any_of(attributes: Mapping[str, Any] | None) -> bool:
             return any(child(attributes) for child in children)
 
         return any_of
-    return _compile_leaf(node["attribute"], node["op"], node["value"])
+    if "sha256" in node:
+        if salt is None:
+            raise ValueError("a hashed leaf needs the experiment's seed as salt")
+        test = _hashed_test(node["op"], node["kind"], node["sha256"], salt)
+    else:
+        test = _leaf_test(node["op"], node["value"])
+    return _compile_leaf(node["attribute"], node["op"], test)
 
 
-def _compile_leaf(attribute: str, op: str, value: Any) -> Predicate:
-    test = _leaf_test(op, value)
+def _compile_leaf(attribute: str, op: str, test: Callable[[Any], bool]) -> Predicate:
     missing_result = op in ("neq", "not_in")
 
     def leaf(attributes: Mapping[str, Any] | None) -> bool:
@@ -263,6 +332,68 @@ def _compile_leaf(attribute: str, op: str, value: Any) -> Predicate:
             return False
 
     return leaf
+
+
+def _hashed_test(op: str, kind: str | None, hashes: list[str], salt: str) -> Callable[[Any], bool]:
+    prefix = value_prefix(salt)
+    members = frozenset(hashes)
+    positive = op in ("eq", "in")
+    memo: dict[Any, bool] = {}
+    sha256 = hashlib.sha256
+
+    def hashed(actual: Any) -> bool:
+        actual_kind = _kind(actual)
+        if actual_kind is None or (kind is not None and actual_kind != kind):
+            return False
+        # Safe as a key: past the kind check, equal keys (1 and 1.0, -0.0 and 0.0) share a form.
+        known = memo.get(actual)
+        if known is not None:
+            return known
+        try:
+            digest = sha256(prefix + value_form(actual)).hexdigest()
+        except (UnicodeEncodeError, OverflowError):
+            return False
+        answer = (digest in members) is positive
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[actual] = answer
+        return answer
+
+    return hashed
+
+
+def hash_condition(tree: Any, salt: str) -> Any:
+    """Return a valid targeting tree with its ``eq``/``neq``/``in``/``not_in`` values hashed.
+
+    Parameters
+    ----------
+    tree : object
+        A tree for which :func:`validate_condition` returned no error (None stays None).
+    salt : str
+        The experiment's seed.
+
+    Returns
+    -------
+    object
+        The same tree, each such leaf as ``{attribute, op, kind, sha256}`` (see the module
+        docstring); other leaves, already hashed leaves and groups are copied as they are.
+    """
+    if tree is None:
+        return None
+    if "all" in tree or "any" in tree:
+        (group,) = tree
+        return {group: [hash_condition(child, salt) for child in tree[group]]}
+    op = tree["op"]
+    if op not in HASHED_OPS or "sha256" in tree:
+        return dict(tree)
+    values = tree["value"] if op in _LIST_OPS else [tree["value"]]
+    kinds = {_kind(v) for v in values}
+    return {
+        "attribute": tree["attribute"],
+        "op": op,
+        "kind": kinds.pop() if kinds else None,
+        "sha256": sorted({value_hash(salt, v) for v in values}),
+    }
 
 
 def _leaf_test(op: str, value: Any) -> Callable[[Any], bool]:
@@ -318,7 +449,9 @@ def _leaf_test(op: str, value: Any) -> Callable[[Any], bool]:
     return semver
 
 
-def evaluate_condition(tree: object, attributes: Mapping[str, Any] | None) -> bool:
+def evaluate_condition(
+    tree: object, attributes: Mapping[str, Any] | None, salt: str | None = None
+) -> bool:
     """Evaluate a targeting tree against attributes (convenience; compiles on every call).
 
     Parameters
@@ -327,6 +460,8 @@ def evaluate_condition(tree: object, attributes: Mapping[str, Any] | None) -> bo
         A targeting tree or None.
     attributes : Mapping or None
         The unit's attributes.
+    salt : str, optional
+        The experiment's seed, for a tree with hashed leaves.
 
     Returns
     -------
@@ -335,4 +470,7 @@ def evaluate_condition(tree: object, attributes: Mapping[str, Any] | None) -> bo
     """
     if validate_condition(tree):
         return False
-    return compile_condition(tree)(attributes)
+    try:
+        return compile_condition(tree, salt)(attributes)
+    except ValueError:  # hashed leaves without a salt
+        return False

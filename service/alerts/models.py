@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic import Field as PField
 from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
@@ -71,6 +72,11 @@ class CheckedExperiment(BaseModel):
     experiment: str
     raised: list[AlertType]
     error: str | None = None
+    warnings: list[str] = PField(
+        default_factory=list,
+        description="metrics the checks could not judge, as 'metric: code' "
+        "(e.g. 'revenue: non_finite_statistics', sums overflowed by values stored unbounded)",
+    )
 
 
 class CheckReport(BaseModel):

@@ -169,10 +169,9 @@ def findings_from_clock(
 
 
 def _results(session: Session, exp: Experiment) -> dict[str, Any]:
-    from service.analysis.service import compute_results
+    from service.snapshots.service import results_dict
 
-    out = compute_results(session, exp.key)
-    return dict(out.model_dump(mode="json")) if hasattr(out, "model_dump") else dict(out)
+    return results_dict(session, exp)  # the latest snapshot (service.snapshots)
 
 
 def _last_exposure(session: Session, exp: Experiment) -> datetime | None:
@@ -258,21 +257,42 @@ def raise_alert(session: Session, exp: Experiment, finding: Finding) -> bool:
     return True
 
 
+# Warning codes of a comparison that mean the health checks could not judge the metric: reported
+# with the check (``CheckedExperiment.warnings``) rather than passed over in silence.
+UNJUDGED = frozenset({"non_finite_statistics"})
+
+
+def unjudged_metrics(results: dict[str, Any]) -> list[str]:
+    """``metric: code`` for each metric whose comparisons carry a warning of :data:`UNJUDGED`."""
+    out: list[str] = []
+    for metric in results.get("metrics", []):
+        for comp in metric.get("comparisons", []):
+            for code in comp.get("warnings", []):
+                note = f"{metric['metric']}: {code}"
+                if code in UNJUDGED and note not in out:
+                    out.append(note)
+    return out
+
+
 def findings_for(
     session: Session, exp: Experiment, now: datetime
-) -> tuple[list[Finding], str | None]:
-    """Every condition of one running experiment now (read-only), and an analysis error if any."""
+) -> tuple[list[Finding], str | None, list[str]]:
+    """Every condition of one running experiment now (read-only), an analysis error if any, and
+    the metrics that could not be judged (:func:`unjudged_metrics`)."""
     error = None
     findings: list[Finding] = []
+    warnings: list[str] = []
     try:
-        findings += findings_from_results(results_provider(session, exp))
+        results = results_provider(session, exp)
+        findings += findings_from_results(results)
+        warnings = unjudged_metrics(results)
     except Exception as exc:  # an analysis failure must not stop the other checks
         log.exception("analysis of %s failed during the health check", exp.key)
         error = f"analysis failed: {type(exc).__name__}: {exc}"[:500]
         session.rollback()
     stalled_after = timedelta(hours=AlertSettings().stalled_after_hours)
     findings += findings_from_clock(exp, now, _stream_reference(session, exp), stalled_after)
-    return findings, error
+    return findings, error, warnings
 
 
 def check_experiment(key: str, now: datetime) -> CheckedExperiment | None:
@@ -283,7 +303,7 @@ def check_experiment(key: str, now: datetime) -> CheckedExperiment | None:
         exp = session.exec(select(Experiment).where(Experiment.key == key)).first()
         if exp is None or exp.status != Status.running.value:
             return None
-        findings, error = findings_for(session, exp, now)
+        findings, error, warnings = findings_for(session, exp, now)
     finally:
         session.close()
     session = open_session(write=True)
@@ -295,7 +315,7 @@ def check_experiment(key: str, now: datetime) -> CheckedExperiment | None:
         session.commit()
     finally:
         session.close()
-    return CheckedExperiment(experiment=key, raised=raised, error=error)
+    return CheckedExperiment(experiment=key, raised=raised, error=error, warnings=warnings)
 
 
 def run_checks(now: datetime | None = None) -> CheckReport:

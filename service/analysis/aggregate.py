@@ -48,11 +48,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 from sqlmodel import Session
 
@@ -65,10 +66,13 @@ __all__ = [
     "Window",
     "count_exposures",
     "percentile_linear",
+    "slice_counts",
+    "slice_sums",
     "variant_sums",
 ]
 
 MICROS_PER_SECOND = 1_000_000
+NUMERIC_OUT_OF_RANGE = "22003"  # PostgreSQL SQLSTATE of a float8 overflow
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,16 @@ class Window:
     attribution_window_hours: float | None = None
     stopped_at: datetime | None = None
     pre_period_days: int | None = None  # None: no CUPED pre-period
+    # Time cut (exclusive): only units first exposed before it and events before it count, as if
+    # nothing after it had been ingested (the results over time, service.snapshots).
+    until: datetime | None = None
+    # Slices: the exposure attributes whose values (at the unit's first exposure) group the sums,
+    # each with the values kept as themselves; any other value is ``other``, none ``unknown``.
+    dimensions: Sequence[tuple[str, Sequence[str]]] = ()
+
+
+OTHER = "other"
+UNKNOWN = "unknown"
 
 
 @dataclass
@@ -188,21 +202,62 @@ def _bounds_sql(dialect: str, window: Window, params: dict[str, Any]) -> _Bounds
     return b
 
 
-def _value_sql(kind: str, event_param: str, pre: bool, dialect: str) -> str:
+def _cut_sql(window: Window, params: dict[str, Any], binds: list[Any]) -> str:
+    """``AND eu.first_ts < :until`` for a time cut, else nothing. Fills ``params``/``binds``."""
+    if window.until is None:
+        return ""
+    params["until"] = window.until
+    binds.append(bindparam("until", type_=UTCDateTime()))
+    return " AND eu.first_ts < :until"
+
+
+def _attribute_sql(dialect: str, name: str, k: int, params: dict[str, Any]) -> str:
+    """The raw value (text or NULL) of attribute ``name`` stored with the unit's first exposure
+    (``exposure_unit.attributes``, a JSON object of strings)."""
+    if dialect == "postgresql":
+        params[f"dim{k}"] = name
+        return f"(CAST(eu.attributes AS jsonb) ->> CAST(:dim{k} AS text))"
+    params[f"dim{k}"] = '$."' + name.replace('"', '\\"') + '"'
+    return f"json_extract(eu.attributes, :dim{k})"
+
+
+def _slice_columns(dialect: str, window: Window, params: dict[str, Any], binds: list[Any]) -> str:
+    """``, <bucket> AS sv0, ...``: each dimension's value bucketed into the kept values,
+    ``other`` and ``unknown``."""
+    out = ""
+    for k, (name, kept) in enumerate(window.dimensions):
+        raw = _attribute_sql(dialect, name, k, params)
+        if kept:
+            params[f"dim{k}_values"] = list(kept)
+            binds.append(bindparam(f"dim{k}_values", expanding=True))
+            bucket = (
+                f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' WHEN {raw} IN :dim{k}_values"
+                f" THEN {raw} ELSE '{OTHER}' END"
+            )
+        else:
+            bucket = f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' ELSE '{OTHER}' END"
+        out += f", {bucket} AS sv{k}"
+    return out
+
+
+def _value_sql(kind: str, event_param: str, pre: bool, dialect: str, exact: bool = False) -> str:
     """Per-unit aggregate of one event in the window (``post``) or the pre-period (``pre``).
 
     ``FILTER`` (SQLite >= 3.30, PostgreSQL) evaluates the condition per event and calls the
     aggregate only for the matching rows. Every value is non-NULL (a unit without events is 0) and,
     on PostgreSQL, double precision so that the per-variant sums stay in floating point (a sum of
     bigint would be numeric, ten times slower); counts are exact in a double below 2**53.
+    ``exact`` (PostgreSQL, after an overflow): numeric instead, which cannot overflow.
     """
     when = f"c.name = :{event_param} AND c.ts {'<' if pre else '>='} eu.first_ts"
     if kind == "any":
         return f"COALESCE(MAX(1) FILTER (WHERE {when}), 0)"
     if kind == "count":
         count = f"COUNT(*) FILTER (WHERE {when})"
-        return f"CAST({count} AS DOUBLE PRECISION)" if dialect == "postgresql" else count
-    return f"COALESCE(SUM(c.value) FILTER (WHERE {when}), 0)"
+        cast = "numeric" if exact else "DOUBLE PRECISION"
+        return f"CAST({count} AS {cast})" if dialect == "postgresql" else count
+    value = "CAST(c.value AS numeric)" if exact else "c.value"
+    return f"COALESCE(SUM({value}) FILTER (WHERE {when}), 0)"
 
 
 def _kind(m: MetricSpec) -> str:
@@ -218,6 +273,7 @@ def _per_unit_sql(
     metrics: Sequence[MetricSpec],
     window: Window,
     unit_range: str = "",
+    exact: bool = False,
 ) -> tuple[str, dict[str, Any], list[Any], list[tuple[MetricSpec, str, str, bool]]]:
     """The CTE ``v``: one row per analysed unit with its variant and (uncapped) metric values.
 
@@ -236,6 +292,7 @@ def _per_unit_sql(
     where = "eu.experiment_id = :experiment_id AND eu.phase = :phase AND NOT eu.multiple"
     if unit_range:
         where += f" AND {unit_range}"
+    where += _cut_sql(window, params, binds)
     if window.overrides:
         where += " AND eu.unit_id NOT IN :overrides"
         params["overrides"] = list(window.overrides)
@@ -253,7 +310,7 @@ def _per_unit_sql(
             for pre in periods:
                 if pre and m.type == "ratio":
                     continue
-                expr = _value_sql(_kind(m), p, pre, dialect)
+                expr = _value_sql(_kind(m), p, pre, dialect, exact)
                 col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
                 columns.append((m, col, suffix, pre))
     if dialect != "sqlite":
@@ -272,9 +329,12 @@ def _per_unit_sql(
         join += " AND c.ts <= :stopped_at"
         params["stopped_at"] = window.stopped_at
         binds.append(bindparam("stopped_at", type_=UTCDateTime()))
+    if window.until is not None:
+        join += " AND c.ts < :until"
     selected = ", ".join(f"{expr} AS {col}" for expr, col in agg_cols.items())
+    slice_col = _slice_columns(dialect, window, params, binds)
     values = (
-        f"v AS (SELECT eu.variant, {selected}"
+        f"v AS (SELECT eu.variant{slice_col}, {selected}"
         f" FROM exposure_unit eu LEFT JOIN conversion c ON {join} WHERE {where}"
         " GROUP BY eu.experiment_id, eu.phase, eu.unit_id, eu.variant)"
     )
@@ -323,11 +383,12 @@ def _execute(
     setting = text("SELECT set_config(:n, :v, true)")
     for n in names:
         conn.execute(setting, {"n": n, "v": settings[n]})
-    try:
-        return conn.execute(stmt, params).all()
-    finally:
-        for n, v in zip(names, old, strict=True):
-            conn.execute(setting, {"n": n, "v": v})
+    # On an error the transaction (or the savepoint of ``variant_sums``) is rolled back, and the
+    # settings with it: nothing to restore, and nothing could run in the failed transaction.
+    rows = conn.execute(stmt, params).all()
+    for n, v in zip(names, old, strict=True):
+        conn.execute(setting, {"n": n, "v": v})
+    return rows
 
 
 def _unit_quantiles(session: Session, window: Window, n_units: int, parts: int) -> list[str]:
@@ -368,13 +429,14 @@ def count_exposures(session: Session, window: Window) -> ExposureCounts:
         overridden = "CASE WHEN eu.unit_id IN :overrides THEN 1 ELSE 0 END"
         params["overrides"] = list(window.overrides)
         binds.append(bindparam("overrides", expanding=True))
+    cut = _cut_sql(window, params, binds)
     sql = (
         "SELECT eu.variant, COUNT(*) AS total,"
         " SUM(CASE WHEN eu.multiple THEN 1 ELSE 0 END) AS multiple,"
         f" SUM({overridden}) AS overridden,"
         f" SUM(CASE WHEN eu.multiple OR {overridden} = 1 THEN 0 ELSE 1 END) AS analysed"
         " FROM exposure_unit eu WHERE eu.experiment_id = :experiment_id AND eu.phase = :phase"
-        " GROUP BY eu.variant"
+        f"{cut} GROUP BY eu.variant"
     )
     rows = session.connection().execute(_statement(sql, binds), params).all()
     return ExposureCounts(
@@ -382,6 +444,23 @@ def count_exposures(session: Session, window: Window) -> ExposureCounts:
         multiple_exposures=sum(int(r.multiple) for r in rows),
         overridden_units=sum(int(r.overridden) for r in rows),
     )
+
+
+def slice_counts(session: Session, window: Window, dimension: str) -> dict[str | None, int]:
+    """Analysed units per raw value of attribute ``dimension`` (None: the unit has no value)."""
+    dialect = session.get_bind().dialect.name
+    params: dict[str, Any] = {"experiment_id": window.experiment_id, "phase": window.phase}
+    binds: list[Any] = []
+    raw = _attribute_sql(dialect, dimension, 0, params)
+    where = "eu.experiment_id = :experiment_id AND eu.phase = :phase AND NOT eu.multiple"
+    where += _cut_sql(window, params, binds)
+    if window.overrides:
+        where += " AND eu.unit_id NOT IN :overrides"
+        params["overrides"] = list(window.overrides)
+        binds.append(bindparam("overrides", expanding=True))
+    sql = f"SELECT {raw} AS value, COUNT(*) AS n FROM exposure_unit eu WHERE {where} GROUP BY {raw}"
+    rows = session.connection().execute(_statement(sql, binds), params).all()
+    return {(None if r.value is None else str(r.value)): int(r.n) for r in rows}
 
 
 Cuts = dict[tuple[str, str], tuple[float | None, float | None]]
@@ -393,12 +472,15 @@ def _cut_points(
     metrics: Sequence[MetricSpec],
     window: Window,
     n_units: int,
+    exact: bool = False,
 ) -> Cuts:
     """Pooled winsorization cut points per (metric key, part suffix): (low, high)."""
     wanted = [m for m in metrics if m.winsorized]
     if not wanted or n_units == 0:
         return {}
-    head, params, binds, columns = _per_unit_sql(dialect, wanted, window)
+    head, params, binds, columns = _per_unit_sql(
+        dialect, wanted, replace(window, dimensions=()), exact=exact
+    )
     selects: list[str] = []
     plan: list[tuple[tuple[str, str], str, float]] = []  # ((metric, part), side, h)
     for m, col, suffix, is_pre in columns:
@@ -431,18 +513,25 @@ def _cut_points(
 
 
 def _capped(
-    expr: str, cut: tuple[float | None, float | None] | None, key: str
+    expr: str, cut: tuple[float | None, float | None] | None, key: str, exact: bool = False
 ) -> tuple[str, dict[str, float]]:
     if cut is None:
         return expr, {}
     low, high = cut
     out, params = expr, {}
+    # exact: compare in numeric (a numeric value compared with a double is cast to double, which
+    # overflows for the values that made the exact pass necessary)
+    lo, hi = (
+        (f"CAST(:{key}_lo AS numeric)", f"CAST(:{key}_hi AS numeric)")
+        if exact
+        else (f":{key}_lo", f":{key}_hi")
+    )
     if low is not None:
         params[f"{key}_lo"] = low
-        out = f"CASE WHEN {out} < :{key}_lo THEN :{key}_lo ELSE {out} END"
+        out = f"CASE WHEN {out} < {lo} THEN {lo} ELSE {out} END"
     if high is not None:
         params[f"{key}_hi"] = high
-        out = f"CASE WHEN {out} > :{key}_hi THEN :{key}_hi ELSE {out} END"
+        out = f"CASE WHEN {out} > {hi} THEN {hi} ELSE {out} END"
     return f"({out})", params
 
 
@@ -463,7 +552,35 @@ def variant_sums(
     n_units: int,
     variants: Sequence[str] | None = None,
 ) -> dict[str, dict[str, MetricSums]]:
-    """Sufficient statistics: ``{metric key: {variant: MetricSums}}`` for every variant with units.
+    """Sufficient statistics: ``{metric key: {variant: MetricSums}}`` (see :func:`_sums`)."""
+    grouped = _sums(session, metrics, replace(window, dimensions=()), n_units, variants)
+    return grouped.get((), {m.key: {} for m in metrics})
+
+
+def slice_sums(
+    session: Session,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    n_units: int,
+    variants: Sequence[str] | None = None,
+) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]:
+    """Sufficient statistics per combination of ``window.dimensions``' buckets: ``{(value of
+    each dimension): {metric key: {variant: MetricSums}}}``, in one pass like
+    :func:`variant_sums`. Winsorization cut points are those of the whole experiment, so the
+    slices' sums add up to the whole (sum the combinations over the other dimensions)."""
+    assert window.dimensions
+    return _sums(session, metrics, window, n_units, variants)
+
+
+def _sums(
+    session: Session,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    n_units: int,
+    variants: Sequence[str] | None = None,
+) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]:
+    """Sufficient statistics: ``{(slice values): {metric key: {variant: MetricSums}}}`` for every
+    variant with units (``()`` for the whole experiment when the window has no dimensions).
 
     Parameters
     ----------
@@ -481,26 +598,57 @@ def variant_sums(
 
     Returns
     -------
-    dict[str, dict[str, MetricSums]]
+    dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]
         Per metric key and variant: n and the sums named as in ``stats.MeanSummary`` /
-        ``stats.RatioSummary``.
+        ``stats.RatioSummary``. A sum that overflowed double precision is ``inf`` or NaN
+        (values stored before ingestion bounded them): the engine answers it with the warning
+        ``non_finite_statistics``.
+
+    Notes
+    -----
+    Overflow: SQLite's floating-point sums reach ``inf`` (and NaN, read as NULL), but PostgreSQL
+    raises ``value out of range: overflow`` (SQLSTATE 22003). There the statements run in a
+    savepoint and, after that error only, again with every per-unit value and sum in
+    ``numeric`` (exact, no overflow; about ten times slower, so never the first try); the
+    sums then read as floats, ``inf`` where they exceed a double.
     """
     if not metrics:
         return {}
     dialect = session.get_bind().dialect.name
-    cuts = _cut_points(session, dialect, metrics, window, n_units)
+    if dialect != "postgresql":
+        return _variant_sums(session, dialect, metrics, window, n_units, variants)
+    try:
+        with session.connection().begin_nested():
+            return _variant_sums(session, dialect, metrics, window, n_units, variants)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != NUMERIC_OUT_OF_RANGE:
+            raise
+    return _variant_sums(session, dialect, metrics, window, n_units, variants, exact=True)
+
+
+def _variant_sums(
+    session: Session,
+    dialect: str,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    n_units: int,
+    variants: Sequence[str] | None,
+    exact: bool = False,
+) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]:
+    """:func:`_sums` in double precision, or in numeric when ``exact``."""
+    cuts = _cut_points(session, dialect, metrics, window, n_units, exact)
     # SQLite: one statement per variant over its range of (experiment_id, phase, variant, unit_id)
     # (migration 0005): no sort of every unit by variant for the GROUP BY (SQLite has no hash
     # aggregate), and the units' rows come from the index alone.
     per_variant = dialect == "sqlite"
     head, params, binds, columns = _per_unit_sql(
-        dialect, metrics, window, "eu.variant = :variant" if per_variant else ""
+        dialect, metrics, window, "eu.variant = :variant" if per_variant else "", exact
     )
     # (metric key, part, is pre-period) -> the per-unit value, capped for a winsorized metric
     values: dict[tuple[str, str, bool], str] = {}
     for j, (m, col, suffix, is_pre) in enumerate(columns):
         cut = cuts.get((m.key, suffix)) if m.winsorized else None
-        capped, cut_params = _capped(f"v.{col}", cut, f"cut{j}")
+        capped, cut_params = _capped(f"v.{col}", cut, f"cut{j}", exact)
         params.update(cut_params)
         values[(m.key, suffix, is_pre)] = capped
     aggs: list[tuple[str, str]] = [("COUNT(*)", "n")]  # (expression, alias)
@@ -534,11 +682,14 @@ def variant_sums(
         alias_of[alias] = unique.setdefault(expr, alias)
     aggs = [(expr, alias) for expr, alias in unique.items()]
     selected = ", ".join(f"{expr} AS {alias}" for expr, alias in aggs)
-    sql = f"{head} SELECT v.variant, {selected} FROM v GROUP BY v.variant"
+    n_dims = len(window.dimensions)
+    sv = "".join(f", v.sv{k}" for k in range(n_dims))
+    sql = f"{head} SELECT v.variant{sv}, {selected} FROM v GROUP BY v.variant{sv}"
     settings = None
     runs: list[dict[str, Any]] = [params]
     if per_variant:
-        sql = f"{head} SELECT :variant AS variant, {selected} FROM v"
+        group = f" GROUP BY {sv[2:]}" if n_dims else ""
+        sql = f"{head} SELECT :variant AS variant{sv}, {selected} FROM v{group}"
         if variants is None:
             variants = _variants(session, window)
         runs = [params | {"variant": v} for v in dict.fromkeys(variants)]
@@ -556,17 +707,19 @@ def variant_sums(
                 [f"eu.unit_id >= {lo}"] * (lo is not None)
                 + [f"eu.unit_id < {hi}"] * (hi is not None)
             )
-            part_head = _per_unit_sql(dialect, metrics, window, cond)[0]
+            part_head = _per_unit_sql(dialect, metrics, window, cond, exact)[0]
             branches.append(
-                f"SELECT * FROM ({part_head} SELECT v.variant, {selected} FROM v"
-                f" GROUP BY v.variant) p{k}"
+                f"SELECT * FROM ({part_head} SELECT v.variant{sv}, {selected} FROM v"
+                f" GROUP BY v.variant{sv}) p{k}"
             )
         totals = ", ".join(f"SUM(p.{alias}) AS {alias}" for _, alias in aggs)
+        psv = "".join(f", p.sv{k}" for k in range(n_dims))
         sql = (
-            f"SELECT p.variant, {totals} FROM ({' UNION ALL '.join(branches)}) p GROUP BY p.variant"
+            f"SELECT p.variant{psv}, {totals} FROM ({' UNION ALL '.join(branches)}) p"
+            f" GROUP BY p.variant{psv}"
         )
         settings = _PG_PARTITIONED
-    out: dict[str, dict[str, MetricSums]] = {m.key: {} for m in metrics}
+    out: dict[tuple[str, ...], dict[str, dict[str, MetricSums]]] = {}
     stmt = _statement(sql, binds)
     rows = [r for run in runs for r in _execute(session, dialect, stmt, run, settings)]
     for r in rows:
@@ -575,12 +728,16 @@ def variant_sums(
         n = int(row["n"])
         if n == 0:  # a variant without analysed units (per-variant statements)
             continue
+        combo = tuple(str(row[f"sv{k}"]) for k in range(n_dims))
+        per_metric = out.setdefault(combo, {m.key: {} for m in metrics})
         for i, m in enumerate(metrics):
             prefix = f"m{i}_"
+            # NULL: SQLite's answer for a NaN sum (inf - inf after an overflow); n > 0 here, so
+            # a sum of non-NULL per-unit values is never NULL otherwise.
             sums = {
-                alias.removeprefix(prefix): float(row[column] or 0)
+                alias.removeprefix(prefix): math.nan if row[column] is None else float(row[column])
                 for alias, column in alias_of.items()
                 if alias.startswith(prefix)
             }
-            out[m.key][variant] = MetricSums(n, sums)
+            per_metric[m.key][variant] = MetricSums(n, sums)
     return out

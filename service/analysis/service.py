@@ -13,11 +13,14 @@ outside the family.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlmodel import Session, col, select
 
 import stats
 from service.analysis.aggregate import (
+    ExposureCounts,
     MetricSpec,
     MetricSums,
     Window,
@@ -37,7 +40,14 @@ from service.experiments.models import MAX_WINDOW_HOURS, Baseline, Experiment, S
 from service.experiments.service import control_of, current_phase, get_row, sample_size_for
 from service.metrics.models import Metric
 
-__all__ = ["compute_results", "decide"]
+__all__ = [
+    "AnalysisData",
+    "analyse",
+    "analysis_window",
+    "compute_results",
+    "decide",
+    "metric_specs",
+]
 
 # Warning codes of the whole result (metric-level codes come from stats.WARNING_CODES).
 NO_EXPOSURES = "no_exposures"
@@ -242,7 +252,57 @@ def decide(
     )
 
 
+@dataclass
+class AnalysisData:
+    """The sufficient statistics a result is computed from: with the experiment's definition,
+    everything :func:`analyse` needs, without the events (stored in snapshots)."""
+
+    counts: ExposureCounts
+    sums: dict[str, dict[str, MetricSums]]
+
+
 def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
+    """Analyse the current phase of an experiment (see :func:`analyse`)."""
+    return analyse(session, experiment_key)[0]
+
+
+def metric_specs(session: Session, exp: Experiment) -> list[MetricSpec]:
+    """The protocol's metrics found in the catalogue, in protocol order."""
+    protocol = _protocol_metrics(exp)
+    rows = session.exec(
+        select(Metric).where(col(Metric.key).in_([key for key, _, _ in protocol]))
+    ).all()
+    catalogue = {m.key: m for m in rows}
+    return [_spec(catalogue[key]) for key, _, _ in protocol if key in catalogue]
+
+
+def analysis_window(session: Session, exp: Experiment, until: datetime | None = None) -> Window:
+    """The window every unit of the experiment's current phase is analysed in."""
+    assert exp.id is not None
+    settings = exp.analysis or {}
+    cuped = bool(settings.get("cuped", True))
+    return Window(
+        experiment_id=exp.id,
+        phase=exp.phase,
+        overrides=sorted(exp.overrides or {}),
+        # A row stored before the protocol's range (a window of 1e100 h) is read as the longest
+        # window the protocol takes now, instead of overflowing the time arithmetic.
+        attribution_window_hours=None
+        if exp.attribution_window_hours is None
+        else min(exp.attribution_window_hours, MAX_WINDOW_HOURS),
+        stopped_at=exp.stopped_at,
+        pre_period_days=int(settings.get("pre_period_days", 14)) if cuped else None,
+        until=until,
+    )
+
+
+def analyse(
+    session: Session,
+    experiment_key: str,
+    *,
+    until: datetime | None = None,
+    data: AnalysisData | None = None,
+) -> tuple[ResultsPublic, AnalysisData]:
     """Analyse the current phase of an experiment.
 
     Parameters
@@ -251,12 +311,16 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
         An open session; only reads (a deferred transaction is enough).
     experiment_key : str
         The experiment's key.
+    until : datetime or None
+        Cut the data there (exclusive): units first exposed and events before it only.
+    data : AnalysisData or None
+        Sufficient statistics computed earlier: analyse them instead of the events.
 
     Returns
     -------
-    ResultsPublic
+    tuple[ResultsPublic, AnalysisData]
         The §6 results contract: SRM, exclusions, every protocol metric with its comparisons,
-        power progress and the decision.
+        power progress and the decision; and the sufficient statistics it came from.
 
     Raises
     ------
@@ -285,19 +349,8 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
         warnings.append(METRIC_NOT_FOUND)
     specs = [_spec(catalogue[key]) for key, _, _ in protocol if key in catalogue]
 
-    window = Window(
-        experiment_id=exp.id,
-        phase=exp.phase,
-        overrides=sorted(exp.overrides or {}),
-        # A row stored before the protocol's range (a window of 1e100 h) is read as the longest
-        # window the protocol takes now, instead of overflowing the time arithmetic.
-        attribution_window_hours=None
-        if exp.attribution_window_hours is None
-        else min(exp.attribution_window_hours, MAX_WINDOW_HOURS),
-        stopped_at=exp.stopped_at,
-        pre_period_days=int(settings.get("pre_period_days", 14)) if cuped else None,
-    )
-    counts = count_exposures(session, window)
+    window = analysis_window(session, exp, until)
+    counts = count_exposures(session, window) if data is None else data.counts
     units = {v: counts.units.get(v, 0) for v in weights}
     if any(v not in weights and n > 0 for v, n in counts.units.items()):
         warnings.append(UNKNOWN_VARIANT_EXPOSURES)
@@ -306,7 +359,10 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
         warnings.append(NO_EXPOSURES)
     elif any(n == 0 for n in units.values()):
         warnings.append(EMPTY_ARM)
-    sums = variant_sums(session, specs, window, total, list(counts.units)) if total else {}
+    if data is not None:
+        sums = data.sums
+    else:
+        sums = variant_sums(session, specs, window, total, list(counts.units)) if total else {}
 
     inputs = [
         stats.MetricInput(
@@ -375,7 +431,7 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
     decision = decide(
         status=exp.status, sequential=sequential, srm=srm, metrics=metrics, power=power
     )
-    return ResultsPublic(
+    out = ResultsPublic(
         experiment=exp.key,
         phase=exp.phase,
         status=exp.status,
@@ -392,3 +448,4 @@ def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
         decision=decision,
         warnings=warnings,
     )
+    return out, AnalysisData(counts=counts, sums=sums)

@@ -51,8 +51,9 @@ class AssignIn(RequestModel):
         PField(
             default=None,
             max_length=MAX_EXPERIMENTS_PER_REQUEST,
-            description="experiment keys, answered in this order; omitted: every experiment of the "
-            "SDK config (drafts, running, paused, stopped and concluded ones), sorted by key",
+            description="experiment keys, answered in this order (a draft named here answers its "
+            "control, not_running, or its override); omitted: every experiment of the SDK config "
+            "(running, paused, stopped and concluded ones, never a draft), sorted by key",
         )
     )
     log_exposure: StrictBool = PField(
@@ -96,21 +97,31 @@ class ConfigLayer(BaseModel):
 
 class ConfigExperiment(BaseModel):
     key: str
-    status: Literal["draft", "running", "paused", "stopped", "concluded"]
+    status: Literal["running", "paused", "stopped", "concluded"] = PField(
+        description="only experiments that have started; all but running answer the control"
+    )
     seed: str
     phase: int
     randomization_unit: str
     variants: list[ConfigVariant] = PField(description="the current phase's variants")
     traffic_fraction: float
-    targeting: dict[str, Any] | None
-    overrides: dict[str, str]
-    layer: str | None = PField(description="null outside layers, and for drafts (no slice yet)")
+    targeting: dict[str, Any] | None = PField(
+        description="null when not running; eq/neq/in/not_in leaves come as "
+        "{attribute, op, kind, sha256: [hex]} (trialbook.targeting)"
+    )
+    override_hashes: dict[str, str] = PField(
+        description="{hex sha256 of the unit's variant hash input: variant} "
+        "(trialbook.hashing.override_hash); unit ids are never served"
+    )
+    layer: str | None = PField(description="null outside layers")
     layer_range: list[float] | None = PField(description="[lo, hi) slice of the layer's hash space")
 
 
 class SdkConfig(BaseModel):
-    """Everything an SDK needs to assign locally (see ``trialbook.assignment``)."""
+    """Everything an SDK needs to assign locally (see ``trialbook.assignment``): no draft, no
+    override unit id and no targeting value in clear."""
 
+    config_version: Literal[2] = PField(description="2: overrides and match values are hashed")
     hash_version: Literal[1]
     layers: dict[str, ConfigLayer]
     experiments: dict[str, ConfigExperiment]

@@ -42,6 +42,7 @@ from service.db import utcnow
 from service.deps import Principal, _bearer, require
 from service.errors import UnauthorizedError, responses
 from service.keys.models import Role
+from service.throttle import client_of, throttle_of
 
 JSON = "application/json"
 
@@ -66,7 +67,7 @@ def config_cache(app: Any) -> service.ConfigCache:
 _require_sdk = require(Role.sdk)
 
 
-def admit(authorization: str | None, app: Any) -> SdkAccess:
+def admit(authorization: str | None, request: Request) -> SdkAccess:
     """Admit keys with role sdk (or admin) and get the current config: one query in all.
 
     The same 401/403 rules as :func:`service.deps.get_principal` and :func:`service.deps.require`,
@@ -76,11 +77,16 @@ def admit(authorization: str | None, app: Any) -> SdkAccess:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise UnauthorizedError("Send an API key as `Authorization: Bearer <key>`.")
-    found = _ACCESS_CACHE.get(token.strip())
+    token = token.strip()
+    throttle, client = throttle_of(request.app), client_of(request)
+    throttle.check(client, token)
+    found = _ACCESS_CACHE.get(token)
     if not found.active or found.key_id is None or found.name is None or found.role is None:
+        throttle.failed(client)
         raise UnauthorizedError("The API key is unknown or revoked.")
+    throttle.succeeded(client, token)
     principal = _require_sdk(Principal(key_id=found.key_id, name=found.name, role=Role(found.role)))
-    snapshot = config_cache(app).current(found.version, service.load_config)
+    snapshot = config_cache(request.app).current(found.version, service.load_config)
     return SdkAccess(principal=principal, snapshot=snapshot)
 
 
@@ -123,7 +129,7 @@ async def sdk_access(
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> SdkAccess:
     """The dependency form of :func:`admit` (it also declares the Bearer scheme in OpenAPI)."""
-    return admit(request.headers.get("authorization"), request.app)
+    return admit(request.headers.get("authorization"), request)
 
 
 sdk_access.allowed_roles = SDK_ROLES  # type: ignore[attr-defined]  # read by the role-matrix test
@@ -180,16 +186,23 @@ async def post_assign(request: Request) -> Response:
     """Assign a unit to experiments on the server (optionally logging its exposures)."""
     # The hot path: auth, body and validation by hand (FastAPI's dependency and body machinery
     # cost more than the assignment itself); errors render exactly as elsewhere.
-    access = admit(request.headers.get("authorization"), request.app)
+    access = admit(request.headers.get("authorization"), request)
     try:
         body = AssignIn.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         ) from exc
-    assignments = service.assign(access.snapshot.compiled, body)
+    assignments = service.assign(access.snapshot.compiled, body, access.snapshot.listed)
     if body.log_exposure:
-        await run_in_threadpool(service.log_exposures, assignments, body.unit_id, utcnow())
+        await run_in_threadpool(
+            service.log_exposures,
+            assignments,
+            body.unit_id,
+            utcnow(),
+            body.attributes,
+            access.snapshot.compiled.raw,
+        )
     return Response(service.render_assignments(assignments), media_type=JSON)
 
 
@@ -217,7 +230,10 @@ _OFREP_BODY: dict[str, Any] = {
     },
 )
 async def ofrep_evaluate_flag(key: str, raw: RawBodyDep, access: SdkAccessDep) -> JSONResponse:
-    """OFREP single flag evaluation: the experiment's variant for context.targetingKey."""
+    """OFREP single flag evaluation: the experiment's variant for context.targetingKey.
+
+    A unit in the experiment (reason SPLIT) gets its exposure logged, once per unit and phase
+    (the deterministic event id of /v1/assign with log_exposure)."""
     try:
         unit_id, attributes = service.ofrep_parse(raw)
     except service.OfrepError as exc:
@@ -226,9 +242,14 @@ async def ofrep_evaluate_flag(key: str, raw: RawBodyDep, access: SdkAccessDep) -
             status_code=exc.status,
         )
     compiled = access.snapshot.compiled
-    status, body = service.ofrep_result(compiled.evaluate(key, unit_id, attributes))
+    assignment = compiled.evaluate(key, unit_id, attributes)
+    status, body = service.ofrep_result(assignment)
     if status == 500:
         body = {"errorDetails": body["errorDetails"]}
+    elif assignment.in_experiment:  # a single evaluation logs the exposure (product.md §9)
+        await run_in_threadpool(
+            service.log_exposures, [assignment], unit_id, utcnow(), attributes, compiled.raw
+        )
     return JSONResponse(body, status_code=status)
 
 
@@ -249,14 +270,16 @@ async def ofrep_evaluate_flag(key: str, raw: RawBodyDep, access: SdkAccessDep) -
 async def ofrep_evaluate_flags(
     raw: RawBodyDep, access: SdkAccessDep, if_none_match: IfNoneMatch = None
 ) -> Response:
-    """OFREP bulk evaluation: every experiment for one context, with ETag / 304."""
+    """OFREP bulk evaluation: every experiment of the SDK config (no draft) for one context, with
+    ETag / 304; it logs no exposure (it evaluates flags the unit may never see)."""
     try:
         unit_id, attributes = service.ofrep_parse(raw)
     except service.OfrepError as exc:
         return JSONResponse(
             {"errorCode": exc.code, "errorDetails": exc.details}, status_code=exc.status
         )
-    body = service.ofrep_bulk(access.snapshot.compiled, unit_id, attributes)
+    snap = access.snapshot
+    body = service.ofrep_bulk(snap.compiled, unit_id, attributes, snap.listed)
     etag = service.strong_etag(body)
     if service.etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})

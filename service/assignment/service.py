@@ -7,13 +7,21 @@ Nothing here hashes or evaluates targeting: the service builds the same config t
 
 What the config holds
 ---------------------
-Every experiment that is not archived: ``draft`` ones too (they answer the control with reason
-``not_running``, and their ``overrides`` already work, so QA can force a variant and code can ship
-before the start), ``running``, ``paused``, ``stopped`` and ``concluded`` ones (the control,
-``not_running``). Archived experiments are left out (``unknown_experiment``). Variants and
-``traffic_fraction`` are the current phase's. An experiment gets its layer slice when it starts: a
-draft carries ``layer: null, layer_range: null`` until then. Every layer is listed with its seed and
+The body of ``GET /v1/sdk/config`` is the served form (``config_version: 2``,
+:func:`trialbook.assignment.serve_config`): only experiments that have started (``running``,
+``paused``, ``stopped``, ``concluded``; the last three answer the control with ``not_running``),
+their overrides as ``override_hashes`` and their ``eq``/``neq``/``in``/``not_in`` targeting values
+as SHA-256 hashes, so an SDK key reads neither drafts nor override unit ids (e-mail addresses...)
+nor list values. An experiment that is not running carries no targeting (never evaluated then);
+its overrides still win. Archived experiments and drafts are left out. Variants and
+``traffic_fraction`` are the current phase's. Every layer is listed with its seed and
 ``holdout_fraction``.
+
+The server itself evaluates the same served experiments plus the drafts (in the same served
+form): ``POST /v1/assign`` and the single-flag OFREP evaluation still answer a draft named by
+key with the control and ``not_running`` (or its override, so QA can force a variant before the
+start), but nothing that lists experiments (``/v1/assign`` without ``experiments``, OFREP bulk)
+names a draft.
 
 Cache
 -----
@@ -39,9 +47,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlmodel import Session, col, select
-from trialbook.assignment import Assignment, CompiledConfig, Reason, compile_config
+from trialbook.assignment import (
+    CONFIG_VERSION,
+    SERVED_STATUSES,
+    Assignment,
+    CompiledConfig,
+    Reason,
+    compile_config,
+    serve_experiment,
+)
+from trialbook.dimensions import exposure_attributes
 from trialbook.hashing import HASH_VERSION
 
 from service.assignment.models import UNIT_ID_MAX, AssignIn
@@ -49,11 +67,13 @@ from service.db import get_engine, open_session
 from service.events.models import ExposureIn
 from service.events.service import ingest
 from service.experiments.models import Experiment, Layer, Status
+from service.json_body import JsonBodyError, load_json
 from service.keys.service import hash_key
 
 log = logging.getLogger("trialbook")
 
-# Statuses whose experiments appear in the SDK config (everything but archived).
+# Statuses of the experiments the server evaluates (everything but archived); the SDK config
+# serves those of SERVED_STATUSES (not drafts).
 CONFIG_STATUSES: Final = (
     Status.draft.value,
     Status.running.value,
@@ -127,8 +147,12 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def _config_experiment(exp: Experiment) -> dict[str, Any]:
+    """One experiment in the plain form (clear overrides and targeting), before serving."""
     in_layer = exp.layer is not None and exp.layer_range is not None
-    return {
+    # The attribute names an exposure carries for the results' slices (product.md §12), only
+    # when the protocol names some.
+    dimensions = {"dimensions": list(exp.dimensions)} if exp.dimensions else {}
+    return dimensions | {
         "key": exp.key,
         "status": exp.status,
         "seed": exp.seed,
@@ -147,7 +171,7 @@ def _config_experiment(exp: Experiment) -> dict[str, Any]:
 
 
 def build_config(session: Session) -> dict[str, Any]:
-    """Build the SDK config (the body of ``GET /v1/sdk/config``) from the database.
+    """Build the config the server evaluates from the database: the served form, drafts included.
 
     Parameters
     ----------
@@ -157,8 +181,10 @@ def build_config(session: Session) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{hash_version, layers: {key: {seed, holdout_fraction}}, experiments: {key: {...}}}``;
-        see the module docstring for what is included.
+        ``{config_version: 2, hash_version, layers: {key: {seed, holdout_fraction}},
+        experiments: {key: {...}}}``, every experiment through
+        :func:`trialbook.assignment.serve_experiment`; :func:`served` of it is the body of
+        ``GET /v1/sdk/config`` (see the module docstring).
     """
     layers = session.exec(select(Layer).order_by(col(Layer.key))).all()
     experiments = session.exec(
@@ -167,12 +193,39 @@ def build_config(session: Session) -> dict[str, Any]:
         .order_by(col(Experiment.key))
     ).all()
     return {
+        "config_version": CONFIG_VERSION,
         "hash_version": HASH_VERSION,
         "layers": {
             layer.key: {"seed": layer.seed, "holdout_fraction": layer.holdout_fraction}
             for layer in layers
         },
-        "experiments": {exp.key: _config_experiment(exp) for exp in experiments},
+        "experiments": {exp.key: serve_experiment(_config_experiment(exp)) for exp in experiments},
+    }
+
+
+def served(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an evaluated config an SDK may read: the experiments that have started.
+
+    Parameters
+    ----------
+    config : Mapping
+        A config (as :func:`build_config` makes it, or any config a test compiles).
+
+    Returns
+    -------
+    dict
+        The same config without the experiments whose status is not in ``SERVED_STATUSES``.
+    """
+    experiments = config.get("experiments")
+    if not isinstance(experiments, Mapping):
+        return dict(config)
+    return {
+        **config,
+        "experiments": {
+            key: exp
+            for key, exp in experiments.items()
+            if not isinstance(exp, Mapping) or exp.get("status") in SERVED_STATUSES
+        },
     }
 
 
@@ -195,7 +248,8 @@ def config_version(session: Session) -> tuple[Any, ...]:
 
 @dataclass(frozen=True, slots=True)
 class ConfigSnapshot:
-    """One built config: its body, ETag, compiled form and the version it was built at."""
+    """One built config: the served body and its ETag, the compiled form (drafts included), the
+    served experiment keys (what listing endpoints may name) and the version it was built at."""
 
     version: tuple[Any, ...]
     config: dict[str, Any]
@@ -203,6 +257,7 @@ class ConfigSnapshot:
     etag: str
     compiled: CompiledConfig
     built_at: float
+    listed: tuple[str, ...] = ()
 
 
 def snapshot_of(config: dict[str, Any], version: tuple[Any, ...] = ()) -> ConfigSnapshot:
@@ -211,7 +266,7 @@ def snapshot_of(config: dict[str, Any], version: tuple[Any, ...] = ()) -> Config
     Parameters
     ----------
     config : dict
-        An SDK config.
+        The config the server evaluates (:func:`build_config`); the body is :func:`served` of it.
     version : tuple, optional
         The database version it was built at.
 
@@ -220,18 +275,22 @@ def snapshot_of(config: dict[str, Any], version: tuple[Any, ...] = ()) -> Config
     ConfigSnapshot
         Ready to serve and to evaluate.
     """
-    body = canonical_json(config)
+    public = served(config)
+    body = canonical_json(public)
     compiled = compile_config(config)
     if compiled.errors:
         # The service validates every protocol, so this is a bug; units still get answers.
         log.error("the SDK config built from the database is invalid: %s", compiled.errors[:5])
+    experiments = public.get("experiments")
+    keys = set(experiments) if isinstance(experiments, Mapping) else set()
     return ConfigSnapshot(
         version=version,
-        config=config,
+        config=public,
         body=body,
         etag=strong_etag(body),
         compiled=compiled,
         built_at=time.monotonic(),
+        listed=tuple(k for k in compiled.experiment_keys() if k in keys),
     )
 
 
@@ -378,8 +437,10 @@ def key_and_version(token: str) -> KeyAndVersion:
 # ------------------------------------------------------------------------------- POST /v1/assign
 
 
-def assign(compiled: CompiledConfig, body: AssignIn) -> list[Assignment]:
-    """Assign ``body.unit_id`` to the requested experiments (all of the config when omitted).
+def assign(
+    compiled: CompiledConfig, body: AssignIn, listed: Iterable[str] | None = None
+) -> list[Assignment]:
+    """Assign ``body.unit_id`` to the requested experiments (the listed ones when omitted).
 
     Parameters
     ----------
@@ -387,15 +448,19 @@ def assign(compiled: CompiledConfig, body: AssignIn) -> list[Assignment]:
         The current config (from :class:`ConfigCache`), or any SDK config compiled by the SDK.
     body : AssignIn
         The request.
+    listed : iterable of str, optional
+        The keys answered when ``experiments`` is omitted (``ConfigSnapshot.listed``: never a
+        draft); default every experiment of ``compiled``.
 
     Returns
     -------
     list of Assignment
         One per requested key, in request order (config order when ``experiments`` is omitted).
     """
-    keys: Iterable[str] = (
-        body.experiments if body.experiments is not None else compiled.experiment_keys()
-    )
+    if body.experiments is not None:
+        keys: Iterable[str] = body.experiments
+    else:
+        keys = compiled.experiment_keys() if listed is None else listed
     return [compiled.evaluate(key, body.unit_id, body.attributes) for key in keys]
 
 
@@ -448,7 +513,11 @@ def exposure_event_id(experiment: str, phase: int, unit_id: str, variant: str) -
 
 
 def exposures_for(
-    assignments: Sequence[Assignment], unit_id: str, now: datetime
+    assignments: Sequence[Assignment],
+    unit_id: str,
+    now: datetime,
+    attributes: Mapping[str, Any] | None = None,
+    config: object = None,
 ) -> list[dict[str, Any]]:
     """Exposure events (``ExposureIn`` fields) for the assignments that count in an analysis.
 
@@ -465,6 +534,7 @@ def exposures_for(
     -------
     list of dict
         Only for ``in_experiment`` answers (reason ``split``); overrides are never analysed.
+        With ``attributes`` and the SDK ``config``, each carries the experiment's dimensions.
     """
     out: list[dict[str, Any]] = []
     for a in assignments:
@@ -479,6 +549,7 @@ def exposures_for(
                 "unit_id": unit_id,
                 "timestamp": now,
                 "phase": a.phase,
+                "attributes": exposure_attributes(config, a.experiment, attributes),
             }
         )
     return out
@@ -523,15 +594,16 @@ def ofrep_parse(raw: bytes) -> tuple[str, dict[str, Any]]:
     Raises
     ------
     OfrepError
-        400 ``PARSE_ERROR`` (not JSON), ``INVALID_CONTEXT`` (not an object, or a targeting key
+        400 ``PARSE_ERROR`` (not JSON, with line and column; a key repeated in an object;
+        nested deeper than 32), ``INVALID_CONTEXT`` (not an object, or a targeting key
         that is not a string of at most 256 characters) or ``TARGETING_KEY_MISSING``.
     """
     payload: Any = {}
     if raw.strip():
         try:
-            payload = json.loads(raw)
-        except ValueError as exc:
-            raise OfrepError(400, "PARSE_ERROR", f"the request body is not JSON: {exc}") from exc
+            payload = load_json(raw)  # no repeated key, at most 32 levels deep (product.md §5)
+        except JsonBodyError as exc:
+            raise OfrepError(400, "PARSE_ERROR", f"body: {exc.message}") from None
     if not isinstance(payload, dict):
         raise OfrepError(400, "INVALID_CONTEXT", "the request body must be an object {context}")
     context = payload.get("context")
@@ -599,8 +671,13 @@ def ofrep_result(assignment: Assignment) -> tuple[int, dict[str, Any]]:
     }
 
 
-def ofrep_bulk(compiled: CompiledConfig, unit_id: str, attributes: Mapping[str, Any]) -> bytes:
-    """Evaluate every flag of the config for one context; return the canonical JSON body.
+def ofrep_bulk(
+    compiled: CompiledConfig,
+    unit_id: str,
+    attributes: Mapping[str, Any],
+    listed: Iterable[str] | None = None,
+) -> bytes:
+    """Evaluate every listed flag for one context; return the canonical JSON body.
 
     Parameters
     ----------
@@ -610,6 +687,9 @@ def ofrep_bulk(compiled: CompiledConfig, unit_id: str, attributes: Mapping[str, 
         The targeting key.
     attributes : Mapping
         The other context fields.
+    listed : iterable of str, optional
+        The flags to evaluate (``ConfigSnapshot.listed``: the experiments of the SDK config, never
+        a draft); default every experiment of ``compiled``.
 
     Returns
     -------
@@ -618,7 +698,7 @@ def ofrep_bulk(compiled: CompiledConfig, unit_id: str, attributes: Mapping[str, 
         its hash is the bulk ETag.
     """
     flags = []
-    for key in compiled.experiment_keys():
+    for key in compiled.experiment_keys() if listed is None else listed:
         status, body = ofrep_result(compiled.evaluate(key, unit_id, attributes))
         if status == 500:
             body = {k: body[k] for k in ("key", "errorCode", "errorDetails")}
@@ -626,7 +706,13 @@ def ofrep_bulk(compiled: CompiledConfig, unit_id: str, attributes: Mapping[str, 
     return canonical_json({"flags": flags})
 
 
-def log_exposures(assignments: Sequence[Assignment], unit_id: str, now: datetime) -> int:
+def log_exposures(
+    assignments: Sequence[Assignment],
+    unit_id: str,
+    now: datetime,
+    attributes: Mapping[str, Any] | None = None,
+    config: object = None,
+) -> int:
     """Write the exposures of the analysed assignments through the events domain.
 
     The event ids are deterministic (:func:`exposure_event_id`), so a unit assigned again is stored
@@ -647,7 +733,12 @@ def log_exposures(assignments: Sequence[Assignment], unit_id: str, now: datetime
     int
         How many exposures were newly stored.
     """
-    events = [ExposureIn.model_validate(e) for e in exposures_for(assignments, unit_id, now)]
+    events = []
+    for exposure in exposures_for(assignments, unit_id, now, attributes, config):
+        try:
+            events.append(ExposureIn.model_validate(exposure))
+        except ValidationError as exc:  # e.g. a control character in the unit id (§5)
+            log.warning("exposure of %r not stored: %s", unit_id, exc.errors(include_url=False))
     if not events:
         return 0
     session = open_session(write=True)

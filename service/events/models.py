@@ -14,20 +14,25 @@ Storage contract (other domains read these tables):
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    StrictBool,
+    StrictInt,
     TypeAdapter,
 )
 from pydantic import (
     Field as PField,
 )
-from sqlalchemy import Index
+from pydantic_core import PydanticCustomError
+from sqlalchemy import JSON, Index
 from sqlmodel import Column, Field, SQLModel
 
 # pydantic needs typing_extensions' TypedDict before Python 3.12.
@@ -39,6 +44,20 @@ MAX_EVENTS_PER_REQUEST = 10_000
 EVENT_ID_MAX = 64
 UNIT_ID_MAX = 256
 NAME_MAX = 200
+
+# Bounds of product.md §5: no stored event can break an analysis. |value| <= 1e12 keeps every
+# per-variant sum of squares finite (1e24 per unit, far below 1.8e308, for billions of units);
+# timestamps from 2000-01-01 (UTC) to 24 hours after the server's clock.
+VALUE_MAX = 1e12
+TIMESTAMP_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+TIMESTAMP_AHEAD = timedelta(hours=24)
+# Control characters (C0, DEL, C1) and lone surrogates: PostgreSQL refuses NUL in text, and a
+# surrogate cannot be encoded for either database. Refused in every string of an event.
+CONTROL_CHARACTERS = "\x00-\x1f\x7f-\x9f"
+# The same test as a pattern for the one-pass validator (pydantic-core refuses lone surrogates
+# in any string on its own).
+TEXT_PATTERN = f"^[^{CONTROL_CHARACTERS}]*$"
+_REFUSED = re.compile(f"[{CONTROL_CHARACTERS}\ud800-\udfff]")
 
 # ---------------------------------------------------------------------------------------- tables
 
@@ -107,6 +126,9 @@ class ExposureUnit(SQLModel, table=True):
     variant: str = Field(max_length=64)
     first_ts: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     multiple: bool = False
+    # The experiment's `dimensions` among the first exposure's attributes, values as text
+    # (product.md §5, §12; migration 0006). NULL when the exposure carried none.
+    attributes: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 # --------------------------------------------------------------------------------------- schemas
@@ -121,17 +143,90 @@ def _timestamp_input(value: Any) -> Any:
     )
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_input)]
-EventId = Annotated[
-    str,
-    PField(
-        min_length=1,
-        max_length=EVENT_ID_MAX,
-        pattern=r"^[\x21-\x7e]+$",
-        description="client-made unique id (a UUID; UUIDv7 recommended)",
-    ),
+def timestamp_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The instants an event's timestamp may take: 2000-01-01T00:00Z to 24 h after ``now``."""
+    return TIMESTAMP_MIN, (now or utcnow()) + TIMESTAMP_AHEAD
+
+
+def _timestamp_in_range(value: datetime) -> datetime:
+    low, high = timestamp_bounds()
+    try:
+        inside = low <= value <= high
+    except OverflowError:  # pragma: no cover - comparing aware datetimes does not overflow
+        inside = False
+    if not inside:
+        raise PydanticCustomError(
+            "timestamp_out_of_range",
+            "must be from 2000-01-01T00:00:00Z to 24 hours after the server's clock "
+            "(now {high}); send the time the event happened",
+            {"high": high.isoformat(timespec="seconds")},
+        )
+    return value
+
+
+def _int_text(value: int) -> str:
+    """An integer for a message: itself if short (no float conversion, no 4,300-digit limit)."""
+    digits = int(value.bit_length() * 0.30103) + 1
+    return str(value) if digits <= 20 else f"an integer of about {digits} digits"
+
+
+def _value_in_range(value: Any) -> Any:
+    """Refuse a number outside [-1e12, 1e12] (NaN and infinities too); other types pass on."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value  # the float validator refuses it
+    # NaN fails both comparisons; a huge int compares exactly (no float conversion).
+    if not -VALUE_MAX <= value <= VALUE_MAX:
+        raise PydanticCustomError(
+            "value_out_of_range",
+            "must be a finite number with |value| <= 1e12, got {value}",
+            {"value": repr(value) if isinstance(value, float) else _int_text(value)},
+        )
+    return value
+
+
+def _text(value: Any) -> Any:
+    """Refuse NUL, other control characters and lone surrogates (before the str checks)."""
+    if isinstance(value, str):
+        found = _REFUSED.search(value)
+        if found is not None:
+            raise PydanticCustomError(
+                "control_character",
+                "must not contain NUL or other control characters "
+                "(found {char} at position {position})",
+                {"char": f"U+{ord(found.group()):04X}", "position": found.start()},
+            )
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime, BeforeValidator(_timestamp_input), AfterValidator(_timestamp_in_range)
 ]
-UnitId = Annotated[str, PField(min_length=1, max_length=UNIT_ID_MAX)]
+# The range is in the schema (OpenAPI) and checked first in Python, so that every number out of
+# it (1e999 is infinite once parsed) is refused with one code, ``value_out_of_range``.
+Value = Annotated[
+    float, PField(strict=True, ge=-VALUE_MAX, le=VALUE_MAX), BeforeValidator(_value_in_range)
+]
+EventText = Annotated[str, BeforeValidator(_text)]
+_EVENT_ID_FIELD = PField(
+    min_length=1,
+    max_length=EVENT_ID_MAX,
+    pattern=r"^[\x21-\x7e]+$",
+    description="client-made unique id (a UUID; UUIDv7 recommended)",
+)
+EventId = Annotated[str, BeforeValidator(_text), _EVENT_ID_FIELD]
+UnitId = Annotated[EventText, PField(min_length=1, max_length=UNIT_ID_MAX)]
+ATTRIBUTES_MAX = 50
+ATTRIBUTE_VALUE_MAX = 256
+# Exposure attributes (product.md §5): {name: string | number | bool}; those named in the
+# experiment's `dimensions` are kept with the unit's first exposure (§12).
+AttributeName = Annotated[str, PField(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")]
+AttributeValue = (
+    Annotated[str, PField(max_length=ATTRIBUTE_VALUE_MAX, pattern=r"^[^\x00-\x1f\x7f]*$")]
+    | StrictBool
+    | StrictInt
+    | Annotated[float, PField(allow_inf_nan=False)]
+)
+Attributes = Annotated[dict[AttributeName, AttributeValue], PField(max_length=ATTRIBUTES_MAX)]
 
 
 class ExposureIn(BaseModel):
@@ -141,8 +236,8 @@ class ExposureIn(BaseModel):
 
     event_id: EventId
     type: Literal["exposure"]
-    experiment: str = PField(min_length=1, max_length=80)
-    variant: str = PField(min_length=1, max_length=64)
+    experiment: EventText = PField(min_length=1, max_length=80)
+    variant: EventText = PField(min_length=1, max_length=64)
     unit_id: UnitId
     timestamp: Timestamp
     phase: int | None = PField(
@@ -151,6 +246,11 @@ class ExposureIn(BaseModel):
         le=1_000_000,
         strict=True,
         description="the experiment phase the unit was assigned in; default the current phase",
+    )
+    attributes: Attributes | None = PField(
+        default=None,
+        description="the unit's attributes; those named in the experiment's `dimensions` are "
+        "kept with its first exposure and slice the results",
     )
 
 
@@ -161,9 +261,9 @@ class ConversionIn(BaseModel):
 
     event_id: EventId
     type: Literal["conversion"]
-    name: str = PField(min_length=1, max_length=NAME_MAX)
+    name: EventText = PField(min_length=1, max_length=NAME_MAX)
     unit_id: UnitId
-    value: float = PField(default=1.0, strict=True, allow_inf_nan=False)
+    value: Value = 1.0
     timestamp: Timestamp
 
 
@@ -195,6 +295,10 @@ _PHASE = Annotated[int, PField(ge=1, le=1_000_000, strict=True)]
 # per-event path, which is slower but accepts it.
 RFC3339_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$"
 _TIMESTAMP_TEXT = Annotated[str, PField(pattern=RFC3339_PATTERN, strict=True)]
+# Strings without control characters (pydantic-core refuses lone surrogates itself); the
+# timestamp's range is checked by ``service._prepare`` against the clock.
+_EVENT_ID = Annotated[str, _EVENT_ID_FIELD]  # printable ASCII: no control character
+_UNIT_TEXT = Annotated[str, PField(min_length=1, max_length=UNIT_ID_MAX, pattern=TEXT_PATTERN)]
 
 
 class ExposureDict(TypedDict):
@@ -202,13 +306,14 @@ class ExposureDict(TypedDict):
 
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
-    event_id: EventId
+    event_id: _EVENT_ID
     type: Literal["exposure"]
-    experiment: Annotated[str, PField(min_length=1, max_length=80)]
-    variant: Annotated[str, PField(min_length=1, max_length=64)]
-    unit_id: UnitId
+    experiment: Annotated[str, PField(min_length=1, max_length=80, pattern=TEXT_PATTERN)]
+    variant: Annotated[str, PField(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
+    unit_id: _UNIT_TEXT
     timestamp: _TIMESTAMP_TEXT
     phase: NotRequired[_PHASE | None]
+    attributes: NotRequired[Attributes | None]
 
 
 class ConversionDict(TypedDict):
@@ -216,11 +321,13 @@ class ConversionDict(TypedDict):
 
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
-    event_id: EventId
+    event_id: _EVENT_ID
     type: Literal["conversion"]
-    name: Annotated[str, PField(min_length=1, max_length=NAME_MAX)]
-    unit_id: UnitId
-    value: NotRequired[Annotated[float, PField(strict=True, allow_inf_nan=False)]]
+    name: Annotated[str, PField(min_length=1, max_length=NAME_MAX, pattern=TEXT_PATTERN)]
+    unit_id: _UNIT_TEXT
+    value: NotRequired[
+        Annotated[float, PField(strict=True, allow_inf_nan=False, ge=-VALUE_MAX, le=VALUE_MAX)]
+    ]
     timestamp: _TIMESTAMP_TEXT
 
 
@@ -244,7 +351,8 @@ class RejectedEvent(BaseModel):
     index: int
     error: str
     code: str = PField(
-        description="invalid, unknown_experiment, unknown_variant, unknown_phase, not_started"
+        description="invalid, value_out_of_range, timestamp_out_of_range, unknown_experiment, "
+        "unknown_variant, unknown_phase, not_started"
     )
 
 

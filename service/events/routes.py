@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from service.db import open_session
 from service.deps import Principal, _bearer, principal_for, require
-from service.errors import responses
+from service.errors import AppError, responses
 from service.events import service
 from service.events.models import EventBatchIn, IngestResult
 from service.keys.models import Role
@@ -21,6 +21,7 @@ _require_sdk = require(Role.sdk)
 
 
 def sdk_principal(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller, checked in a short read transaction.
@@ -30,7 +31,7 @@ def sdk_principal(
     """
     session = open_session(write=False)
     try:
-        principal = principal_for(session, credentials)
+        principal = principal_for(session, credentials, request)
     finally:
         session.close()
     return _require_sdk(principal)
@@ -83,15 +84,35 @@ def _request_body() -> dict[str, Any]:
 REQUEST_BODY = _request_body()
 
 
+class UnsupportedMediaTypeError(AppError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """``application/json`` or a ``+json`` type (``application/problem+json``), any parameters."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    kind, _, sub = media.partition("/")
+    return kind == "application" and (sub == "json" or sub.endswith("+json"))
+
+
 @router.post(
     "",
     response_model=IngestResult,
-    responses=responses(400, 413, 422, 429),
+    responses=responses(400, 413, 415, 422, 429),
     openapi_extra=REQUEST_BODY,
 )
 async def post_events(
     request: Request, _: Annotated[Principal, Depends(sdk_principal)]
 ) -> IngestResult:
     """Store a batch of exposures and conversions, idempotently on `event_id`."""
+    content_type = request.headers.get("content-type")
+    if not is_json_media_type(content_type):
+        # product.md §5: a body sent as text (or unlabelled) is refused, not guessed at.
+        raise UnsupportedMediaTypeError(
+            f"Content-Type is {content_type or 'missing'}; send the events as application/json.",
+            headers={"Accept-Post": "application/json"},
+        )
     body = await request.body()
     return await run_in_threadpool(service.ingest_body, body)

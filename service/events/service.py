@@ -84,8 +84,10 @@ from service.events.models import (
     RejectedEvent,
     batch_adapter,
     event_adapter,
+    timestamp_bounds,
 )
 from service.experiments.models import Status
+from service.json_body import JsonBodyError, load_json
 
 __all__ = [
     "EventIn",
@@ -118,12 +120,22 @@ EXPOSURE_COLUMNS = (
     "late",
 )
 CONVERSION_COLUMNS = ("event_id", "name", "unit_id", "value", "ts", "received_at", "payload_hash")
-UNIT_COLUMNS = ("experiment_id", "phase", "unit_id", "variant", "first_ts", "multiple")
+UNIT_COLUMNS = (
+    "experiment_id",
+    "phase",
+    "unit_id",
+    "variant",
+    "first_ts",
+    "multiple",
+    "attributes",
+)
 # The upsert of a first exposure: the earliest keeps its variant; several variants: ``multiple``.
 UNIT_MERGE = (
     "ON CONFLICT (experiment_id, phase, unit_id) DO UPDATE SET "
     "multiple = (exposure_unit.multiple OR excluded.multiple "
     "OR exposure_unit.variant <> excluded.variant), "
+    "attributes = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
+    "THEN excluded.attributes ELSE exposure_unit.attributes END, "
     "variant = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
     "THEN excluded.variant ELSE exposure_unit.variant END, "
     "first_ts = CASE WHEN excluded.first_ts < exposure_unit.first_ts "
@@ -136,7 +148,7 @@ STAGE_COLUMNS = {
     "conversion": "event_id text, name text, unit_id text, value double precision, "
     "ts timestamptz, received_at timestamptz, payload_hash text",
     "exposure_unit": "experiment_id integer, phase integer, unit_id text, variant text, "
-    "first_ts timestamptz, multiple boolean",
+    "first_ts timestamptz, multiple boolean, attributes json",
 }
 
 # ------------------------------------------------------------------------------------- parsing
@@ -161,6 +173,28 @@ class ParsedBatch(NamedTuple):
     rejected: list[RejectedEvent]
 
 
+# Error types of the models that have a code of their own in ``rejected`` (product.md §5).
+_VALUE_RANGE_TYPES = frozenset(
+    {"value_out_of_range", "finite_number", "greater_than_equal", "less_than_equal"}
+)
+
+
+def _error_code(exc: ValidationError) -> str:
+    """``value_out_of_range`` or ``timestamp_out_of_range`` when that is the only problem of the
+    event, else ``invalid``."""
+    codes = set()
+    for err in exc.errors(include_url=False):
+        loc = err.get("loc", ())
+        kind = err.get("type")
+        if loc and loc[-1] == "value" and kind in _VALUE_RANGE_TYPES:
+            codes.add("value_out_of_range")
+        elif kind == "timestamp_out_of_range":
+            codes.add("timestamp_out_of_range")
+        else:
+            return "invalid"
+    return codes.pop() if len(codes) == 1 else "invalid"
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
@@ -170,6 +204,42 @@ def _describe(exc: ValidationError) -> str:
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
     return "; ".join(parts)
+
+
+def _rejection(index: int, exc: ValidationError) -> RejectedEvent:
+    return RejectedEvent(index=index, error=_describe(exc), code=_error_code(exc))
+
+
+def _no_repeated_key(body: bytes, events: list[dict[str, Any]]) -> bool:
+    """Whether no object of ``body`` repeats a key, for a body the one-pass validator accepted
+    as ``events``; ``False`` also when it cannot tell (the per-event path then decides).
+
+    pydantic-core keeps the last of repeated keys, and counting them needs no second parse.
+    A ``:`` outside strings separates a key from its value, so the body's colons are its keys
+    plus the colons inside its strings. The validated dicts have one key per distinct key of
+    the body (no unknown key passes), and the decoded strings hold at most the body's colons
+    inside strings, unless one is escaped as ``\\u003a`` (then: cannot tell). So
+    ``colons == 1 + Σ len(event) + Σ colons of the events' strings`` exactly when no key is
+    repeated. Every timestamp has two or more colons: when the count is ``1 + Σ len + 2 n``
+    (the common case, checked first without a loop in Python) there is no repeat.
+    """
+    if b"\\u003a" in body or b"\\u003A" in body:
+        return False
+    colons = body.count(b":")
+    keys = 1 + sum(map(len, events))
+    if colons == keys + 2 * len(events):
+        return True
+    inside = sum(v.count(":") for ev in events for v in ev.values() if v.__class__ is str)
+    return colons == keys + inside
+
+
+def body_error(message: str, *, code: str = "malformed_json") -> MalformedJsonError:
+    """A 400 about the request body as a whole (field ``body``)."""
+    return MalformedJsonError(
+        f"The request body is {message}",
+        errors=[FieldError(field="body", message=message, type=code)],
+        code=code,
+    )
 
 
 def parse_batch(body: bytes) -> ParsedBatch:
@@ -189,7 +259,7 @@ def parse_batch(body: bytes) -> ParsedBatch:
     Raises
     ------
     MalformedJsonError
-        The body is not JSON (400).
+        The body is not JSON, repeats a key in an object, or nests deeper than 32 (400).
     ValidationFailedError
         The body is not an object with exactly one list field ``events`` (422).
     PayloadTooLargeError
@@ -198,18 +268,23 @@ def parse_batch(body: bytes) -> ParsedBatch:
     Notes
     -----
     Fast path: one pass of pydantic-core's JSON validator over the whole body into dicts
-    (``batch_adapter``; about 2 µs an event, no Python per event). On any error the slow path
-    parses with :func:`json.loads` and validates each event on its own with the models, which
-    says which events are bad and why; the good ones of the batch go on.
+    (``batch_adapter``; about 2 µs an event, no Python per event), and a count of the body's
+    colons that proves no key was repeated (:func:`_no_repeated_key`); its schema bounds the
+    nesting. On any error the slow path parses with :func:`service.json_body.load_json` and
+    validates each event on its own with the models, which says which events are bad and why;
+    the good ones of the batch go on.
     """
     try:
-        return ParsedBatch(batch_adapter.validate_json(body)["events"], None, [])  # type: ignore[arg-type]
+        fast: list[dict[str, Any]] = batch_adapter.validate_json(body)["events"]  # type: ignore[assignment]
     except ValidationError:
         pass
+    else:
+        if _no_repeated_key(body, fast):
+            return ParsedBatch(fast, None, [])
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedJsonError(f"The request body is not valid JSON: {exc}") from None
+        data = load_json(body)
+    except JsonBodyError as exc:
+        raise body_error(exc.message, code=exc.code) from None
     if not isinstance(data, dict):
         raise ValidationFailedError.on("body", 'send an object: {"events": [...]}')
     extra = sorted(set(data) - {"events"})
@@ -234,7 +309,7 @@ def parse_batch(body: bytes) -> ParsedBatch:
         try:
             valid.append(vars(validate(raw)))
         except ValidationError as exc:
-            rejected.append(RejectedEvent(index=index, error=_describe(exc), code="invalid"))
+            rejected.append(_rejection(index, exc))
         else:
             indexes.append(index)
     return ParsedBatch(valid, indexes, rejected)
@@ -250,8 +325,37 @@ def _utc_iso(ts: datetime) -> str:
     return ts.isoformat()
 
 
+def attribute_text(value: Any) -> str:
+    """An attribute value as the text kept for slicing: 3 and 3.0 are one slice, ``true``."""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def _attributes_canonical(attributes: Mapping[str, Any]) -> str:
+    """The attributes' part of an exposure's payload (only when it has some, so that the hash
+    of an exposure without attributes is unchanged)."""
+    return "|attrs:" + json.dumps(sorted(attributes.items()), separators=(",", ":"))
+
+
+def _kept_attributes(attributes: Mapping[str, Any] | None, dimensions: Sequence[str]) -> Any:
+    """JSON text of the experiment's dimensions among the attributes, or None."""
+    if not attributes or not dimensions:
+        return None
+    kept = {d: attribute_text(attributes[d]) for d in dimensions if attributes.get(d) is not None}
+    return json.dumps(kept, sort_keys=True) if kept else None
+
+
 def _exposure_digest(
-    event_id: str, experiment: str, variant: str, unit: str, iso: str, phase: Any
+    event_id: str,
+    experiment: str,
+    variant: str,
+    unit: str,
+    iso: str,
+    phase: Any,
+    attributes: Mapping[str, Any] | None = None,
 ) -> str:
     # Strings are length-prefixed so that no choice of separator inside them can make two
     # different payloads encode alike.
@@ -259,6 +363,8 @@ def _exposure_digest(
         f"exposure|{len(event_id)}:{event_id}|{len(experiment)}:{experiment}|"
         f"{len(variant)}:{variant}|{len(unit)}:{unit}|{iso}|{phase}"
     )
+    if attributes:
+        canonical += _attributes_canonical(attributes)
     return blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
@@ -290,14 +396,20 @@ def payload_hash(event: EventIn) -> str:
     iso = _utc_iso(event.timestamp)
     if isinstance(event, ExposureIn):
         return _exposure_digest(
-            event.event_id, event.experiment, event.variant, event.unit_id, iso, event.phase
+            event.event_id,
+            event.experiment,
+            event.variant,
+            event.unit_id,
+            iso,
+            event.phase,
+            event.attributes,
         )
     return _conversion_digest(event.event_id, event.name, event.unit_id, iso, event.value + 0.0)
 
 
 # One prepared event: (index, is_exposure, event_id, digest, stored ts, unit_id,
-#   experiment | name, variant | value, phase as sent | None).
-_Item = tuple[int, bool, str, str, str, str, str, Any, Any]
+#   experiment | name, variant | value, phase as sent | None, attributes | None).
+_Item = tuple[int, bool, str, str, str, str, str, Any, Any, Any]
 
 
 def _from_model(
@@ -308,9 +420,18 @@ def _from_model(
     try:
         timestamp: datetime = event_adapter.validate_python(event).timestamp
     except ValidationError as exc:
-        rejected.append(RejectedEvent(index=index, error=_describe(exc), code="invalid"))
+        rejected.append(_rejection(index, exc))
         return None
     return timestamp
+
+
+def _out_of_range(index: int, low: datetime, high: datetime) -> RejectedEvent:
+    return RejectedEvent(
+        index=index,
+        error=f"timestamp: must be from {low.isoformat()} to 24 hours after the server's clock "
+        f"({high.isoformat(timespec='seconds')}); send the time the event happened",
+        code="timestamp_out_of_range",
+    )
 
 
 def _prepare(
@@ -325,6 +446,10 @@ def _prepare(
     append = items.append
     fromisoformat = datetime.fromisoformat
     suffix = "" if sqlite else "+00"  # PostgreSQL parses the text of a timestamptz: say UTC
+    # product.md §5 bounds, as stored text (fixed width: it compares as time).
+    low, high = timestamp_bounds()
+    lowest = low.strftime("%Y-%m-%d %H:%M:%S.000000") + suffix
+    highest = high.isoformat(" ", "microseconds")[:26] + suffix
     # The bodies of _utc_iso, _exposure_digest and _conversion_digest, inlined: this loop runs
     # once per event and a Python call costs about 0.1 µs (tests check they agree).
     for pos, ev in enumerate(events):
@@ -360,23 +485,23 @@ def _prepare(
                 try:
                     ts = ts.astimezone(UTC)
                 except OverflowError:  # e.g. 0001-01-01T00:30:00+01:00 is before year 1 in UTC
-                    rejected.append(
-                        RejectedEvent(
-                            index=index,
-                            error="timestamp: out of range once in UTC",
-                            code="invalid",
-                        )
-                    )
+                    rejected.append(_out_of_range(index, low, high))
                     continue
             iso = ts.isoformat()
             stored = f"{iso[:10]} {iso[11:19]}{iso[19:26] if iso[19] == '.' else '.000000'}{suffix}"
+        if not lowest <= stored <= highest:
+            rejected.append(_out_of_range(index, low, high))
+            continue
         event_id, unit = ev["event_id"], ev["unit_id"]
         if ev["type"] == "exposure":
             experiment, variant, phase = ev["experiment"], ev["variant"], ev.get("phase")
+            attributes = ev.get("attributes")
             canonical = (
                 f"exposure|{len(event_id)}:{event_id}|{len(experiment)}:{experiment}|"
                 f"{len(variant)}:{variant}|{len(unit)}:{unit}|{iso}|{phase}"
             )
+            if attributes:
+                canonical += _attributes_canonical(attributes)
             digest = blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16)
             append(
                 (
@@ -389,6 +514,7 @@ def _prepare(
                     experiment,
                     variant,
                     phase,
+                    attributes,
                 )
             )
         else:
@@ -398,7 +524,9 @@ def _prepare(
                 f"{iso}|{value!r}"
             )
             digest = blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16)
-            append((index, False, event_id, digest.hexdigest(), stored, unit, name, value, None))
+            append(
+                (index, False, event_id, digest.hexdigest(), stored, unit, name, value, None, None)
+            )
     return items, rejected
 
 
@@ -412,6 +540,7 @@ class _Target:
     phase: int
     variants: dict[int, frozenset[str]] = field(default_factory=dict)
     ended: set[int] = field(default_factory=set)
+    dimensions: tuple[str, ...] = ()  # kept with a unit's first exposure (§12)
 
 
 # (experiment id, phase, late) for an accepted exposure, else (code, reason).
@@ -475,7 +604,8 @@ class _Store:
         cur = self.raw.cursor()
         try:
             cur.execute(
-                "SELECT e.id, e.key, e.status, e.phase, p.phase, p.variants, p.ended_at "
+                "SELECT e.id, e.key, e.status, e.phase, p.phase, p.variants, p.ended_at, "
+                "e.dimensions "
                 "FROM experiment e LEFT JOIN experiment_phase p ON p.experiment_id = e.id "
                 f"WHERE e.key IN ({marks})",
                 sorted(keys),
@@ -484,10 +614,14 @@ class _Store:
         finally:
             cur.close()
         out: dict[str, _Target] = {}
-        for exp_id, key, status, current, number, variants, ended_at in rows:
+        for exp_id, key, status, current, number, variants, ended_at, dims in rows:
             target = out.get(key)
             if target is None:
-                target = out[key] = _Target(id=int(exp_id), status=status, phase=int(current))
+                if isinstance(dims, str | bytes):
+                    dims = json.loads(dims)
+                target = out[key] = _Target(
+                    id=int(exp_id), status=status, phase=int(current), dimensions=tuple(dims or ())
+                )
             if number is None:
                 continue
             if isinstance(variants, str | bytes):  # SQLite keeps JSON as text
@@ -663,16 +797,22 @@ def _merge_units(units: Iterable[tuple[Any, ...]], flag: Any) -> list[tuple[Any,
             continue
         multiple = flag(bool(current[5]) or bool(row[5]) or current[3] != row[3])
         if row[4] < current[4]:
-            merged[key] = (*row[:5], multiple)
+            merged[key] = (*row[:5], multiple, row[6])
         else:
-            merged[key] = (*current[:5], multiple)
+            merged[key] = (*current[:5], multiple, current[6])
     return list(merged.values())
 
 
-def _unit_rows(new_exposures: Iterable[tuple[Any, ...]], flag: Any) -> list[tuple[Any, ...]]:
-    """One ``exposure_unit`` row per (experiment, phase, unit) of the inserted exposure rows."""
+def _unit_rows(
+    new_exposures: Iterable[tuple[Any, ...]], flag: Any, attributes: Mapping[str, str]
+) -> list[tuple[Any, ...]]:
+    """One ``exposure_unit`` row per (experiment, phase, unit) of the inserted exposure rows
+    (``attributes``: the kept attributes' JSON text by event id)."""
     no = flag(False)
-    return _merge_units(((r[1], r[2], r[4], r[3], r[5], no) for r in new_exposures), flag)
+    get = attributes.get
+    return _merge_units(
+        ((r[1], r[2], r[4], r[3], r[5], no, get(r[0])) for r in new_exposures), flag
+    )
 
 
 @dataclass(eq=False)
@@ -694,6 +834,8 @@ class _Plan:
     # SQLite: the rows' values in one list each, ready to bind; event ids of each table.
     flat: tuple[list[Any], list[Any], list[Any]] | None
     ids: tuple[frozenset[str], frozenset[str]]
+    # The kept attributes (JSON text) of exposures that carry dimensions, by event id.
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 def _plan(items: Sequence[_Item], targets: Mapping[str, _Target | None], *, sqlite: bool) -> _Plan:
@@ -710,7 +852,8 @@ def _plan(items: Sequence[_Item], targets: Mapping[str, _Target | None], *, sqli
     rejected: list[RejectedEvent] = []
     seen: dict[str, str] = {}  # event_id -> digest of its first valid occurrence
     duplicates = conflicts = late_count = 0
-    for index, is_exposure, event_id, digest, ts, unit, a, b, phase_sent in items:
+    attributes: dict[str, str] = {}
+    for index, is_exposure, event_id, digest, ts, unit, a, b, phase_sent, attrs in items:
         if is_exposure:
             key = (a, phase_sent, b)
             resolution = resolutions.get(key)
@@ -732,9 +875,14 @@ def _plan(items: Sequence[_Item], targets: Mapping[str, _Target | None], *, sqli
             exp_id, phase, late = resolution  # type: ignore[misc]
             exposures.append((event_id, exp_id, phase, b, unit, ts, received, digest, flag(late)))
             late_count += late
+            if attrs:
+                target = targets.get(a)
+                kept = _kept_attributes(attrs, target.dimensions if target else ())
+                if kept is not None:
+                    attributes[event_id] = kept
         else:
             conversions.append((event_id, a, unit, b, ts, received, digest))
-    units = _unit_rows(exposures, flag)
+    units = _unit_rows(exposures, flag, attributes)
     flat = None
     if sqlite:
         flat = (
@@ -753,6 +901,7 @@ def _plan(items: Sequence[_Item], targets: Mapping[str, _Target | None], *, sqli
         late=late_count,
         flat=flat,
         ids=(frozenset(r[0] for r in exposures), frozenset(r[0] for r in conversions)),
+        attributes=attributes,
     )
 
 
@@ -948,7 +1097,8 @@ def _store_segment(store: _Store, jobs: Sequence[_Job], flag: Any) -> None:
                 else:
                     job.conflicts += 1
     if not all_new:
-        store.upsert_units(_unit_rows(new_exposures, flag))
+        kept = {k: v for p in plans for k, v in p.attributes.items()}
+        store.upsert_units(_unit_rows(new_exposures, flag, kept))
     elif store.sqlite:  # SQLite upserts row after row: a unit in several jobs is merged there
         store.upsert_units(_joined([p.units for p in plans]), _joined([_flat(p, 2) for p in plans]))
     else:

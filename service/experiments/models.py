@@ -21,6 +21,20 @@ VARIANT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ATTRIBUTE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$"
 
 
+def _unique_names(names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        raise ValueError("dimensions must be distinct attribute names")
+    return names
+
+
+# The exposure attributes results are sliced by (product.md §2, §12).
+Dimensions = Annotated[
+    list[Annotated[str, PField(pattern=ATTRIBUTE_PATTERN)]],
+    PField(max_length=5),
+    AfterValidator(_unique_names),
+]
+
+
 class Status(StrEnum):
     draft = "draft"
     running = "running"
@@ -62,6 +76,8 @@ class Experiment(SQLModel, table=True):
     attribution_window_hours: float | None = None
     analysis: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     layer: str | None = Field(default=None, max_length=80, index=True)
+    # Exposure attribute names the results are sliced by (product.md §12; migration 0006).
+    dimensions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=True))
     layer_allocation: float | None = None
     layer_range: list[float] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -331,6 +347,10 @@ class ProtocolFields(RequestModel):
     tags: list[Annotated[str, PField(min_length=1, max_length=50)]] = PField(
         default_factory=list, max_length=50
     )
+    dimensions: Dimensions = PField(
+        default_factory=list,
+        description="up to 5 exposure attribute names to slice the results by (§12)",
+    )
 
 
 class ExperimentCreate(ProtocolFields):
@@ -367,6 +387,7 @@ class ExperimentUpdate(RequestModel):
     layer: str | None = PField(default=None, pattern=KEY_PATTERN)
     layer_allocation: Fraction | None = None
     tags: Annotated[list[Tag], PField(max_length=50)] | NoNull = None
+    dimensions: Dimensions | NoNull = None
 
 
 class TransitionIn(RequestModel):
@@ -518,6 +539,7 @@ class ExperimentPublic(BaseModel):
     layer_allocation: float | None
     layer_range: list[float] | None
     tags: list[str]
+    dimensions: list[str] = PField(default_factory=list)
     notes: list[dict[str, Any]]
     status: Status
     phase: int

@@ -613,6 +613,11 @@ UpdateHook = Callable[
     [Session, Experiment, ExperimentCreate, frozenset[str], Principal], str | None
 ]
 update_hooks: list[UpdateHook] = []
+# Called by new_phase with (session, row, who) before anything is written. A hook may change the
+# row (templates clear an approval) and returns why the new phase must wait, or None: a phase
+# that waits starts paused and runs once resumed, when every start check passes again.
+PhaseHook = Callable[[Session, Experiment, Principal], str | None]
+phase_hooks: list[PhaseHook] = []
 
 
 def create_experiment(session: Session, body: ExperimentCreate, who: Principal) -> ExperimentPublic:
@@ -882,9 +887,11 @@ def transition(
         )
     now = utcnow()
     details: dict[str, Any] | None = None
-    if action == "start":
+    if action in ("start", "resume"):
+        # A resume runs the checks again: a new phase may be waiting for an approval.
         for check in start_checks:
             check(session, exp, who)
+    if action == "start":
         exp.layer_range = _allocate_layer_range(session, exp)
         exp.started_at = now
         phase = current_phase(session, exp)
@@ -893,6 +900,11 @@ def transition(
             session.add(phase)
         if exp.layer_range is not None:
             details = {"layer_range": exp.layer_range}
+    elif action == "resume":
+        phase = current_phase(session, exp)
+        if phase is not None and phase.started_at is None:  # a new phase that waited
+            phase.started_at = now
+            session.add(phase)
     elif action == "stop":
         exp.stopped_at = now
         phase = current_phase(session, exp)
@@ -958,6 +970,7 @@ def new_phase(session: Session, key: str, body: PhaseCreate, who: Principal) -> 
                 f"overrides point at variants the new phase drops ({removed}); PATCH them first",
                 code="override_variant_removed",
             )
+    waits = [why for hook in phase_hooks if (why := hook(session, exp, who)) is not None]
     now = utcnow()
     old = current_phase(session, exp)
     if old is not None:
@@ -965,6 +978,8 @@ def new_phase(session: Session, key: str, body: PhaseCreate, who: Principal) -> 
         session.add(old)
     assert exp.id is not None
     exp.phase += 1
+    if waits:
+        exp.status = Status.paused.value
     exp.variants = variants
     if body.traffic_fraction is not None:
         exp.traffic_fraction = body.traffic_fraction
@@ -976,7 +991,7 @@ def new_phase(session: Session, key: str, body: PhaseCreate, who: Principal) -> 
             variants=variants,
             traffic_fraction=exp.traffic_fraction,
             reason=body.reason,
-            started_at=now,
+            started_at=None if waits else now,
         )
     )
     primary = session.exec(select(Metric).where(Metric.key == exp.primary_metric)).first()
@@ -987,13 +1002,18 @@ def new_phase(session: Session, key: str, body: PhaseCreate, who: Principal) -> 
         exp,
         who.actor,
         "new_phase",
-        note=body.reason,
+        from_status=status.value if exp.status != status.value else None,
+        to_status=exp.status if exp.status != status.value else None,
+        note="; ".join([body.reason, *waits]),
         details={
             "phase": exp.phase,
             "variants": variants,
             "traffic_fraction": exp.traffic_fraction,
         },
     )
+    if exp.status != status.value:
+        for listener in transition_listeners:
+            listener(session, exp, "pause", status.value, exp.status)
     session.commit()
     return to_public(session, exp)
 

@@ -30,10 +30,9 @@ DECISIONS = ("ship", "roll_back", "inconclusive")
 
 
 def _results(session: Session, exp: Experiment) -> dict[str, Any]:
-    from service.analysis.service import compute_results
+    from service.snapshots.service import results_dict
 
-    out = compute_results(session, exp.key)
-    return dict(out.model_dump(mode="json"))
+    return results_dict(session, exp)  # the latest snapshot (service.snapshots)
 
 
 def primary_win(results: dict[str, Any]) -> str | None:

@@ -13,7 +13,6 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from service.alerts.service import list_alerts
-from service.analysis.service import compute_results
 from service.db import utcnow
 from service.errors import AppError
 from service.experiments.models import Experiment, Status
@@ -22,6 +21,7 @@ from service.insights.service import compute_insights
 from service.metrics.models import Metric
 from service.reports.deviations import find_deviations, plan_vs_actual, progress_fraction
 from service.reports.render import IndexRow, ReportContext
+from service.snapshots.service import results_dict
 from service.templates.service import get_template
 
 log = logging.getLogger("trialbook.reports")
@@ -33,7 +33,7 @@ def _results(session: Session, exp: Experiment) -> tuple[dict[str, Any] | None, 
     if exp.status in NO_DATA_STATUSES:
         return None, f"No results: the experiment is {exp.status} and has not collected data."
     try:
-        return compute_results(session, exp.key).model_dump(mode="json"), None
+        return results_dict(session, exp), None  # the latest snapshot (service.snapshots)
     except AppError as exc:  # a data condition the analysis refuses: say it, do not fail
         return None, f"Results unavailable: {exc.detail}"
 
@@ -124,7 +124,7 @@ def index_rows(session: Session, limit: int = 200) -> list[IndexRow]:
         results: dict[str, Any] | None = None
         if exp.status not in NO_DATA_STATUSES:
             try:
-                results = compute_results(session, exp.key).model_dump(mode="json")
+                results = results_dict(session, exp)
             except Exception:  # one broken experiment must not hide the portfolio
                 log.exception("results of %s failed on the index page", exp.key)
                 session.rollback()  # PostgreSQL refuses further queries in a failed transaction

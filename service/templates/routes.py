@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
 
-from service.deps import EditorDep, Principal, SessionDep, require
+from service.deps import AdminDep, EditorDep, Principal, SessionDep, require
 from service.errors import responses
 from service.experiments.models import KEY_PATTERN, ExperimentPublic
 from service.keys.models import Role
@@ -33,8 +33,8 @@ TemplateKey = Annotated[str, Path(pattern=KEY_PATTERN)]
     response_model=TemplatePublic,
     responses=responses(409, 422),
 )
-def create_template(body: TemplateCreate, session: SessionDep, who: EditorDep) -> TemplatePublic:
-    """Create a protocol template (version 1)."""
+def create_template(body: TemplateCreate, session: SessionDep, who: AdminDep) -> TemplatePublic:
+    """Create a protocol template (version 1); admin only (product ops owns the standard)."""
     return service.create_template(session, body, who)
 
 
@@ -63,9 +63,9 @@ def list_versions(key: TemplateKey, session: SessionDep, _: AnyRoleDep) -> Templ
 
 @router.put("/{key}", response_model=TemplatePublic, responses=responses(404, 422))
 def update_template(
-    key: TemplateKey, body: TemplateUpdate, session: SessionDep, who: EditorDep
+    key: TemplateKey, body: TemplateUpdate, session: SessionDep, who: AdminDep
 ) -> TemplatePublic:
-    """Write a new version of a template; existing experiments keep the version they used."""
+    """Write a new version of a template (admin only); experiments keep the version they used."""
     return service.update_template(session, key, body, who)
 
 
@@ -75,5 +75,5 @@ def update_template(
 def approve_experiment(
     key: str, session: SessionDep, who: EditorDep, body: ApproveIn | None = None
 ) -> ExperimentPublic:
-    """Approve a draft for start (by an editor other than its creator and owner)."""
+    """Approve a draft for start, or a new phase for resume (by someone else than its authors)."""
     return service.approve(session, key, who, body.note if body else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -17,12 +18,14 @@ from service.errors import (
 )
 from service.experiments import service as experiments
 from service.experiments.models import (
+    AuditEntry,
     Experiment,
     ExperimentCreate,
     ExperimentPublic,
     Status,
     StructuredHypothesis,
 )
+from service.keys.models import ApiKey, Role
 from service.metrics.models import Metric
 from service.metrics.service import unknown_metric_errors
 from service.templates.models import (
@@ -310,22 +313,47 @@ def rule_errors(
     return errors
 
 
+_ACTOR_KEY = re.compile(r"\(key (\d+)\)$")
+
+
+def written_by_admin(session: Session, ver: ProtocolTemplateVersion) -> bool:
+    """Whether an admin key wrote this version (``created_by`` is ``"<name> (key <id>)"``).
+
+    Only admins write templates now; a version an editor wrote before that rule existed does not
+    count as the organisation's standard.
+    """
+    found = _ACTOR_KEY.search(ver.created_by)
+    if found is None:
+        return False
+    row = session.get(ApiKey, int(found.group(1)))
+    return row is not None and row.role == Role.admin.value
+
+
 def resolve_template(
     session: Session, key: str | None
 ) -> tuple[ProtocolTemplate, ProtocolTemplateVersion] | None:
-    """The named template (latest version), or the organisation default, or none."""
+    """The named template (latest version, written by an admin), or the organisation default, or
+    none."""
     if key is not None:
         tpl = session.exec(select(ProtocolTemplate).where(ProtocolTemplate.key == key)).first()
         if tpl is None:
             raise ValidationFailedError.on(
                 "template", f"no template '{key}'; list them with GET /v1/templates"
             )
-    else:
-        tpl = session.exec(
-            select(ProtocolTemplate).where(col(ProtocolTemplate.is_default).is_(True))
-        ).first()
-        if tpl is None:
-            return None
+        ver = get_version_row(session, tpl)
+        if not written_by_admin(session, ver):
+            raise ValidationFailedError.on(
+                "template",
+                f"template '{key}' v{ver.version} was not written by an admin, so it is not an "
+                "approved standard; name another template, or omit `template` to register under "
+                "the organisation default",
+            )
+        return tpl, ver
+    tpl = session.exec(
+        select(ProtocolTemplate).where(col(ProtocolTemplate.is_default).is_(True))
+    ).first()
+    if tpl is None:
+        return None
     return tpl, get_version_row(session, tpl)
 
 
@@ -417,24 +445,60 @@ def update_hook(
 # ----------------------------------------------------------------------------------- approval
 
 
+def _pending_phase_requester(session: Session, exp: Experiment) -> str | None:
+    """Who posted the new phase that waits for an approval (the latest ``new_phase`` entry)."""
+    return session.exec(
+        select(AuditEntry.actor)
+        .where(AuditEntry.experiment_id == exp.id, AuditEntry.action == "new_phase")
+        .order_by(col(AuditEntry.id).desc())
+    ).first()
+
+
 def approval_check(session: Session, exp: Experiment, who: Principal) -> None:
-    """Registered in ``experiments.service.start_checks``: refuse start without approval."""
+    """Registered in ``experiments.service.start_checks``: refuse start (and the resume of a new
+    phase) without an approval."""
     rules = rules_of(session, exp)
     if rules is not None and rules.approval_required and exp.approved_by is None:
+        what = "start" if exp.status == Status.draft.value else f"phase {exp.phase} runs"
         raise ConflictError(
-            f"Template '{exp.template}' v{exp.template_version} requires an approval before start: "
-            f"an editor other than the creator and the owner calls "
+            f"Template '{exp.template}' v{exp.template_version} requires an approval before "
+            f"{what}: an editor other than the creator, the owner and the author of the change "
+            "calls "
             f"POST /v1/experiments/{exp.key}/approve.",
             code="approval_required",
         )
 
 
+def phase_hook(session: Session, exp: Experiment, who: Principal) -> str | None:
+    """Registered in ``experiments.service.phase_hooks``: under a template version that requires
+    an approval, a new phase clears the approval and waits (paused) for a fresh one."""
+    rules = rules_of(session, exp)
+    if rules is None or not rules.approval_required:
+        return None
+    previous = exp.approved_by
+    exp.approved_by = None
+    cleared = f"approval by {previous} cleared; " if previous else ""
+    return (
+        f"{cleared}template '{exp.template}' v{exp.template_version} requires an approval: the "
+        "new phase waits, paused, until another editor approves it and it is resumed"
+    )
+
+
 def approve(session: Session, key: str, who: Principal, note: str | None) -> ExperimentPublic:
-    """Record an approval by someone other than the experiment's creator and owner."""
+    """Record an approval by someone other than the experiment's creator and owner (and, for a
+    new phase, the author of the phase)."""
     exp = experiments.get_row(session, key)
-    if exp.status != Status.draft.value:
+    rules = rules_of(session, exp)
+    waiting_phase = (
+        exp.status == Status.paused.value
+        and exp.approved_by is None
+        and rules is not None
+        and rules.approval_required
+    )
+    if exp.status != Status.draft.value and not waiting_phase:
         raise ConflictError(
-            f"Only a draft is approved before start; '{key}' is '{exp.status}'.",
+            f"Only a draft, or a new phase waiting for approval, is approved; '{key}' is "
+            f"'{exp.status}'.",
             code="illegal_transition",
         )
     if exp.approved_by is not None:
@@ -447,10 +511,17 @@ def approve(session: Session, key: str, who: Principal, note: str | None) -> Exp
             "ask another editor.",
             code="self_approval",
         )
+    if waiting_phase and who.actor == _pending_phase_requester(session, exp):
+        raise PermissionDeniedError(
+            f"Phase {exp.phase} is approved by someone other than the one who started it; "
+            "ask another editor.",
+            code="self_approval",
+        )
     exp.approved_by = who.actor
     exp.updated_at = utcnow()
     session.add(exp)
-    experiments.audit(session, exp, who.actor, "approve", note=note)
+    details = {"phase": exp.phase} if waiting_phase else None
+    experiments.audit(session, exp, who.actor, "approve", note=note, details=details)
     session.commit()
     return experiments.to_public(session, exp)
 
@@ -461,3 +532,5 @@ if approval_check not in experiments.start_checks:
     experiments.start_checks.append(approval_check)
 if update_hook not in experiments.update_hooks:
     experiments.update_hooks.append(update_hook)
+if phase_hook not in experiments.phase_hooks:
+    experiments.phase_hooks.append(phase_hook)

@@ -33,9 +33,10 @@ from sqlmodel import Session, col, select
 
 from service.db import open_session, utcnow
 from service.deps import Principal
-from service.errors import NotFoundError
+from service.errors import NotFoundError, ValidationFailedError
 from service.experiments import service as experiments
 from service.experiments.models import Experiment
+from service.webhooks import addresses
 from service.webhooks.models import (
     DeliveryList,
     DeliveryOut,
@@ -116,7 +117,23 @@ def get_subscription(session: Session, webhook_id: int) -> WebhookSubscription:
     return row
 
 
+def check_url(url: str) -> None:
+    """Refuse (422 naming ``url``) a URL whose host is not, or does not resolve to, public
+    addresses (see :mod:`service.webhooks.addresses`)."""
+    try:
+        addresses.resolve(url)
+    except (addresses.RefusedAddressError, addresses.UnresolvedError) as exc:
+        raise ValidationFailedError.on(
+            "url",
+            f"{exc}; webhooks go to public addresses only (TRIALBOOK_WEBHOOK_ALLOW_PRIVATE "
+            "allows private ones)",
+        ) from exc
+    except httpx.InvalidURL as exc:
+        raise ValidationFailedError.on("url", f"not a valid URL: {exc}") from exc
+
+
 def create_subscription(session: Session, body: WebhookCreate, who: Principal) -> WebhookCreated:
+    check_url(body.url)
     row = WebhookSubscription(
         url=body.url,
         event_types=sorted({e.value for e in body.event_types}),
@@ -138,6 +155,8 @@ def list_subscriptions(session: Session) -> list[WebhookPublic]:
 def update_subscription(session: Session, webhook_id: int, body: WebhookUpdate) -> WebhookPublic:
     row = get_subscription(session, webhook_id)
     changes = body.model_dump(exclude_unset=True)
+    if changes.get("url") is not None:
+        check_url(changes["url"])
     for name in ("url", "active"):
         if changes.get(name) is not None:
             setattr(row, name, changes[name])
@@ -266,12 +285,26 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+REFUSED = "refused: "
+
+
 def _attempt(
     client: httpx.Client, sub: WebhookSubscription, delivery: WebhookDelivery
 ) -> tuple[int | None, str | None, float | None]:
-    """POST once: (status or None, error or None, Retry-After seconds or None)."""
+    """POST once: (status or None, error or None, Retry-After seconds or None).
+
+    The host is checked again (it may resolve elsewhere now) and the request goes to the address
+    checked; a non-public one is not contacted, and the error starts with :data:`REFUSED`.
+    """
+    try:
+        target = addresses.resolve(sub.url)
+    except addresses.RefusedAddressError as exc:
+        return None, f"{REFUSED}{exc}"[:2000], None
+    except (addresses.UnresolvedError, httpx.InvalidURL) as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:2000], None
+    url, pinned_headers, extensions = addresses.request_for(target)
     timestamp = int(utcnow().timestamp())
-    headers = {
+    headers = pinned_headers | {
         "content-type": "application/json",
         "user-agent": USER_AGENT,
         "webhook-id": delivery.message_id,
@@ -279,12 +312,25 @@ def _attempt(
         "webhook-signature": sign(sub.secret, delivery.message_id, timestamp, delivery.body),
     }
     try:
-        response = client.post(sub.url, content=delivery.body.encode(), headers=headers)
+        response = client.post(
+            url, content=delivery.body.encode(), headers=headers, extensions=extensions
+        )
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"[:2000], None
     if 200 <= response.status_code < 300:
         return response.status_code, None, None
     return response.status_code, f"HTTP {response.status_code}", _retry_after(response)
+
+
+def http_client() -> httpx.Client:
+    """The deliveries' client: no redirects (a receiver could point them anywhere), and no
+    keep-alive (connections go to checked addresses; one to a shared address must not carry
+    another host's TLS session)."""
+    return httpx.Client(
+        timeout=REQUEST_TIMEOUT_SECONDS,
+        follow_redirects=False,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
 
 
 def _claim(delivery: WebhookDelivery, now: datetime) -> bool:
@@ -328,7 +374,8 @@ def _record(
         if error is None:
             row.status = DeliveryStatus.succeeded.value
             row.delivered_at = now
-        elif attempts > len(RETRY_SCHEDULE_SECONDS):
+        elif attempts > len(RETRY_SCHEDULE_SECONDS) or error.startswith(REFUSED):
+            # A refused address is not retried: whoever controls the name chose it.
             row.status = DeliveryStatus.failed.value
         else:
             wait = RETRY_SCHEDULE_SECONDS[attempts - 1] * random.uniform(0.8, 1.2)
@@ -364,7 +411,7 @@ def deliver_due(limit: int = 50, client: httpx.Client | None = None) -> int:
     if not due:
         return 0
     own = client is None
-    http = client or httpx.Client(timeout=REQUEST_TIMEOUT_SECONDS, follow_redirects=False)
+    http = client or http_client()
     tried = 0
     try:
         for delivery, sub in due:
@@ -409,7 +456,7 @@ class DeliveryWorker:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=REQUEST_TIMEOUT_SECONDS, follow_redirects=False) as client:
+        with http_client() as client:
             while not self._stop.is_set():
                 self._wake.clear()
                 try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,17 @@ DOC = {
     "hashes": "list of {data (the exact string hashed, UTF-8), float}",
     "cases": "list of {name, config (a full GET /v1/sdk/config body), experiment, unit_id, "
     "attributes (object or null), expected: {variant, in_experiment, reason}}",
+    "served": "each case's config as GET /v1/sdk/config serves it (config_version 2): only "
+    "experiments that have started (not draft, not archived); 'overrides' replaced by "
+    "'override_hashes' {hex(sha256(UTF-8 of the variant hash data of the unit id)): variant}; "
+    "targeting withheld (null) unless running, and its eq/neq/in/not_in leaves as {attribute, "
+    "op, kind ('str'|'num'|'bool', null for an empty list), sha256: [hex of value hashes]}; "
+    "'served_expected' is the answer from it (unknown_experiment when the experiment is not "
+    "served), omitted when it equals 'expected'",
+    "value_hash_data": "UTF-8 of 'tb1:' + seed + ':value:' + form, form 's:' + string, "
+    "'n:' + 16 lowercase hex digits of the number as a big-endian IEEE 754 binary64 (-0 as +0), "
+    "'b:true' or 'b:false'; the hash is the lowercase hex SHA-256",
+    "value_hashes": "list of {seed, value, data, sha256}",
     "generator": "tests/sdk/make_vectors.py (independent of the trialbook package)",
 }
 
@@ -40,6 +52,70 @@ DOC = {
 def h(data: str) -> float:
     digest = hashlib.sha256(data.encode("utf-8")).digest()
     return (int.from_bytes(digest[:8], "big") >> 11) / 2**53
+
+
+def sha_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def value_data(seed: str, value: Any) -> bytes:
+    """The value hash input, from the spec in DOC (independent of trialbook.hashing)."""
+    head = f"tb1:{seed}:value:".encode()
+    if value is True or value is False:
+        return head + (b"b:true" if value else b"b:false")
+    if isinstance(value, str):
+        return head + b"s:" + value.encode("utf-8")
+    number = float(value)
+    if number == 0:
+        number = 0.0
+    return head + b"n:" + struct.pack(">d", number).hex().encode("ascii")
+
+
+def kind_of(value: Any) -> str:
+    if value is True or value is False:
+        return "bool"
+    return "str" if isinstance(value, str) else "num"
+
+
+def hashed_tree(tree: Any, seed: str) -> Any:
+    if tree is None:
+        return None
+    for group in ("all", "any"):
+        if group in tree:
+            return {group: [hashed_tree(child, seed) for child in tree[group]]}
+    op = tree["op"]
+    if op not in ("eq", "neq", "in", "not_in"):
+        return dict(tree)
+    values = tree["value"] if op in ("in", "not_in") else [tree["value"]]
+    return {
+        "attribute": tree["attribute"],
+        "op": op,
+        "kind": kind_of(values[0]) if values else None,
+        "sha256": sorted({sha_hex(value_data(seed, v)) for v in values}),
+    }
+
+
+def served(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config as the service serves it (see DOC['served'])."""
+    out: dict[str, Any] = {
+        "config_version": 2,
+        "hash_version": cfg["hash_version"],
+        "layers": cfg["layers"],
+        "experiments": {},
+    }
+    for key, exp in cfg["experiments"].items():
+        if exp["status"] in ("draft", "archived"):
+            continue
+        exp = {k: v for k, v in exp.items() if k not in ("overrides", "_malformed")}
+        prefix = f"tb1:{exp['seed']}:{exp['phase']}:variant:"
+        exp["override_hashes"] = {
+            sha_hex((prefix + unit).encode("utf-8")): variant
+            for unit, variant in (cfg["experiments"][key]["overrides"] or {}).items()
+        }
+        running = exp["status"] == "running"
+        exp["targeting"] = hashed_tree(exp["targeting"], exp["seed"]) if running else None
+        out["experiments"][key] = exp
+    return out
 
 
 def control(exp: dict[str, Any]) -> str:
@@ -193,16 +269,22 @@ def main() -> None:
         clean = json.loads(json.dumps(cfg))
         for exp in clean["experiments"].values():
             exp.pop("_malformed", None)
-        cases.append(
-            {
-                "name": name,
-                "config": clean,
-                "experiment": key,
-                "unit_id": unit,
-                "attributes": attrs,
-                "expected": expected,
+        case = {
+            "name": name,
+            "config": clean,
+            "experiment": key,
+            "unit_id": unit,
+            "attributes": attrs,
+            "expected": expected,
+            "served": served(cfg),
+        }
+        if key in cfg["experiments"] and key not in case["served"]["experiments"]:
+            case["served_expected"] = {
+                "variant": None,
+                "in_experiment": False,
+                "reason": "unknown_experiment",
             }
-        )
+        cases.append(case)
 
     # 1. plain splits and traffic
     for i in range(160):
@@ -316,6 +398,38 @@ def main() -> None:
         ):
             hashes.append({"data": data, "float": h(data)})
 
+    value_hashes = []
+    for seed, value in [
+        ("a1b2c3d4", "FR"),
+        ("a1b2c3d4", "fr"),
+        ("a1b2c3d4", ""),
+        ("a1b2c3d4", "ünïcødé-Ω"),
+        ("a1b2c3d4", "用户-42"),
+        ("a1b2c3d4", "a:b:c"),
+        ("a1b2c3d4", "qa@example.com"),
+        ("zz9", "qa@example.com"),
+        ("p0", "3"),
+        ("p0", 3),
+        ("p0", 3.0),
+        ("p0", -0.0),
+        ("p0", 0),
+        ("p0", 2.5),
+        ("p0", -17),
+        ("p0", 1e300),
+        ("p0", 2**53),
+        ("p0", True),
+        ("p0", False),
+    ]:
+        data = value_data(seed, value)
+        value_hashes.append(
+            {
+                "seed": seed,
+                "value": value,
+                "data": data.decode("utf-8"),
+                "sha256": sha_hex(data),
+            }
+        )
+
     lines = [
         "{",
         f' "_doc": {json.dumps(DOC, ensure_ascii=False)},',
@@ -323,6 +437,9 @@ def main() -> None:
         ' "hashes": [',
     ]
     lines.append(",\n".join("  " + json.dumps(x, ensure_ascii=False) for x in hashes))
+    lines.append(" ],")
+    lines.append(' "value_hashes": [')
+    lines.append(",\n".join("  " + json.dumps(x, ensure_ascii=False) for x in value_hashes))
     lines.append(" ],")
     lines.append(' "cases": [')
     lines.append(",\n".join("  " + json.dumps(c, ensure_ascii=False) for c in cases))

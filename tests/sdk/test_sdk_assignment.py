@@ -14,9 +14,10 @@ from trialbook.assignment import (
     Reason,
     compile_config,
     evaluate,
+    serve_config,
     validate_config,
 )
-from trialbook.hashing import SALT_TRAFFIC, SALT_VARIANT, unit_float
+from trialbook.hashing import SALT_TRAFFIC, SALT_VARIANT, override_hash, unit_float
 
 
 def test_every_vector_is_reproduced(vectors: dict[str, Any]) -> None:
@@ -41,6 +42,86 @@ def test_every_vector_is_reproduced(vectors: dict[str, Any]) -> None:
             "reason": result.reason.value,
         }
         assert got == case["expected"], case["name"]
+
+
+def test_every_served_vector_is_reproduced(vectors: dict[str, Any]) -> None:
+    served_only = 0
+    for case in vectors["cases"]:
+        served = case["served"]
+        assert served["config_version"] == 2
+        assert validate_config(served) == [] or case["expected"]["reason"] == "error"
+        result = evaluate(served, case["experiment"], case["unit_id"], case["attributes"])
+        got = {
+            "variant": result.variant,
+            "in_experiment": result.in_experiment,
+            "reason": result.reason.value,
+        }
+        assert got == case.get("served_expected", case["expected"]), case["name"]
+        served_only += "served_expected" in case
+    assert served_only == 6  # the draft and archived status cases: not served
+
+
+def test_serve_config_gives_the_independent_served_form(vectors: dict[str, Any]) -> None:
+    # The generator hashes with hashlib directly; the SDK's serve_config must agree byte for byte.
+    for case in vectors["cases"]:
+        if case["expected"]["reason"] == "error":
+            continue
+        assert serve_config(case["config"]) == case["served"], case["name"]
+        assert serve_config(case["served"]) == case["served"], case["name"]  # idempotent
+
+
+def test_a_served_config_holds_no_override_unit_id_nor_list_value_in_clear() -> None:
+    exp = make_experiment(
+        overrides={"qa@example.com": "treatment"},
+        targeting={
+            "all": [
+                {"attribute": "email", "op": "in", "value": ["vip@example.com", "ceo@example.com"]},
+                {"attribute": "plan", "op": "neq", "value": "free-trial-plan"},
+                {"attribute": "app", "op": "semver_gte", "value": "2.0.0"},
+            ]
+        },
+    )
+    served = serve_config(make_config(exp))
+    text = json.dumps(served)
+    for secret in ("qa@example.com", "vip@example.com", "ceo@example.com", "free-trial-plan"):
+        assert secret not in text
+    assert "2.0.0" in text  # ordered comparisons stay in clear
+    compiled = compile_config(served)
+    assert compiled.errors == []
+    forced = compiled.evaluate("exp", "qa@example.com")
+    assert (forced.variant, forced.reason) == ("treatment", Reason.OVERRIDE)
+    attrs = {"email": "vip@example.com", "plan": "pro", "app": "2.1.0"}
+    assert compiled.evaluate("exp", "u1", attrs).reason is Reason.SPLIT
+    for change in ({"email": "other@example.com"}, {"plan": "free-trial-plan"}, {"app": "1.0"}):
+        assert compiled.evaluate("exp", "u1", attrs | change).reason is Reason.NOT_TARGETED
+
+
+def test_served_overrides_follow_the_phase_and_work_while_paused() -> None:
+    exp = make_experiment(status="paused", phase=3, override_hashes={})
+    exp["override_hashes"] = {override_hash(exp["seed"], 3, "qa"): "treatment"}
+    compiled = compile_config(make_config(exp))
+    assert compiled.errors == []
+    assert compiled.evaluate("exp", "qa").reason is Reason.OVERRIDE
+    assert compiled.evaluate("exp", "other").reason is Reason.NOT_RUNNING
+    exp["phase"] = 4  # an old phase's hash names nobody
+    assert compile_config(make_config(exp)).evaluate("exp", "qa").reason is Reason.NOT_RUNNING
+    # Not running: the targeting is withheld, the overrides kept.
+    served = serve_config(make_config(make_experiment(status="stopped", overrides={"q": "b"})))
+    assert served["experiments"]["exp"]["targeting"] is None
+
+
+def test_config_versions_other_than_1_and_2_make_every_experiment_an_error() -> None:
+    for version in (0, 3, "2", True):
+        config = make_config(make_experiment()) | {"config_version": version}
+        assert any(e.startswith("$.config_version") for e in validate_config(config))
+        assert compile_config(config).evaluate("exp", "u").reason is Reason.ERROR
+
+
+def test_malformed_override_hashes_are_named() -> None:
+    exp = make_experiment(override_hashes={"ABC": "treatment", "a" * 64: "nope"})
+    errors = validate_config(make_config(exp))
+    assert any("override_hashes['ABC']: expected 64 lowercase hex" in e for e in errors)
+    assert any("'nope' is not a variant" in e for e in errors)
 
 
 def test_vectors_document_their_schema(vectors: dict[str, Any]) -> None:
@@ -222,6 +303,7 @@ json_values = st.recursive(
             "traffic_fraction",
             "targeting",
             "overrides",
+            "override_hashes",
             "layer",
             "layer_range",
         ]

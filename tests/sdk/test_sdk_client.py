@@ -16,8 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
+from numpy.testing import assert_allclose
 from sdk_helpers import BASE_CONFIG, make_config, make_experiment
-from trialbook import Client, Reason, TransportError
+from trialbook import Client, Reason, RetryPolicy, TransportError
 from trialbook._events import iso_timestamp, uuid7
 from trialbook.testing import MockTransport, Request, Response
 
@@ -223,7 +224,7 @@ def test_retries_on_5xx_and_network_errors_then_delivers(
         return server.accept(events)
 
     server.events_handler = flaky
-    client = make_client(backoff_base=0.5, backoff_max=30)
+    client = make_client(retry=RetryPolicy(backoff_base=0.5, backoff_max=30))
     client.track("purchase", "u1")
     assert client.flush(2)
     assert len(server.delivered) == 1
@@ -251,7 +252,7 @@ def test_retry_after_is_honoured_in_seconds_and_as_a_date(
         return next(answers, None) or server.accept(events)
 
     server.events_handler = limited
-    client = make_client(backoff_base=0.01, max_retry_seconds=120)
+    client = make_client(retry=RetryPolicy(backoff_base=0.01, max_retry_seconds=120))
     client.track("purchase", "u1")
     assert client.flush(2)
     first, second = client.sleeps  # type: ignore[attr-defined]
@@ -260,22 +261,27 @@ def test_retry_after_is_honoured_in_seconds_and_as_a_date(
     assert len(server.delivered) == 1
 
 
-def test_retries_are_bounded_in_attempts_and_time(
+def test_retries_are_bounded_in_time_not_in_attempts(
     make_client: Callable[..., Client], server: FakeServer
 ) -> None:
     server.events_handler = lambda events: Response(500)
-    client = make_client(max_attempts=3)
+    client = make_client(retry=RetryPolicy(max_retry_seconds=20, backoff_base=0.5, backoff_max=2))
     client.track("purchase", "u1")
     client.track("purchase", "u2")
     assert client.flush(2)
     stats = client.stats()
-    assert stats.requests == 3 and stats.dropped_retries_exhausted == 2
+    sleeps = client.sleeps  # type: ignore[attr-defined]
+    # Many more than the six attempts of old, and the waits add up to the budget exactly: the
+    # last attempt is made at the deadline.
+    assert stats.requests == len(sleeps) + 1 > 10
+    assert_allclose(sum(sleeps), 20, atol=0.5)
+    assert stats.dropped.timed_out == 2 and stats.dropped.total == 2
 
     server.events_handler = lambda events: Response(429, {"retry-after": "3600"})
-    client2 = make_client(max_attempts=10, max_retry_seconds=60)
+    client2 = make_client(retry=RetryPolicy(max_retry_seconds=60))
     client2.track("purchase", "u1")
     assert client2.flush(2)
-    assert client2.stats().requests == 1 and client2.stats().dropped_retries_exhausted == 1
+    assert client2.stats().requests == 1 and client2.stats().dropped.timed_out == 1
 
 
 def test_a_413_splits_the_batch_until_it_fits(
@@ -294,7 +300,7 @@ def test_a_413_splits_the_batch_until_it_fits(
     assert client.flush(2)
     assert sorted(e["unit_id"] for e in server.delivered) == sorted(f"u{i}" for i in range(20))
     assert all(len(b) <= 3 for b in server.batches)
-    assert client.stats().dropped_too_large == 1
+    assert client.stats().dropped.too_large == 1
 
 
 def test_rejected_events_are_dropped_not_retried(
@@ -333,7 +339,7 @@ def test_a_validation_answer_drops_the_named_events_and_resends_the_rest(
         client.track("purchase", unit)
     assert client.flush(2)
     assert [e["unit_id"] for e in server.delivered] == ["u1", "u2"]
-    assert client.stats().dropped_invalid == 2
+    assert client.stats().dropped.rejected == 2
 
 
 def test_401_drops_without_retrying(make_client: Callable[..., Client], server: FakeServer) -> None:
@@ -341,7 +347,7 @@ def test_401_drops_without_retrying(make_client: Callable[..., Client], server: 
     client = make_client()
     client.track("purchase", "u1")
     assert client.flush(2)
-    assert client.stats().requests == 1 and client.stats().dropped_unauthorized == 1
+    assert client.stats().requests == 1 and client.stats().dropped.unauthorized == 1
 
 
 def test_a_full_queue_drops_the_oldest_and_counts(
@@ -350,7 +356,7 @@ def test_a_full_queue_drops_the_oldest_and_counts(
     client = make_client(flush_interval=3600, max_queue_size=10, batch_size=1000)
     for i in range(25):
         client.track("purchase", f"u{i}")
-    assert client.stats().dropped_queue_full == 15 and client.stats().queued == 10
+    assert client.stats().dropped.queue_full == 15 and client.stats().queued == 10
     assert client.flush(2)
     assert [e["unit_id"] for e in server.delivered] == [f"u{i}" for i in range(15, 25)]
 
@@ -377,12 +383,17 @@ def test_close_flushes_and_the_context_manager_closes(server: FakeServer) -> Non
 
 def test_close_gives_up_after_its_timeout(server: FakeServer) -> None:
     server.events_handler = lambda events: Response(503)
-    client = Client(URL, "k", transport=MockTransport(server), backoff_base=10, backoff_max=10)
+    client = Client(
+        URL,
+        "k",
+        transport=MockTransport(server),
+        retry=RetryPolicy(backoff_base=10, backoff_max=10),
+    )
     client.track("purchase", "u1")
     started = time.monotonic()
     assert client.close(timeout=0.3) is False
     assert time.monotonic() - started < 5
-    assert client.stats().dropped_retries_exhausted == 1
+    assert client.stats().dropped.closed == 1
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
@@ -493,7 +504,7 @@ def test_the_default_transport_speaks_http_to_a_local_server() -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
-    with Client(url, "k", max_attempts=1) as refused:  # nothing listens any more
+    with Client(url, "k", retry=RetryPolicy(max_retry_seconds=0)) as refused:  # nothing listens
         assert refused.refresh() is False
         assert refused.stats().config_errors >= 1
 
@@ -504,7 +515,7 @@ def test_hostile_inputs_never_raise(make_client: Callable[..., Client]) -> None:
     assert client.assign(["unhashable"], "u").reason is Reason.UNKNOWN_EXPERIMENT  # type: ignore[arg-type]
     client.track("x", "u", value=float("nan"))
     client.track("x", "u", timestamp="not a time")  # type: ignore[arg-type]
-    assert client.stats().dropped_invalid == 1
+    assert client.stats().dropped.invalid == 2
 
 
 def test_unknown_and_malformed_experiments_are_logged_once(

@@ -13,7 +13,9 @@ from trialbook.hashing import (
     experiment_hash_input,
     layer_float,
     layer_hash_input,
+    override_hash,
     unit_float,
+    value_hash,
 )
 
 
@@ -43,6 +45,29 @@ def test_every_published_hash_vector_is_reproduced(vectors: dict[str, Any]) -> N
         else:
             got = unit_float(fields[1], int(fields[2]), fields[3], ":".join(fields[4:]))
         assert got == item["float"], item["data"]
+
+
+def test_every_published_value_hash_is_reproduced(vectors: dict[str, Any]) -> None:
+    assert len(vectors["value_hashes"]) >= 15
+    for item in vectors["value_hashes"]:
+        assert value_hash(item["seed"], item["value"]) == item["sha256"], item["data"]
+        assert hashlib.sha256(item["data"].encode()).hexdigest() == item["sha256"]
+
+
+def test_value_hashes_keep_the_json_type_and_compare_numbers_as_doubles() -> None:
+    assert value_hash("s", "FR") == hashlib.sha256(b"tb1:s:value:s:FR").hexdigest()
+    assert value_hash("s", 3) == value_hash("s", 3.0) == value_hash("s", 3.0 + 0.0)
+    assert value_hash("s", 0) == value_hash("s", -0.0)
+    assert len({value_hash("s", "1"), value_hash("s", 1), value_hash("s", True)}) == 3
+    assert value_hash("s", "FR") != value_hash("t", "FR")  # salted by the experiment seed
+    with pytest.raises(TypeError):
+        value_hash("s", None)  # type: ignore[arg-type]
+
+
+def test_override_hash_is_the_full_variant_digest() -> None:
+    digest = hashlib.sha256(b"tb1:a1b2c3d4:1:variant:user-1").hexdigest()
+    assert override_hash("a1b2c3d4", 1, "user-1") == digest
+    assert override_hash("a1b2c3d4", 2, "user-1") != digest
 
 
 @pytest.mark.parametrize("unit", ["", "x", "ünïcødé", "用户", "🙂", "a" * 10_000])

@@ -255,11 +255,16 @@ def test_summaries_validate_and_combine() -> None:
         lambda: MeanSummary(0, 1.0, 1.0),
         lambda: MeanSummary(3, 1.0, -1.0),
         lambda: MeanSummary(3, 1.0, 1.0, 1.0),
-        lambda: MeanSummary(3, math.inf, 1.0),
+        lambda: MeanSummary(3, "1.0", 1.0),  # type: ignore[arg-type]
         lambda: MeanSummary.from_binomial(10, 11),
         lambda: RatioSummary(-2, 0, 0, 0, 0, 0),
     ):
         with pytest.raises(ValueError):
             bad()
+    # An overflowed sum is a data condition (values stored before ingestion bounded them),
+    # not misuse: accepted, and flagged for the engine.
+    assert not MeanSummary(3, 1.0, math.inf).finite
+    assert not RatioSummary(3, 1.0, 1.0, math.nan, 1.0, 1.0).finite
+    assert MeanSummary(3, 1.0, 1.0).finite and r.finite
     assert math.isnan(MeanSummary(1, 2.0, 4.0).variance)
     assert math.isnan(MeanSummary(0, 0.0, 0.0).mean)

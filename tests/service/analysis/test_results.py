@@ -450,6 +450,9 @@ def test_no_exposures_and_empty_arms_are_warnings_not_errors(
     raw.expose("only-2", "control", BASE, KEY)
     raw.convert("only", "signup", BASE)
     ingest(raw.exposures + raw.conversions)
+    # Results are snapshots: new events show after a refresh (product.md §12).
+    r = client.post(f"/v1/experiments/{KEY}/results/refresh", headers=admin)
+    assert r.status_code == 202, r.text
     got = results(KEY)
     assert "empty_arm" in got["warnings"]
     assert all("empty_arm" in c["warnings"] for m in got["metrics"] for c in m["comparisons"])

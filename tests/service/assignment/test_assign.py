@@ -50,8 +50,16 @@ def test_server_reproduces_every_vector(
             write_config(config)
             r = client.get("/v1/sdk/config", headers=sdk)
             assert r.status_code == 200
-            assert r.json() == config, cases[0]["name"]
+            # Served as the vectors' independent generator says: no drafts, hashes only.
+            assert r.json() == cases[0]["served"], cases[0]["name"]
+            downloaded = compile_config(r.json())
             for case in cases:
+                local = downloaded.evaluate(case["experiment"], case["unit_id"], case["attributes"])
+                served_expected = case.get("served_expected", case["expected"])
+                assert {**local.to_dict(), "experiment": case["experiment"]} == {
+                    "experiment": case["experiment"],
+                    **served_expected,
+                }, case["name"]
                 got = _assign(
                     client,
                     sdk,
@@ -194,8 +202,8 @@ def test_unknown_experiments_and_request_order(
         "in_experiment": False,
         "reason": "not_running",
     }
-    # Omitted: every experiment of the config, by key.
-    assert [a["experiment"] for a in _assign(client, sdk, unit_id="u-1")] == ["aaa-exp", "bbb-exp"]
+    # Omitted: every experiment of the SDK config, by key: never a draft (product.md §10).
+    assert [a["experiment"] for a in _assign(client, sdk, unit_id="u-1")] == ["bbb-exp"]
 
 
 def test_paused_stopped_and_overrides(

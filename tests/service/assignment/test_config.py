@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from trialbook.assignment import validate_config
+from trialbook.assignment import Reason, compile_config, validate_config
 
 
 def _config(client: Any, headers: dict[str, str]) -> Any:
@@ -21,6 +22,10 @@ def _seed_of(engine: Any, key: str) -> str:
         return str(row[0])
 
 
+def _hex(data: str) -> str:
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
 def test_config_describes_experiments_as_the_sdk_expects(
     client: Any, admin: dict[str, str], sdk: dict[str, str], make_experiment: Any, engine: Any
 ) -> None:
@@ -28,20 +33,30 @@ def test_config_describes_experiments_as_the_sdk_expects(
         "checkout-a",
         start=True,
         traffic_fraction=0.5,
-        targeting={"attribute": "country", "op": "in", "value": ["FR", "DE"]},
+        targeting={
+            "all": [
+                {"attribute": "country", "op": "in", "value": ["FR", "DE"]},
+                {"attribute": "app", "op": "semver_gte", "value": "2.0.0"},
+                {"attribute": "age", "op": "gte", "value": 18},
+            ]
+        },
         overrides={"qa-1": "treatment"},
     )
     r = _config(client, sdk)
     config = r.json()
     assert validate_config(config) == []
+    seed = _seed_of(engine, "checkout-a")
+    # The hashes by hand (trialbook.hashing's docstring), not through the SDK.
+    countries = sorted(_hex(f"tb1:{seed}:value:s:{c}") for c in ("FR", "DE"))
     assert config == {
+        "config_version": 2,
         "hash_version": 1,
         "layers": {},
         "experiments": {
             "checkout-a": {
                 "key": "checkout-a",
                 "status": "running",
-                "seed": _seed_of(engine, "checkout-a"),
+                "seed": seed,
                 "phase": 1,
                 "randomization_unit": "user_id",
                 "variants": [
@@ -49,8 +64,14 @@ def test_config_describes_experiments_as_the_sdk_expects(
                     {"key": "treatment", "weight": 0.5, "is_control": False},
                 ],
                 "traffic_fraction": 0.5,
-                "targeting": {"attribute": "country", "op": "in", "value": ["FR", "DE"]},
-                "overrides": {"qa-1": "treatment"},
+                "targeting": {
+                    "all": [
+                        {"attribute": "country", "op": "in", "kind": "str", "sha256": countries},
+                        {"attribute": "app", "op": "semver_gte", "value": "2.0.0"},
+                        {"attribute": "age", "op": "gte", "value": 18},
+                    ]
+                },
+                "override_hashes": {_hex(f"tb1:{seed}:1:variant:qa-1"): "treatment"},
                 "layer": None,
                 "layer_range": None,
             }
@@ -60,19 +81,78 @@ def test_config_describes_experiments_as_the_sdk_expects(
     assert r.headers["cache-control"] == "no-cache"
 
 
-def test_drafts_appear_without_a_layer_slice_and_archived_ones_do_not(
+def test_an_sdk_key_reads_no_draft_no_override_unit_id_and_no_list_value(
+    client: Any, admin: dict[str, str], sdk: dict[str, str], make_experiment: Any
+) -> None:
+    secrets = ("qa.lead@example.com", "vip@example.com", "ceo@example.com", "secret-launch")
+    make_experiment(
+        "vip-pricing",
+        start=True,
+        overrides={secrets[0]: "treatment"},
+        targeting={
+            "any": [
+                {"attribute": "email", "op": "in", "value": [secrets[1], secrets[2]]},
+                {"attribute": "email", "op": "eq", "value": "x@example.com"},
+                {"attribute": "plan", "op": "not_in", "value": ["free"]},
+            ]
+        },
+    )
+    make_experiment(secrets[3], overrides={"draft-qa@example.com": "treatment"})
+    body = _config(client, sdk).text
+    for secret in (*secrets, "draft-qa@example.com", "x@example.com", '"free"'):
+        assert secret not in body, secret
+    # The SDK still evaluates the served config exactly: the override and the list work.
+    compiled = compile_config(_config(client, sdk).json())
+    assert compiled.errors == []
+    forced = compiled.evaluate("vip-pricing", secrets[0])
+    assert (forced.variant, forced.reason) == ("treatment", Reason.OVERRIDE)
+    vip = compiled.evaluate("vip-pricing", "u1", {"email": secrets[1], "plan": "free"})
+    assert vip.reason is Reason.SPLIT
+    nobody = compiled.evaluate("vip-pricing", "u1", {"email": "a@b.c", "plan": "free"})
+    assert nobody.reason is Reason.NOT_TARGETED
+    # The draft is not listed anywhere an SDK key can read in bulk.
+    assert compiled.evaluate(secrets[3], "u1").reason is Reason.UNKNOWN_EXPERIMENT
+    everything = client.post("/v1/assign", json={"unit_id": "u1"}, headers=sdk).json()
+    assert [a["experiment"] for a in everything["assignments"]] == ["vip-pricing"]
+    ctx = {"context": {"targetingKey": "u1"}}
+    bulk = client.post("/ofrep/v1/evaluate/flags", json=ctx, headers=sdk)
+    assert [f["key"] for f in bulk.json()["flags"]] == ["vip-pricing"]
+    assert secrets[3] not in bulk.text
+
+
+def test_paused_and_stopped_experiments_keep_their_overrides_but_not_their_targeting(
+    client: Any, admin: dict[str, str], sdk: dict[str, str], make_experiment: Any
+) -> None:
+    targeting = {"attribute": "country", "op": "in", "value": ["FR"]}
+    make_experiment("ramping", start=True, targeting=targeting, overrides={"qa": "treatment"})
+    for action in ("pause", "stop"):
+        assert client.post(f"/v1/experiments/ramping/{action}", headers=admin).status_code == 200
+        config = _config(client, sdk).json()
+        exp = config["experiments"]["ramping"]
+        assert exp["targeting"] is None and len(exp["override_hashes"]) == 1
+        compiled = compile_config(config)
+        assert compiled.evaluate("ramping", "qa").reason is Reason.OVERRIDE
+        plain = compiled.evaluate("ramping", "u1", {"country": "FR"})
+        assert (plain.variant, plain.reason) == ("control", Reason.NOT_RUNNING)
+
+
+def test_drafts_and_archived_experiments_are_not_served(
     client: Any, admin: dict[str, str], sdk: dict[str, str], make_experiment: Any
 ) -> None:
     assert client.post("/v1/layers", json={"key": "checkout"}, headers=admin).status_code == 201
     make_experiment("draft-in-layer", layer="checkout")
     make_experiment("gone")
     assert client.post("/v1/experiments/gone/archive", headers=admin).status_code == 200
+    make_experiment("live", start=True)
     config = _config(client, sdk).json()
-    assert set(config["experiments"]) == {"draft-in-layer"}
-    draft = config["experiments"]["draft-in-layer"]
-    assert (draft["status"], draft["layer"], draft["layer_range"]) == ("draft", None, None)
+    assert set(config["experiments"]) == {"live"}
     assert set(config["layers"]) == {"checkout"}
     assert validate_config(config) == []
+    # The server still answers a draft named by key: the control, not running (as before).
+    named = client.post(
+        "/v1/assign", json={"unit_id": "u", "experiments": ["draft-in-layer"]}, headers=sdk
+    ).json()["assignments"][0]
+    assert (named["variant"], named["reason"]) == ("control", "not_running")
 
 
 def test_a_new_phase_changes_the_variants_and_the_phase(

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from service.testing import LiveServer, migrate
 
@@ -98,8 +99,8 @@ def test_bulk_evaluates_every_experiment_with_etag_and_304(
     r = client.post("/ofrep/v1/evaluate/flags", json=ctx, headers=sdk)
     assert r.status_code == 200
     flags = r.json()["flags"]
-    assert [f["key"] for f in flags] == ["bulk-a", "bulk-b"]
-    assert flags[0]["reason"] == "DISABLED" and flags[1]["reason"] == "SPLIT"
+    assert [f["key"] for f in flags] == ["bulk-b"]  # bulk-a is a draft: never listed
+    assert flags[0]["reason"] == "SPLIT"
     etag = r.headers["etag"]
     again = client.post("/ofrep/v1/evaluate/flags", json=ctx, headers=sdk | {"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""
@@ -117,6 +118,51 @@ def test_bulk_evaluates_every_experiment_with_etag_and_304(
     bad = client.post("/ofrep/v1/evaluate/flags", json={"context": {}}, headers=sdk)
     assert bad.status_code == 400
     assert bad.json()["errorCode"] == "TARGETING_KEY_MISSING" and "key" not in bad.json()
+
+
+def _exposure_rows(engine: Any) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT x.event_id, e.key, x.unit_id, x.variant, x.phase FROM exposure AS x "
+                "JOIN experiment AS e ON e.id = x.experiment_id"
+            )
+        ).all()
+    return sorted(tuple(r) for r in rows)
+
+
+def test_single_evaluation_logs_the_exposure_once_and_bulk_logs_none(
+    client: Any, admin: dict[str, str], sdk: dict[str, str], make_experiment: Any, engine: Any
+) -> None:
+    from service.assignment.service import exposure_event_id
+
+    make_experiment("seen", start=True, overrides={"qa": "treatment"})
+    make_experiment("also-seen", start=True)
+    ctx = {"context": {"targetingKey": "unit-9"}}
+    # Bulk evaluates flags the unit may never see: nothing is logged.
+    assert client.post("/ofrep/v1/evaluate/flags", json=ctx, headers=sdk).status_code == 200
+    assert _exposure_rows(engine) == []
+    first = _eval(client, sdk, "seen", ctx).json()
+    again = _eval(client, sdk, "seen", ctx).json()
+    assert first == again and first["reason"] == "SPLIT"
+    row = (exposure_event_id("seen", 1, "unit-9", first["variant"]), "seen", "unit-9")
+    assert _exposure_rows(engine) == [(*row, first["variant"], 1)]
+    # The same id /v1/assign with log_exposure gives it: still one row.
+    assigned = client.post(
+        "/v1/assign",
+        json={"unit_id": "unit-9", "experiments": ["seen"], "log_exposure": True},
+        headers=sdk,
+    )
+    assert assigned.status_code == 200
+    assert _exposure_rows(engine) == [(*row, first["variant"], 1)]
+    # An override, a paused experiment, an unknown flag: the unit is not analysed, not logged.
+    assert _eval(client, sdk, "seen", {"context": {"targetingKey": "qa"}}).json()["reason"] == (
+        "TARGETING_MATCH"
+    )
+    assert client.post("/v1/experiments/also-seen/pause", headers=admin).status_code == 200
+    assert _eval(client, sdk, "also-seen", ctx).json()["reason"] == "DISABLED"
+    assert _eval(client, sdk, "nope", ctx).status_code == 404
+    assert len(_exposure_rows(engine)) == 1
 
 
 def test_configuration_endpoint(client: Any, sdk: dict[str, str]) -> None:
@@ -216,3 +262,55 @@ def test_openfeature_sdk_with_the_ofrep_provider_evaluates_experiments(
             assert (denied.value, denied.error_code) == ("fallback", ErrorCode.GENERAL)
         finally:
             api.clear_providers()
+
+
+def test_openfeature_evaluations_show_up_as_exposures_in_the_results(
+    live_server: tuple[str, str], bodies: Any
+) -> None:
+    """400 units evaluated by an OpenFeature client: 400 exposed units in the results (issue 17)."""
+    from openfeature import api
+    from openfeature.contrib.provider.ofrep import OFREPProvider
+    from openfeature.evaluation_context import EvaluationContext
+
+    base, admin_key = live_server
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    with httpx.Client(base_url=base, headers=admin, timeout=10) as http:
+        if http.get("/v1/metrics/conversion").status_code == 404:
+            assert http.post("/v1/metrics", json=bodies.metric()).status_code == 201
+        body = bodies.experiment("of-exposed")
+        assert http.post("/v1/experiments", json=body).status_code == 201
+        assert http.post("/v1/experiments/of-exposed/start").status_code == 200
+        created = http.post("/v1/keys", json={"name": "ofrep-exposures", "role": "sdk"})
+        assert created.status_code == 201
+        sdk_key = created.json()["key"]
+
+        api.set_provider(
+            OFREPProvider(base, headers_factory=lambda: {"Authorization": f"Bearer {sdk_key}"}),
+            domain="trialbook-exposures",
+        )
+        try:
+            client = api.get_client(domain="trialbook-exposures")
+            seen: dict[str, str] = {}
+            for i in range(400):
+                unit = f"of-unit-{i}"
+                details = client.get_string_details(
+                    "of-exposed", "fallback", EvaluationContext(targeting_key=unit)
+                )
+                assert details.error_code is None, details.error_message
+                seen[unit] = details.value
+            for i in range(0, 400, 7):  # evaluated again: deduplicated, not counted twice
+                details = client.get_string_details(
+                    "of-exposed", "fallback", EvaluationContext(targeting_key=f"of-unit-{i}")
+                )
+                assert details.value == seen[f"of-unit-{i}"]
+        finally:
+            api.clear_providers()
+
+        results = http.get("/v1/experiments/of-exposed/results")
+        assert results.status_code == 200, results.text
+        got = results.json()
+        per_variant = {v: list(seen.values()).count(v) for v in set(seen.values())}
+        assert set(per_variant) == {"control", "treatment"}
+        assert got["srm"]["observed"] == per_variant
+        assert sum(got["srm"]["observed"].values()) == got["units"] == 400
+        assert got["multiple_exposures"] == 0 and "no_exposures" not in got["warnings"]

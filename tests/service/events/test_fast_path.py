@@ -98,6 +98,15 @@ CASES = [
     json.dumps(CONVERSION | {"value": "1.5"}),
     json.dumps(CONVERSION | {"value": None}),
     json.dumps(CONVERSION | {"value": 1e308}),
+    json.dumps(CONVERSION | {"value": 1e12}),
+    json.dumps(CONVERSION | {"value": -1.5e154}),
+    json.dumps(CONVERSION | {"unit_id": "u\x00"}),
+    json.dumps(CONVERSION | {"name": "n\x85"}),
+    json.dumps(EXPOSURE | {"variant": "v\x1f"}),
+    json.dumps(EXPOSURE | {"experiment": "e\x7f"}),
+    json.dumps(EXPOSURE | {"timestamp": "1999-12-31T23:59:59Z"}),
+    json.dumps(EXPOSURE | {"timestamp": "2000-01-01T00:00:00Z"}),
+    json.dumps(EXPOSURE | {"timestamp": "2999-01-01T00:00:00Z"}),
     json.dumps(CONVERSION).replace("2.5", "1e999"),
     json.dumps(CONVERSION).replace("2.5", "NaN"),
     json.dumps(CONVERSION).replace("2.5", "-Infinity"),
@@ -109,6 +118,17 @@ CASES = [
     json.dumps(["not", "an", "object"]),
     "17",
     "null",
+    # exposure attributes (product.md §5)
+    json.dumps(EXPOSURE | {"attributes": {"country": "de", "n": 3, "pro": True, "f": 2.5}}),
+    json.dumps(EXPOSURE | {"attributes": {}}),
+    json.dumps(EXPOSURE | {"attributes": None}),
+    json.dumps(EXPOSURE | {"attributes": {"country": {"nested": 1}}}),
+    json.dumps(EXPOSURE | {"attributes": {"country": "x" * 257}}),
+    json.dumps(EXPOSURE | {"attributes": {"country": "a\u0000b"}}),
+    json.dumps(EXPOSURE | {"attributes": {"1bad name": "x"}}),
+    json.dumps(EXPOSURE | {"attributes": {f"a{i}": i for i in range(51)}}),
+    json.dumps(EXPOSURE | {"attributes": ["country"]}),
+    json.dumps(EXPOSURE).replace('"unit_id"', '"attributes": {"n": NaN}, "unit_id"'),
 ]
 
 
@@ -148,6 +168,7 @@ def expected(model: ExposureIn | ConversionIn) -> tuple[Any, ...]:
             model.experiment,
             model.variant,
             model.phase,
+            model.attributes,
         )
     return (
         False,
@@ -157,6 +178,7 @@ def expected(model: ExposureIn | ConversionIn) -> tuple[Any, ...]:
         model.unit_id,
         model.name,
         model.value + 0.0,
+        None,
         None,
     )
 
@@ -244,18 +266,19 @@ def test_a_timestamp_outside_the_utc_range_is_rejected_not_a_500():
     parsed = service.parse_batch(json.dumps({"events": events}).encode())
     items, rejected = service._prepare(parsed.events, parsed.indexes, sqlite=True)
     assert [i[0] for i in items] == [1]
-    assert [(r.index, r.code) for r in rejected] == [(0, "invalid")]
+    assert [(r.index, r.code) for r in rejected] == [(0, "timestamp_out_of_range")]
 
 
 @settings(max_examples=200, deadline=None)
 @given(
+    # product.md §5: from 2000-01-01 to 24 h after the clock (a day inside, whatever the offset)
     moment=st.datetimes(
-        min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+        min_value=datetime(2000, 1, 2), max_value=datetime(2026, 1, 1), timezones=st.just(UTC)
     ),
     offset_minutes=st.one_of(
         st.just(0), st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59)
     ),
-    value=st.floats(allow_nan=False, allow_infinity=False),
+    value=st.floats(min_value=-1e12, max_value=1e12),
     phase=st.one_of(st.none(), st.integers(min_value=1, max_value=1_000_000)),
     digits=st.integers(min_value=1, max_value=6),
     zulu=st.booleans(),

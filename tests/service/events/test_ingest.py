@@ -170,7 +170,9 @@ def test_exposures_for_unknown_experiments_variants_and_phases_are_rejected(
 
 
 def test_body_errors_are_problems(client, sdk):
-    r = client.post("/v1/events", content=b"{not json", headers=sdk)
+    r = client.post(
+        "/v1/events", content=b"{not json", headers=sdk | {"content-type": "application/json"}
+    )
     assert r.status_code == 400
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["code"] == "malformed_json"

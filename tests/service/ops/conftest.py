@@ -67,7 +67,20 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
+def allow_private_webhooks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """TRIALBOOK_WEBHOOK_ALLOW_PRIVATE set: the receivers listen on 127.0.0.1."""
+    from service.config import get_settings
+
+    monkeypatch.setenv("TRIALBOOK_WEBHOOK_ALLOW_PRIVATE", "1")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.delenv("TRIALBOOK_WEBHOOK_ALLOW_PRIVATE", raising=False)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def receiver(allow_private_webhooks: None) -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1, with private webhook addresses allowed."""
     r = Receiver()
     r.thread.start()
     yield r

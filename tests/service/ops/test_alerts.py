@@ -64,6 +64,8 @@ def test_decision_ready_when_the_planned_sample_is_reached(
     ingest(client, keys, exposures("ready", {"control": n - 1, "treatment": n - 1}))
     assert run_checks().raised == 0
     ingest(client, keys, exposures("ready", {"control": 1, "treatment": 1}, prefix="late"))
+    # Alerts read the results snapshot (product.md §12): the new units count once refreshed.
+    assert client.post("/v1/experiments/ready/results/refresh", headers=admin).status_code == 202
     report = run_checks()
     assert report.experiments[0].raised == ["decision_ready"]
 

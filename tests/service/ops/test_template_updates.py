@@ -43,10 +43,10 @@ def audit_of(client: Any, key: str, headers: Any) -> list[dict[str, Any]]:
 
 
 def test_a_patch_breaking_a_rule_is_a_422_naming_it_and_changes_nothing(
-    client, editor, make_metric, bodies
+    client, admin, editor, make_metric, bodies
 ):
     setup_catalogue(make_metric)
-    assert client.post("/v1/templates", json=STANDARD, headers=editor).status_code == 201
+    assert client.post("/v1/templates", json=STANDARD, headers=admin).status_code == 201
     before = register(client, editor, bodies, "patched", template="standard", **GUARDED)
     patch = {
         "guardrails": [{"metric": "error_rate", "margin": 0.05}],
@@ -74,10 +74,10 @@ def test_a_patch_breaking_a_rule_is_a_422_naming_it_and_changes_nothing(
 
 
 def test_a_patch_gets_exactly_the_errors_a_create_of_the_same_protocol_gets(
-    client, editor, make_metric, bodies
+    client, admin, editor, make_metric, bodies
 ):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=STANDARD, headers=editor)
+    client.post("/v1/templates", json=STANDARD, headers=admin)
     register(client, editor, bodies, "same-errors", template="standard", **GUARDED)
     bad = {
         "guardrails": [{"metric": "error_rate", "margin": 0.03}],
@@ -95,10 +95,10 @@ def test_a_patch_gets_exactly_the_errors_a_create_of_the_same_protocol_gets(
 
 
 def test_a_patch_meets_the_rules_of_the_version_it_was_registered_under(
-    client, editor, make_metric, bodies
+    client, admin, editor, make_metric, bodies
 ):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=STANDARD, headers=editor)
+    client.post("/v1/templates", json=STANDARD, headers=admin)
     register(client, editor, bodies, "under-v1", template="standard", **GUARDED)
     # version 2 tightens the margin to 0.01 and allows revenue as primary metric
     v2 = {k: v for k, v in STANDARD.items() if k != "key"}
@@ -106,7 +106,7 @@ def test_a_patch_meets_the_rules_of_the_version_it_was_registered_under(
         "required_guardrails": [{"metric": "error_rate", "max_margin": 0.01}],
         "allowed_primary_metrics": ["conversion", "revenue"],
     }
-    assert client.put("/v1/templates/standard", json=v2, headers=editor).json()["version"] == 2
+    assert client.put("/v1/templates/standard", json=v2, headers=admin).json()["version"] == 2
     # 0.02 still meets v1 (max 0.02) although v2 would refuse it
     r = client.patch("/v1/experiments/under-v1", json={"title": "Renamed"}, headers=editor)
     assert r.status_code == 200, r.text
@@ -132,10 +132,10 @@ def test_a_patch_meets_the_rules_of_the_version_it_was_registered_under(
     assert "template 'standard' v1" in err["message"]
 
 
-def test_a_patch_below_the_minimum_duration_is_refused(client, editor, make_metric, bodies):
+def test_a_patch_below_the_minimum_duration_is_refused(client, admin, editor, make_metric, bodies):
     setup_catalogue(make_metric)
     tpl = {"key": "long", "name": "Long", "rules": {"minimum_duration_days": 14}}
-    client.post("/v1/templates", json=tpl, headers=editor)
+    client.post("/v1/templates", json=tpl, headers=admin)
     # sample size 14,748 per variant (test_smoke) → 29,496 units: 30 days at 1,000/day, and
     # 6 days (rounded up to the 7-day minimum) at 5,000/day.
     register(client, editor, bodies, "long-one", template="long", expected_daily_units=1000.0)
@@ -153,9 +153,11 @@ def test_a_patch_below_the_minimum_duration_is_refused(client, editor, make_metr
     assert r.status_code == 422  # no planned duration at all cannot meet a minimum
 
 
-def test_a_partial_analysis_patch_keeps_the_template_defaults(client, editor, make_metric, bodies):
+def test_a_partial_analysis_patch_keeps_the_template_defaults(
+    client, admin, editor, make_metric, bodies
+):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=STANDARD, headers=editor)
+    client.post("/v1/templates", json=STANDARD, headers=admin)
     exp = register(client, editor, bodies, "merge-patch", template="standard", **GUARDED)
     assert exp["analysis"]["correction"] == "bh" and exp["analysis"]["cuped"] is True
     r = client.patch(
@@ -176,10 +178,10 @@ def approved(client: Any, editor: Any, other_editor: Any, bodies: Any, key: str)
 
 
 def test_a_protocol_change_clears_the_approval_the_template_requires(
-    client, editor, other_editor, make_metric, bodies
+    client, admin, editor, other_editor, make_metric, bodies
 ):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=GATED, headers=editor)
+    client.post("/v1/templates", json=GATED, headers=admin)
     approved(client, editor, other_editor, bodies, "gated-exp")
     approver = client.get("/v1/experiments/gated-exp", headers=editor).json()["approved_by"]
     # cosmetic fields keep the approval
@@ -220,10 +222,10 @@ def test_a_protocol_change_clears_the_approval_the_template_requires(
 
 
 def test_resending_the_same_protocol_keeps_the_approval(
-    client, editor, other_editor, make_metric, bodies
+    client, admin, editor, other_editor, make_metric, bodies
 ):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=GATED, headers=editor)
+    client.post("/v1/templates", json=GATED, headers=admin)
     approved(client, editor, other_editor, bodies, "resent")
     same = {
         "variants": [
@@ -240,10 +242,10 @@ def test_resending_the_same_protocol_keeps_the_approval(
 
 
 def test_handing_the_ownership_to_the_approver_clears_the_approval(
-    client, editor, other_editor, make_metric, bodies
+    client, admin, editor, other_editor, make_metric, bodies
 ):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=GATED, headers=editor)
+    client.post("/v1/templates", json=GATED, headers=admin)
     approved(client, editor, other_editor, bodies, "new-owner")
     r = client.patch("/v1/experiments/new-owner", json={"owner": "someone-else"}, headers=editor)
     assert r.json()["approved_by"] is not None
@@ -253,10 +255,10 @@ def test_handing_the_ownership_to_the_approver_clears_the_approval(
 
 
 def test_an_approval_the_template_does_not_require_is_kept(
-    client, editor, other_editor, make_metric, bodies
+    client, admin, editor, other_editor, make_metric, bodies
 ):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=STANDARD, headers=editor)
+    client.post("/v1/templates", json=STANDARD, headers=admin)
     register(client, editor, bodies, "optional", template="standard", **GUARDED)
     assert client.post("/v1/experiments/optional/approve", headers=other_editor).status_code == 200
     r = client.patch(
@@ -269,11 +271,11 @@ def test_an_approval_the_template_does_not_require_is_kept(
 
 
 def test_a_draft_without_template_is_patched_without_template_rules(
-    client, editor, make_metric, bodies
+    client, admin, editor, make_metric, bodies
 ):
     setup_catalogue(make_metric)
     register(client, editor, bodies, "free")
-    client.post("/v1/templates", json=STANDARD | {"is_default": True}, headers=editor)
+    client.post("/v1/templates", json=STANDARD | {"is_default": True}, headers=admin)
     # the default that appeared later does not apply to an experiment registered before it
     r = client.patch(
         "/v1/experiments/free", json={"secondary_metrics": ["revenue", "clicks"]}, headers=editor

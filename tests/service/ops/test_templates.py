@@ -32,10 +32,9 @@ def setup_catalogue(make_metric: Any) -> None:
     make_metric("clicks")
 
 
-def test_create_get_and_list_templates(client, editor, keys, make_metric):
-    make_metric("conversion")
-    make_metric("error_rate")
-    r = client.post("/v1/templates", json=STANDARD, headers=editor)
+def test_create_get_and_list_templates(client, admin, editor, keys, make_metric):
+    setup_catalogue(make_metric)
+    r = client.post("/v1/templates", json=STANDARD, headers=admin)
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["version"] == 1 and body["latest_version"] == 1
@@ -47,16 +46,15 @@ def test_create_get_and_list_templates(client, editor, keys, make_metric):
         assert [
             t["key"] for t in client.get("/v1/templates", headers=keys[role]).json()["items"]
         ] == ["standard"]
-    assert client.post("/v1/templates", json=STANDARD, headers=editor).status_code == 409
+    assert client.post("/v1/templates", json=STANDARD, headers=admin).status_code == 409
 
 
-def test_update_writes_a_new_immutable_version(client, editor, make_metric):
-    make_metric("conversion")
-    make_metric("error_rate")
-    client.post("/v1/templates", json=STANDARD, headers=editor)
+def test_update_writes_a_new_immutable_version(client, admin, editor, make_metric):
+    setup_catalogue(make_metric)
+    client.post("/v1/templates", json=STANDARD, headers=admin)
     v2 = {k: v for k, v in STANDARD.items() if k != "key"} | {"name": "Stricter"}
     v2["defaults"] = {"alpha": 0.005}
-    r = client.put("/v1/templates/standard", json=v2, headers=editor)
+    r = client.put("/v1/templates/standard", json=v2, headers=admin)
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 2
     old = client.get("/v1/templates/standard?version=1", headers=editor).json()
@@ -68,10 +66,10 @@ def test_update_writes_a_new_immutable_version(client, editor, make_metric):
 
 
 def test_experiment_inherits_defaults_only_where_it_set_nothing(
-    client, editor, make_metric, bodies
+    client, admin, editor, make_metric, bodies
 ):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=STANDARD, headers=editor)
+    client.post("/v1/templates", json=STANDARD, headers=admin)
     body = bodies.experiment("tpl-exp", template="standard", power=0.85, **guarded())
     body["analysis"] = {"cuped": True}
     r = client.post("/v1/experiments", json=body, headers=editor)
@@ -86,17 +84,17 @@ def test_experiment_inherits_defaults_only_where_it_set_nothing(
 
 
 def test_changing_a_template_never_changes_registered_experiments(
-    client, editor, make_metric, bodies
+    client, admin, editor, make_metric, bodies
 ):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=STANDARD, headers=editor)
+    client.post("/v1/templates", json=STANDARD, headers=admin)
     client.post(
         "/v1/experiments",
         json=bodies.experiment("kept", template="standard", **guarded()),
         headers=editor,
     )
     v2 = {k: v for k, v in STANDARD.items() if k != "key"} | {"defaults": {"alpha": 0.02}}
-    client.put("/v1/templates/standard", json=v2, headers=editor)
+    client.put("/v1/templates/standard", json=v2, headers=admin)
     exp = client.get("/v1/experiments/kept", headers=editor).json()
     assert exp["template_version"] == 1 and exp["alpha"] == 0.01
     new = client.post(
@@ -107,9 +105,9 @@ def test_changing_a_template_never_changes_registered_experiments(
     assert new["template_version"] == 2 and new["alpha"] == 0.02
 
 
-def test_rule_failures_are_422_naming_rule_and_field(client, editor, make_metric, bodies):
+def test_rule_failures_are_422_naming_rule_and_field(client, admin, editor, make_metric, bodies):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=STANDARD, headers=editor)
+    client.post("/v1/templates", json=STANDARD, headers=admin)
     body = bodies.experiment(
         "bad",
         template="standard",
@@ -129,9 +127,9 @@ def test_rule_failures_are_422_naming_rule_and_field(client, editor, make_metric
     assert client.get("/v1/experiments/bad", headers=editor).status_code == 404
 
 
-def test_guardrail_margin_above_the_maximum_is_refused(client, editor, make_metric, bodies):
+def test_guardrail_margin_above_the_maximum_is_refused(client, admin, editor, make_metric, bodies):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=STANDARD, headers=editor)
+    client.post("/v1/templates", json=STANDARD, headers=admin)
     body = bodies.experiment(
         "loose", template="standard", guardrails=[{"metric": "error_rate", "margin": 0.05}]
     )
@@ -142,14 +140,16 @@ def test_guardrail_margin_above_the_maximum_is_refused(client, editor, make_metr
     assert err["message"].startswith("template.required_guardrail:") and "0.02" in err["message"]
 
 
-def test_structured_hypothesis_and_minimum_duration_rules(client, editor, make_metric, bodies):
+def test_structured_hypothesis_and_minimum_duration_rules(
+    client, admin, editor, make_metric, bodies
+):
     setup_catalogue(make_metric)
     tpl = {
         "key": "careful",
         "name": "Careful",
         "rules": {"require_structured_hypothesis": True, "minimum_duration_days": 14},
     }
-    assert client.post("/v1/templates", json=tpl, headers=editor).status_code == 201
+    assert client.post("/v1/templates", json=tpl, headers=admin).status_code == 201
     r = client.post(
         "/v1/experiments", json=bodies.experiment("short", template="careful"), headers=editor
     )
@@ -176,9 +176,11 @@ def test_structured_hypothesis_and_minimum_duration_rules(client, editor, make_m
     assert r.json()["planned_duration_days"] >= 14
 
 
-def test_org_default_template_applies_when_none_is_named(client, editor, make_metric, bodies):
+def test_org_default_template_applies_when_none_is_named(
+    client, admin, editor, make_metric, bodies
+):
     setup_catalogue(make_metric)
-    client.post("/v1/templates", json=STANDARD | {"is_default": True}, headers=editor)
+    client.post("/v1/templates", json=STANDARD | {"is_default": True}, headers=admin)
     r = client.post("/v1/experiments", json=bodies.experiment("plain"), headers=editor)
     assert r.status_code == 422
     assert r.json()["errors"][0]["message"].startswith("template.required_guardrail:")
@@ -187,7 +189,7 @@ def test_org_default_template_applies_when_none_is_named(client, editor, make_me
     assert r.json()["template"] == "standard"
     # A second default replaces the first.
     other = {"key": "lenient", "name": "Lenient", "is_default": True}
-    client.post("/v1/templates", json=other, headers=editor)
+    client.post("/v1/templates", json=other, headers=admin)
     assert client.get("/v1/templates/standard", headers=editor).json()["is_default"] is False
     r = client.post("/v1/experiments", json=bodies.experiment("plain2"), headers=editor)
     assert r.status_code == 201 and r.json()["template"] == "lenient"
@@ -203,11 +205,11 @@ def test_unknown_template_is_a_422_on_the_template_field(client, editor, make_me
 
 
 def test_start_needs_an_approval_by_another_editor(
-    client, editor, other_editor, make_metric, bodies
+    client, admin, editor, other_editor, make_metric, bodies
 ):
     setup_catalogue(make_metric)
     tpl = {"key": "gated", "name": "Gated", "rules": {"approval_required": True}}
-    client.post("/v1/templates", json=tpl, headers=editor)
+    client.post("/v1/templates", json=tpl, headers=admin)
     client.post(
         "/v1/experiments", json=bodies.experiment("gated-exp", template="gated"), headers=editor
     )
@@ -242,21 +244,26 @@ def test_template_role_matrix(client, keys):
     body = {"key": "roles", "name": "Roles"}
     assert client.post("/v1/templates", json=body).status_code == 401
     assert client.get("/v1/templates").status_code == 401
-    for role in ("viewer", "sdk"):
+    # Templates are the organisation's standard: written by admins only (product.md §10).
+    for role in ("viewer", "sdk", "editor"):
         assert client.post("/v1/templates", json=body, headers=keys[role]).status_code == 403
         r = client.put("/v1/templates/roles", json={"name": "x"}, headers=keys[role])
         assert r.status_code == 403
     assert client.post("/v1/templates", json=body, headers=keys["admin"]).status_code == 201
+    for role in ("viewer", "sdk", "editor"):
+        r = client.put("/v1/templates/roles", json={"name": "x"}, headers=keys[role])
+        assert r.status_code == 403
+    assert client.get("/v1/templates/roles", headers=keys["admin"]).json()["latest_version"] == 1
     assert client.post("/v1/experiments/whatever/approve").status_code == 401
     for role in ("viewer", "sdk"):
         r = client.post("/v1/experiments/whatever/approve", headers=keys[role])
         assert r.status_code == 403
 
 
-def test_template_requests_are_strict(client, editor):
+def test_template_requests_are_strict(client, admin, editor):
     bad = STANDARD | {"defaults": {"alpha": "0.01"}}
-    assert client.post("/v1/templates", json=bad, headers=editor).status_code == 422
+    assert client.post("/v1/templates", json=bad, headers=admin).status_code == 422
     bad = STANDARD | {"rules": {"approval_required": 1}}
-    assert client.post("/v1/templates", json=bad, headers=editor).status_code == 422
+    assert client.post("/v1/templates", json=bad, headers=admin).status_code == 422
     bad = STANDARD | {"extra": True}
-    assert client.post("/v1/templates", json=bad, headers=editor).status_code == 422
+    assert client.post("/v1/templates", json=bad, headers=admin).status_code == 422

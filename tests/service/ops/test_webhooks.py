@@ -117,7 +117,9 @@ def test_a_slow_receiver_never_blocks_the_api(client, admin, receiver, make_expe
     receiver.wait_for(lambda: len(receiver.verified) == 1)
 
 
-def test_an_unreachable_receiver_is_logged(client, admin, make_experiment, fast_retries):
+def test_an_unreachable_receiver_is_logged(
+    client, admin, make_experiment, fast_retries, allow_private_webhooks
+):
     r = client.post(
         "/v1/webhooks",
         json={"url": "http://127.0.0.1:9/x", "event_types": ["experiment.started"]},

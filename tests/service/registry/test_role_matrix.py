@@ -16,6 +16,22 @@ PUBLIC = {
     "/healthz": "liveness probe",
 }
 
+# What only an admin may do (product.md §10): keys, webhooks (they send data out), and templates
+# (the organisation's standard, which an editor would otherwise lower for their own experiment).
+ADMIN_ONLY = {
+    ("POST", "/v1/keys"),
+    ("GET", "/v1/keys"),
+    ("DELETE", "/v1/keys/{key_id}"),
+    ("POST", "/v1/templates"),
+    ("PUT", "/v1/templates/{key}"),
+    ("POST", "/v1/webhooks"),
+    ("GET", "/v1/webhooks"),
+    ("GET", "/v1/webhooks/{webhook_id}"),
+    ("PATCH", "/v1/webhooks/{webhook_id}"),
+    ("DELETE", "/v1/webhooks/{webhook_id}"),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"),
+}
+
 
 def _allowed_roles(route: APIRoute) -> frozenset[Role] | None:
     # Hot-path routes that authenticate by hand declare their roles on the endpoint itself.
@@ -65,3 +81,14 @@ def test_every_endpoint_requires_a_key_with_the_right_role(client, keys, method,
             assert r.status_code not in (401, 403), (method, path, role, r.text)
         else:
             assert r.status_code == 403, (method, path, role, r.status_code, r.text)
+
+
+def test_admin_only_endpoints_admit_no_other_role():
+    served = {(method, path): route for method, path, route in ROUTES}
+    assert served.keys() >= ADMIN_ONLY, sorted(ADMIN_ONLY - served.keys())
+    for method, path in sorted(ADMIN_ONLY):
+        assert _allowed_roles(served[(method, path)]) == {Role.admin}, (method, path)
+    # Every other write to a template path is admin only too (a DELETE added later, say).
+    for (method, path), route in served.items():
+        if path.startswith("/v1/templates") and method != "GET":
+            assert _allowed_roles(route) == {Role.admin}, (method, path)

@@ -116,7 +116,7 @@ def watched(client: Any, keys: Any, admin: Any, make_experiment: Any) -> dict[st
     )
     assert r.status_code == 201, r.text
     # The template's rules name catalogue metrics, so the metric comes first.
-    assert client.post("/v1/templates", json=tpl, headers=keys["editor"]).status_code == 201
+    assert client.post("/v1/templates", json=tpl, headers=keys["admin"]).status_code == 201
     exp = make_experiment(
         "watched",
         template="gated",
@@ -202,7 +202,7 @@ def test_a_newer_template_version_is_named_and_the_registered_one_kept(
     client: Any, keys: Any, watched: dict[str, Any]
 ) -> None:
     v2 = {"name": "Gated, version two", "rules": {"approval_required": False}}
-    assert client.put("/v1/templates/gated", json=v2, headers=keys["editor"]).status_code == 200
+    assert client.put("/v1/templates/gated", json=v2, headers=keys["admin"]).status_code == 200
     html = client.get("/v1/experiments/watched/report", headers=keys["viewer"]).text
     reg = facts(html, "registration")
     assert reg["Template"].startswith(f"gated v1 — Gated {XSS_HTML} (the template is now at v2")
@@ -229,7 +229,7 @@ def test_report_without_template_or_alerts_keeps_the_layout(
 
 def test_a_draft_awaiting_approval_says_so(client: Any, keys: Any, make_experiment: Any) -> None:
     tpl = {"key": "gate2", "name": "Gate", "rules": {"approval_required": True}}
-    assert client.post("/v1/templates", json=tpl, headers=keys["editor"]).status_code == 201
+    assert client.post("/v1/templates", json=tpl, headers=keys["admin"]).status_code == 201
     make_experiment("awaiting", template="gate2")
     html = client.get("/v1/experiments/awaiting/report", headers=keys["viewer"]).text
     assert facts(html, "registration")["Approval"] == "required before start, not given yet"

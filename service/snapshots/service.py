@@ -1,0 +1,842 @@
+"""Refresh, store and read results snapshots (``product.md`` §12).
+
+A **refresh** of an experiment phase:
+
+1. claims the experiment in ``results_refresh_claim`` (``INSERT … ON CONFLICT DO UPDATE … WHERE
+   the claim is stale``: one refresh per experiment at a time across processes, on SQLite and
+   PostgreSQL alike) and inserts a ``pending`` snapshot row, in one short write transaction;
+2. reads the data in **one read transaction** that sees a single consistent cut of the
+   database: SQLite's WAL read transaction and PostgreSQL's ``REPEATABLE READ`` both fix their
+   snapshot at the first read, and an event batch commits atomically, so the analysis sees each
+   batch entirely or not at all, whatever is ingested meanwhile. The first statements read the
+   largest exposure and conversion ids and the receipt time of those rows (``data_until``);
+3. runs :func:`service.analysis.service.analyse` (the §6 results and the per-variant sufficient
+   statistics they came from), the slices (one pass over the units grouped by every
+   dimension's bucket; the marginal sums of each dimension are summed in Python) and the
+   series (see below);
+4. stores everything in the snapshot row (``ready``) and releases the claim.
+
+A refresh runs on a schedule for running experiments (:class:`RefreshScheduler`,
+``TRIALBOOK_REFRESH_INTERVAL_SECONDS``), on demand (``POST …/results/refresh``), and at stop (in
+the stop's own transaction, see :func:`on_transition`). ``GET …/results`` serves the newest ready
+snapshot whose **definition fingerprint** (phase, variants, metrics and their definitions, the
+analysis settings, stopped or not) matches the experiment's: after a change of definition a new
+snapshot is computed on that read, as for an experiment without one.
+
+**Series.** Day ``d`` of a phase is ``[start + (d−1)·24 h, start + d·24 h)``; its point is the
+analysis of the data cut at the day's end (units first exposed and events before it:
+``Window.until``). A finished day (ended :data:`FINAL_AFTER` before the refresh) is computed
+once per definition and kept in ``results_day``; a refresh computes only the days finished since
+the last one (the backfill fills every missing day, so an experiment started before the server
+has its whole series), the current day being the refresh's own analysis. A unit exposed to two
+variants is excluded from every day (``exposure_unit`` keeps only the unit's state now).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from scipy import stats as scipy_stats
+from sqlalchemy import delete, func, text
+from sqlalchemy.orm import defer
+from sqlmodel import Session, col, select
+
+import stats
+from service.analysis.aggregate import (
+    OTHER,
+    UNKNOWN,
+    ExposureCounts,
+    MetricSums,
+    slice_counts,
+    slice_sums,
+)
+from service.analysis.models import ResultsPublic
+from service.analysis.service import AnalysisData, analyse, analysis_window, metric_specs
+from service.db import IMMEDIATE, get_engine, utcnow
+from service.errors import ConflictError, NotFoundError
+from service.events.models import Conversion, Exposure
+from service.experiments import service as experiments
+from service.experiments.models import Experiment, Status
+from service.snapshots.models import (
+    DimensionSlices,
+    Heterogeneity,
+    PointComparison,
+    PointMetric,
+    RefreshAccepted,
+    RefreshClaim,
+    ResultsDay,
+    ResultsSnapshot,
+    SliceComparison,
+    SliceMetric,
+    SlicesPublic,
+    SliceValue,
+    SnapshotList,
+    SnapshotResultsPublic,
+    SnapshotSummary,
+    TimeseriesPoint,
+    TimeseriesPublic,
+)
+
+log = logging.getLogger("trialbook.snapshots")
+
+DAY = timedelta(days=1)
+# A day's point is final (stored, never recomputed) once the day ended this long before the
+# refresh: the SDK delivers within minutes (retries up to 10 min by default), so a day's events
+# are in by then.
+FINAL_AFTER = timedelta(hours=1)
+# A claim older than this is taken over (its process died mid-refresh). Seconds.
+CLAIM_STALE_SECONDS = 1800.0
+# Slice values kept per dimension; the others are `other` (product.md §12).
+TOP_VALUES = 10
+# How long a read waits for a refresh another process runs, seconds.
+READ_WAIT_SECONDS = 120.0
+
+STOPPED = frozenset({Status.stopped.value, Status.concluded.value})
+
+
+# ----------------------------------------------------------------------------- definition
+
+
+def dimensions_of(exp: Experiment) -> list[str]:
+    return list(getattr(exp, "dimensions", None) or [])
+
+
+def fingerprint(session: Session, exp: Experiment, *, with_status: bool = True) -> str:
+    """SHA-256 of everything the analysis of the current phase depends on besides the data."""
+    from service.metrics.models import Metric
+
+    phase = experiments.current_phase(session, exp)
+    keys = [exp.primary_metric, *exp.secondary_metrics, *(g["metric"] for g in exp.guardrails)]
+    metrics = session.exec(select(Metric).where(col(Metric.key).in_(keys))).all()
+    definition: dict[str, Any] = {
+        "phase": exp.phase,
+        "variants": phase.variants if phase is not None else exp.variants,
+        "started_at": phase.started_at.isoformat() if phase and phase.started_at else None,
+        "metrics": [exp.primary_metric, exp.secondary_metrics, exp.guardrails],
+        "catalogue": sorted(
+            (
+                m.model_dump(mode="json", exclude={"id", "created_at", "updated_at"})
+                for m in metrics
+            ),
+            key=lambda m: str(m.get("key")),
+        ),
+        "analysis": exp.analysis,
+        "alpha": exp.alpha,
+        "power": exp.power,
+        "mde": exp.primary_mde,
+        "baseline": exp.baseline,
+        "sample_size_per_variant": exp.sample_size_per_variant,
+        "overrides": sorted(exp.overrides or {}),
+        "attribution_window_hours": exp.attribution_window_hours,
+        "dimensions": dimensions_of(exp),
+    }
+    if with_status:
+        definition["stopped"] = exp.status in STOPPED
+        definition["stopped_at"] = exp.stopped_at.isoformat() if exp.stopped_at else None
+    blob = json.dumps(definition, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------ sufficient statistics
+
+
+def data_to_json(data: AnalysisData) -> dict[str, Any]:
+    return {
+        "counts": {
+            "units": data.counts.units,
+            "multiple_exposures": data.counts.multiple_exposures,
+            "overridden_units": data.counts.overridden_units,
+        },
+        "sums": {
+            metric: {v: {"n": s.n, "sums": s.sums} for v, s in per.items()}
+            for metric, per in data.sums.items()
+        },
+    }
+
+
+def data_from_json(blob: dict[str, Any]) -> AnalysisData:
+    c = blob["counts"]
+    return AnalysisData(
+        counts=ExposureCounts(
+            units={str(k): int(v) for k, v in c["units"].items()},
+            multiple_exposures=int(c["multiple_exposures"]),
+            overridden_units=int(c["overridden_units"]),
+        ),
+        sums={
+            metric: {
+                v: MetricSums(int(s["n"]), {k: float(x) for k, x in s["sums"].items()})
+                for v, s in per.items()
+            }
+            for metric, per in blob["sums"].items()
+        },
+    )
+
+
+def reanalyse(session: Session, snapshot_id: int) -> ResultsPublic:
+    """The analysis of a stored snapshot's sufficient statistics (no event is read)."""
+    row = session.get(ResultsSnapshot, snapshot_id)
+    if row is None or row.data is None:
+        raise NotFoundError(f"No ready snapshot {snapshot_id}.")
+    exp = session.get(Experiment, row.experiment_id)
+    assert exp is not None
+    return analyse(session, exp.key, data=data_from_json(row.data))[0]
+
+
+# --------------------------------------------------------------------------- consistent reads
+
+
+@contextmanager
+def consistent_read() -> Iterator[Session]:
+    """A session whose reads all see one committed state of the database (see module doc)."""
+    engine = get_engine()
+    session = Session(engine, expire_on_commit=False)
+    try:
+        if engine.dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        else:
+            session.connection()  # BEGIN (deferred): the snapshot is fixed at the first read
+        yield session
+    finally:
+        session.close()
+
+
+@contextmanager
+def write_session() -> Iterator[Session]:
+    session = Session(get_engine(), expire_on_commit=False)
+    session.connection(execution_options={IMMEDIATE: True})
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _watermark(session: Session) -> tuple[int | None, int | None, datetime | None]:
+    """Largest exposure and conversion ids visible, and the newest receipt time among them."""
+    ex = session.exec(select(func.max(Exposure.id))).one()
+    cv = session.exec(select(func.max(Conversion.id))).one()
+    times = []
+    if ex is not None:
+        times.append(session.exec(select(Exposure.received_at).where(Exposure.id == ex)).one())
+    if cv is not None:
+        times.append(session.exec(select(Conversion.received_at).where(Conversion.id == cv)).one())
+    return ex, cv, max(times) if times else None
+
+
+# ---------------------------------------------------------------------------------- computing
+
+
+def _point(day: int, until: datetime, final: bool, results: ResultsPublic) -> TimeseriesPoint:
+    metrics = []
+    units = results.power.units_per_variant
+    for m in results.metrics:
+        metrics.append(
+            PointMetric(
+                metric=m.metric,
+                role=m.role,
+                comparisons=[
+                    PointComparison(
+                        variant=c.variant,
+                        control=c.control,
+                        units=units.get(c.variant, 0),
+                        control_units=units.get(c.control, 0),
+                        absolute=c.absolute,
+                        relative=c.relative,
+                        p_value_adjusted=c.p_value_adjusted,
+                        sequential=c.sequential,
+                    )
+                    for c in m.comparisons
+                ],
+            )
+        )
+    return TimeseriesPoint(day=day, until=until, final=final, units=units, metrics=metrics)
+
+
+def day_until(started_at: datetime, day: int) -> datetime:
+    return started_at + day * DAY
+
+
+def _days(exp: Experiment, started_at: datetime, now: datetime) -> int:
+    end = min(now, exp.stopped_at) if exp.stopped_at is not None else now
+    return max(1, math.ceil((end - started_at) / DAY))
+
+
+def compute_series(
+    session: Session,
+    exp: Experiment,
+    now: datetime,
+    current: ResultsPublic,
+    stored: dict[int, TimeseriesPoint],
+) -> tuple[list[TimeseriesPoint], list[TimeseriesPoint]]:
+    """The points of every day of the phase, and those newly final (to store).
+
+    ``stored``: the final points already kept for this definition. The last day's point is
+    ``current`` (the refresh's own analysis) unless that day has ended.
+    """
+    phase = experiments.current_phase(session, exp)
+    started_at = phase.started_at if phase is not None else exp.started_at
+    if started_at is None:
+        return [], []
+    points: list[TimeseriesPoint] = []
+    new: list[TimeseriesPoint] = []
+    n = _days(exp, started_at, now)
+    for day in range(1, n + 1):
+        until = day_until(started_at, day)
+        if day in stored:
+            points.append(stored[day])
+            continue
+        if until > now:  # the day under way: the data so far is the refresh's own
+            points.append(_point(day, until, False, current))
+            continue
+        point = _point(
+            day, until, until <= now - FINAL_AFTER, analyse(session, exp.key, until=until)[0]
+        )
+        points.append(point)
+        if point.final:
+            new.append(point)
+    return points, new
+
+
+def _add(a: MetricSums | None, b: MetricSums) -> MetricSums:
+    if a is None:
+        return MetricSums(b.n, dict(b.sums))
+    return MetricSums(a.n + b.n, {k: a.sums.get(k, 0.0) + v for k, v in b.sums.items()})
+
+
+def cochran_q(estimates: Sequence[float], std_errors: Sequence[float]) -> tuple[float, int, float]:
+    """Cochran's Q = Σ wᵢ (θᵢ − θ̄)², wᵢ = 1/seᵢ², θ̄ = Σ wᵢθᵢ / Σ wᵢ; df = k − 1; p = P(χ²_df > Q).
+
+    Cochran (1954), "The combination of estimates from different experiments"."""
+    w = [1.0 / (s * s) for s in std_errors]
+    pooled = sum(wi * t for wi, t in zip(w, estimates, strict=True)) / sum(w)
+    q = sum(wi * (t - pooled) ** 2 for wi, t in zip(w, estimates, strict=True))
+    df = len(estimates) - 1
+    return q, df, float(scipy_stats.chi2.sf(q, df))
+
+
+def compute_slices(
+    session: Session, exp: Experiment, current: ResultsPublic, data: AnalysisData
+) -> SlicesPublic | None:
+    """Every metric's comparisons per slice value of each dimension (exploratory)."""
+    dims = dimensions_of(exp)
+    if not dims or current.units == 0:
+        return None
+    window = analysis_window(session, exp)
+    specs = metric_specs(session, exp)
+    kept: list[tuple[str, Sequence[str]]] = []
+    for dim in dims:
+        by_value = slice_counts(session, window, dim)
+        ranked = sorted(
+            ((v, n) for v, n in by_value.items() if v is not None), key=lambda x: (-x[1], x[0])
+        )
+        kept.append((dim, [v for v, _ in ranked[:TOP_VALUES]]))
+    combos = slice_sums(
+        session,
+        specs,
+        replace(window, dimensions=tuple(kept)),
+        current.units,
+        list(data.counts.units),
+    )
+    correction = current.correction
+    out: list[DimensionSlices] = []
+    for k, (dim, values) in enumerate(kept):
+        marginal: dict[str, dict[str, dict[str, MetricSums]]] = {}
+        for combo, per_metric in combos.items():
+            target = marginal.setdefault(combo[k], {})
+            for metric, per_variant in per_metric.items():
+                slot = target.setdefault(metric, {})
+                for variant, sums in per_variant.items():
+                    slot[variant] = _add(slot.get(variant), sums)
+        order = [v for v in values if v in marginal] + [
+            v for v in (OTHER, UNKNOWN) if v in marginal and v not in values
+        ]
+        analysed: dict[str, ResultsPublic] = {}
+        units: dict[str, int] = {}
+        for value in order:
+            slice_stats = marginal[value]
+            per_variant_units = {
+                v: next((s[v].n for s in slice_stats.values() if v in s), 0)
+                for v in data.counts.units
+            }
+            units[value] = sum(per_variant_units.values())
+            slice_units = ExposureCounts(
+                units=per_variant_units, multiple_exposures=0, overridden_units=0
+            )
+            analysed[value] = analyse(
+                session, exp.key, data=AnalysisData(slice_units, slice_stats)
+            )[0]
+        metrics: list[SliceMetric] = []
+        heterogeneity: list[Heterogeneity] = []
+        for i, m in enumerate(current.metrics):
+            family: list[tuple[str, int, float]] = []  # (value, comparison index, p)
+            for value in order:
+                for j, c in enumerate(analysed[value].metrics[i].comparisons):
+                    p = (
+                        c.sequential.absolute.p_value
+                        if c.sequential is not None
+                        else c.absolute.p_value
+                    )
+                    family.append((value, j, math.nan if p is None else p))
+            adjusted = stats.adjust_p_values([p for _, _, p in family], correction)
+            adj = {(v, j): a for (v, j, _), a in zip(family, adjusted, strict=True)}
+            slices = []
+            for value in order:
+                sm = analysed[value].metrics[i]
+                u = analysed[value].power.units_per_variant
+                comps = []
+                for j, c in enumerate(sm.comparisons):
+                    a = adj[(value, j)]
+                    a_out = None if math.isnan(a) else a
+                    comps.append(
+                        SliceComparison(
+                            variant=c.variant,
+                            control=c.control,
+                            units=u.get(c.variant, 0),
+                            control_units=u.get(c.control, 0),
+                            absolute=c.absolute,
+                            relative=c.relative,
+                            p_value_adjusted=a_out,
+                            significant=a_out is not None and a_out < current.alpha,
+                            warnings=c.warnings,
+                        )
+                    )
+                slices.append(SliceValue(value=value, units=units[value], comparisons=comps))
+            metrics.append(SliceMetric(metric=m.metric, role=m.role, slices=slices))
+            if m.role != "primary":
+                continue
+            for c in m.comparisons:
+                est: list[float] = []
+                ses: list[float] = []
+                for value in order:
+                    sc = next(
+                        (
+                            x
+                            for x in analysed[value].metrics[i].comparisons
+                            if x.variant == c.variant
+                        ),
+                        None,
+                    )
+                    if sc is None or sc.absolute.estimate is None or not sc.absolute.std_error:
+                        continue
+                    est.append(sc.absolute.estimate)
+                    ses.append(sc.absolute.std_error)
+                if len(est) >= 2:
+                    q, df, p = cochran_q(est, ses)
+                    heterogeneity.append(
+                        Heterogeneity(
+                            metric=m.metric,
+                            variant=c.variant,
+                            statistic=q,
+                            df=df,
+                            p_value=p,
+                            slices=len(est),
+                        )
+                    )
+                else:
+                    heterogeneity.append(
+                        Heterogeneity(
+                            metric=m.metric,
+                            variant=c.variant,
+                            statistic=None,
+                            df=0,
+                            p_value=None,
+                            slices=len(est),
+                        )
+                    )
+        out.append(
+            DimensionSlices(
+                dimension=dim, values=units, metrics=metrics, heterogeneity=heterogeneity
+            )
+        )
+    return SlicesPublic(dimensions=out)
+
+
+def _stored_days(session: Session, exp: Experiment, fp: str) -> dict[int, TimeseriesPoint]:
+    rows = session.exec(
+        select(ResultsDay).where(
+            ResultsDay.experiment_id == exp.id,
+            ResultsDay.phase == exp.phase,
+            ResultsDay.fingerprint == fp,
+        )
+    ).all()
+    return {r.day: TimeseriesPoint.model_validate(r.point) for r in rows}
+
+
+def _compute(session: Session, exp: Experiment, *, series: bool = True) -> dict[str, Any]:
+    """Everything a snapshot stores, read in ``session`` (one consistent cut)."""
+    now = utcnow()
+    ex, cv, until = _watermark(session)
+    results, data = analyse(session, exp.key)
+    slices = compute_slices(session, exp, results, data)
+    points: list[TimeseriesPoint] | None = None
+    new: list[TimeseriesPoint] = []
+    day_fp = fingerprint(session, exp, with_status=False)
+    if series:
+        points, new = compute_series(session, exp, now, results, _stored_days(session, exp, day_fp))
+    return {
+        "fingerprint": fingerprint(session, exp),
+        "day_fingerprint": day_fp,
+        "exposure_watermark": ex,
+        "conversion_watermark": cv,
+        "data_until": until,
+        "computed_at": results.computed_at,
+        "results": results.model_dump(mode="json"),
+        "data": data_to_json(data),
+        "slices": None if slices is None else slices.model_dump(mode="json"),
+        "timeseries": None if points is None else [p.model_dump(mode="json") for p in points],
+        "new_days": new,
+    }
+
+
+def _store(session: Session, row: ResultsSnapshot, exp: Experiment, got: dict[str, Any]) -> None:
+    for name in (
+        "fingerprint",
+        "exposure_watermark",
+        "conversion_watermark",
+        "data_until",
+        "computed_at",
+        "results",
+        "data",
+        "slices",
+        "timeseries",
+    ):
+        setattr(row, name, got[name])
+    row.state = "ready"
+    session.add(row)
+    assert exp.id is not None
+    for point in got["new_days"]:
+        if session.get(ResultsDay, (exp.id, exp.phase, point.day, got["day_fingerprint"])) is None:
+            session.add(
+                ResultsDay(
+                    experiment_id=exp.id,
+                    phase=exp.phase,
+                    day=point.day,
+                    fingerprint=got["day_fingerprint"],
+                    until=point.until,
+                    computed_at=got["computed_at"],
+                    point=point.model_dump(mode="json"),
+                )
+            )
+
+
+# ------------------------------------------------------------------------------ refresh claims
+
+
+def _claim(session: Session, exp_id: int, snapshot_id: int, token: str) -> int:
+    """Take the experiment's refresh claim unless a fresh one is held; the holder's snapshot."""
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
+    stmt = text(
+        "INSERT INTO results_refresh_claim (experiment_id, snapshot_id, token, claimed_at)"
+        " VALUES (:e, :s, :t, :now) ON CONFLICT (experiment_id) DO UPDATE SET"
+        " snapshot_id = excluded.snapshot_id, token = excluded.token,"
+        " claimed_at = excluded.claimed_at WHERE results_refresh_claim.claimed_at < :stale"
+    )
+    stale = now - timedelta(seconds=CLAIM_STALE_SECONDS)
+    if dialect == "sqlite":  # UTCDateTime's text form, compared as text
+        params: dict[str, Any] = {
+            "now": now.replace(tzinfo=None).isoformat(" ", "microseconds"),
+            "stale": stale.replace(tzinfo=None).isoformat(" ", "microseconds"),
+        }
+    else:
+        params = {"now": now, "stale": stale}
+    session.connection().execute(stmt, {"e": exp_id, "s": snapshot_id, "t": token} | params)
+    holder = session.get(RefreshClaim, exp_id, populate_existing=True)
+    assert holder is not None
+    return holder.snapshot_id if holder.token != token else snapshot_id
+
+
+def request_refresh(key: str, trigger: str) -> tuple[RefreshAccepted, str | None]:
+    """Claim a refresh of ``key``: (the answer, the claim token if this call holds it)."""
+    token = uuid.uuid4().hex
+    with write_session() as session:
+        exp = experiments.get_row(session, key)
+        assert exp.id is not None
+        row = ResultsSnapshot(
+            experiment_id=exp.id, phase=exp.phase, state="pending", trigger=trigger
+        )
+        session.add(row)
+        session.flush()
+        assert row.id is not None
+        holder = _claim(session, exp.id, row.id, token)
+        if holder != row.id:
+            session.delete(row)
+            pending = session.get(ResultsSnapshot, holder)
+            session.commit()
+            return (
+                RefreshAccepted(
+                    experiment=key,
+                    snapshot_id=holder,
+                    state="pending" if pending is None else pending.state,
+                    already_running=True,
+                ),
+                None,
+            )
+        session.commit()
+        return RefreshAccepted(
+            experiment=key, snapshot_id=row.id, state="pending", already_running=False
+        ), token
+
+
+def run_refresh(snapshot_id: int, token: str, *, series: bool = True) -> None:
+    """Compute a claimed snapshot and store it; release the claim whatever happens.
+
+    ``series=False`` leaves the series out (bench/results.py times the refresh without it)."""
+    got: dict[str, Any] | None = None
+    error: str | None = None
+    exp_id: int | None = None
+    try:
+        with consistent_read() as session:
+            row = session.get(ResultsSnapshot, snapshot_id)
+            assert row is not None
+            exp_id = row.experiment_id
+            exp = session.get(Experiment, row.experiment_id)
+            assert exp is not None
+            got = _compute(session, exp, series=series)
+    except Exception as exc:
+        log.exception("refresh of snapshot %s failed", snapshot_id)
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+    with write_session() as session:
+        row = session.get(ResultsSnapshot, snapshot_id)
+        if row is not None:
+            exp = session.get(Experiment, row.experiment_id)
+            if got is not None and exp is not None:
+                _store(session, row, exp, got)
+            else:
+                row.state = "failed"
+                row.error = error or "the experiment is gone"
+                session.add(row)
+        if exp_id is not None:
+            session.exec(
+                delete(RefreshClaim).where(
+                    col(RefreshClaim.experiment_id) == exp_id, col(RefreshClaim.token) == token
+                )
+            )
+        session.commit()
+
+
+def refresh_now(key: str, trigger: str) -> int:
+    """Refresh ``key`` in this thread (or wait for the refresh another holds); its snapshot id."""
+    accepted, token = request_refresh(key, trigger)
+    if token is not None:
+        run_refresh(accepted.snapshot_id, token)
+        return accepted.snapshot_id
+    deadline = time.monotonic() + READ_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        with consistent_read() as session:
+            row = session.get(ResultsSnapshot, accepted.snapshot_id)
+            if row is None or row.state != "pending":
+                break
+        time.sleep(0.2)
+    return accepted.snapshot_id
+
+
+# -------------------------------------------------------------------------------------- reads
+
+
+def _latest(session: Session, exp: Experiment, fp: str | None = None) -> ResultsSnapshot | None:
+    q = select(ResultsSnapshot).where(
+        ResultsSnapshot.experiment_id == exp.id,
+        ResultsSnapshot.phase == exp.phase,
+        ResultsSnapshot.state == "ready",
+    )
+    if fp is not None:
+        q = q.where(ResultsSnapshot.fingerprint == fp)
+    # The sufficient statistics and the series are not read to serve the results.
+    q = q.options(defer(ResultsSnapshot.data), defer(ResultsSnapshot.timeseries))  # type: ignore[arg-type]
+    return session.exec(q.order_by(col(ResultsSnapshot.id).desc()).limit(1)).first()
+
+
+def _public(row: ResultsSnapshot, exp: Experiment) -> SnapshotResultsPublic:
+    assert row.results is not None and row.id is not None
+    body = dict(row.results)
+    body["status"] = exp.status  # a label: the analysis depends only on stopped or not
+    return SnapshotResultsPublic.model_validate(
+        body | {"snapshot_id": row.id, "data_until": row.data_until, "slices": row.slices}
+    )
+
+
+def _in_write_transaction(session: Session) -> bool:
+    return bool(session.connection().get_execution_options().get(IMMEDIATE, False))
+
+
+def latest_results(
+    session: Session, exp: Experiment, *, trigger: str = "read"
+) -> SnapshotResultsPublic:
+    """The newest snapshot of the experiment's current definition; computed now if none.
+
+    In a write transaction (a stop) the snapshot is computed and added in ``session`` (the
+    caller commits); otherwise a refresh runs in its own transactions.
+    """
+    fp = fingerprint(session, exp)
+    row = _latest(session, exp, fp)
+    if row is not None:
+        return _public(row, exp)
+    if _in_write_transaction(session):
+        assert exp.id is not None
+        row = ResultsSnapshot(
+            experiment_id=exp.id, phase=exp.phase, state="pending", trigger=trigger
+        )
+        _store(session, row, exp, _compute(session, exp, series=False))
+        session.flush()
+        return _public(row, exp)
+    snapshot_id = refresh_now(exp.key, trigger)
+    with consistent_read() as other:
+        got = other.get(ResultsSnapshot, snapshot_id)
+        fresh = other.get(Experiment, exp.id)
+        if got is None or got.state != "ready" or fresh is None:
+            raise ConflictError(
+                f"The results of '{exp.key}' are being computed (snapshot {snapshot_id}); "
+                "retry shortly.",
+                code="refresh_running",
+            )
+        return _public(got, fresh)
+
+
+def results_dict(session: Session, exp: Experiment) -> dict[str, Any]:
+    """:func:`latest_results` as the §6 JSON (for alerts, insights and reports)."""
+    return latest_results(session, exp).model_dump(mode="json")
+
+
+def read_snapshot(session: Session, key: str, snapshot_id: int) -> SnapshotResultsPublic:
+    exp = experiments.get_row(session, key)
+    row = session.get(ResultsSnapshot, snapshot_id)
+    if row is None or row.experiment_id != exp.id:
+        raise NotFoundError(f"Experiment '{key}' has no snapshot {snapshot_id}.")
+    if row.state != "ready":
+        raise ConflictError(
+            f"Snapshot {snapshot_id} is {row.state}"
+            + (f": {row.error}" if row.error else "; retry shortly."),
+            code=f"snapshot_{row.state}",
+        )
+    return _public(row, exp)
+
+
+def list_snapshots(session: Session, key: str, limit: int, offset: int) -> SnapshotList:
+    exp = experiments.get_row(session, key)
+    rows = session.exec(
+        select(ResultsSnapshot)
+        .where(ResultsSnapshot.experiment_id == exp.id)
+        .order_by(col(ResultsSnapshot.id).desc())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    out = []
+    for r in rows:
+        assert r.id is not None
+        res = r.results or {}
+        out.append(
+            SnapshotSummary(
+                snapshot_id=r.id,
+                phase=r.phase,
+                state=r.state,
+                trigger=r.trigger,
+                requested_at=r.requested_at,
+                computed_at=r.computed_at,
+                data_until=r.data_until,
+                recommendation=(res.get("decision") or {}).get("recommendation"),
+                units=res.get("units"),
+                error=r.error,
+            )
+        )
+    return SnapshotList(experiment=exp.key, snapshots=out)
+
+
+def timeseries(session: Session, key: str) -> TimeseriesPublic:
+    """The latest snapshot's series; a snapshot without one (the stop's) gets a refresh."""
+    exp = experiments.get_row(session, key)
+    snap = latest_results(session, exp)
+    row = session.get(ResultsSnapshot, snap.snapshot_id)
+    if row is None or row.timeseries is None:
+        snapshot_id = refresh_now(key, "read")
+        session.close()
+        with consistent_read() as other:
+            row = other.get(ResultsSnapshot, snapshot_id)
+            exp = experiments.get_row(other, key)
+            phase = experiments.current_phase(other, exp)
+    else:
+        phase = experiments.current_phase(session, exp)
+    if row is None or row.state != "ready" or row.timeseries is None:
+        raise ConflictError(
+            f"The series of '{key}' is being computed; retry shortly.", code="refresh_running"
+        )
+    assert row.id is not None
+    return TimeseriesPublic(
+        experiment=exp.key,
+        phase=row.phase,
+        snapshot_id=row.id,
+        method=(row.results or {}).get("method", "fixed"),
+        started_at=phase.started_at if phase is not None else exp.started_at,
+        points=[TimeseriesPoint.model_validate(p) for p in row.timeseries],
+    )
+
+
+# ------------------------------------------------------------------------ stop and scheduling
+
+
+def on_transition(session: Session, exp: Experiment, action: str, old: str, new: str) -> None:
+    """Registered in ``experiments.service.transition_listeners``: a snapshot at stop, in the
+    stop's transaction (the insights outcome taken at stop reads it)."""
+    if action == "stop":
+        latest_results(session, exp, trigger="stop")
+
+
+def refresh_running() -> int:
+    """Refresh every running experiment once (the scheduler's pass); how many were refreshed."""
+    with consistent_read() as session:
+        keys = list(
+            session.exec(
+                select(Experiment.key).where(Experiment.status == Status.running.value)
+            ).all()
+        )
+    done = 0
+    for key in keys:
+        try:
+            accepted, token = request_refresh(key, "schedule")
+            if token is not None:
+                run_refresh(accepted.snapshot_id, token)
+                done += 1
+        except Exception:  # one experiment must not stop the others
+            log.exception("scheduled refresh of %s failed", key)
+    return done
+
+
+class RefreshScheduler:
+    """A daemon thread running :func:`refresh_running` every ``interval`` seconds."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="results-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                n = refresh_running()
+                if n:
+                    log.info("refreshed the results of %d running experiment(s)", n)
+            except Exception:
+                log.exception("results refresh pass failed")
+
+
+if on_transition not in experiments.transition_listeners:
+    experiments.transition_listeners.append(on_transition)
