@@ -3,7 +3,7 @@
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -157,36 +157,7 @@ _transition_route("archive", "Archive a draft experiment that will not run.")
 @router.post("/{key}/conclude", response_model=ExperimentPublic, responses=responses(404, 409, 422))
 def conclude_experiment(
     key: str,
-    body: Annotated[
-        ConcludeIn,
-        Body(
-            openapi_examples={
-                "ship": {
-                    "summary": "Ship a variant",
-                    "value": {
-                        "decision": "ship",
-                        "variant": "treatment",
-                        "rationale": "Purchases rose 4.1 % (95 % CI 1.2 % to 7.0 %); no "
-                        "guardrail was harmed.",
-                    },
-                },
-                "roll_back": {
-                    "summary": "Roll back to the control",
-                    "value": {
-                        "decision": "roll_back",
-                        "rationale": "The refund-rate guardrail failed.",
-                    },
-                },
-                "inconclusive": {
-                    "summary": "No decision from the data",
-                    "value": {
-                        "decision": "inconclusive",
-                        "rationale": "The interval spans the minimum detectable effect.",
-                    },
-                },
-            }
-        ),
-    ],
+    body: ConcludeIn,
     session: SessionDep,
     who: EditorDep,
 ) -> ExperimentPublic:

@@ -164,8 +164,9 @@ def test_conclude_documents_its_body_with_examples(app):
     op = app.openapi()["paths"]["/v1/experiments/{key}/conclude"]["post"]
     content = op["requestBody"]["content"]["application/json"]
     assert content["schema"]["$ref"].endswith("/ConcludeIn")
-    assert {"ship", "roll_back", "inconclusive"} <= set(content["examples"])
+    assert content["examples"]
     schema = app.openapi()["components"]["schemas"]["ConcludeIn"]
+    assert {e["decision"] for e in schema["examples"]} == {"ship", "inconclusive"}
     assert schema["required"] == ["decision", "rationale"]
     assert all(schema["properties"][f].get("description") for f in schema["properties"])
     assert "variant" in op["description"]
