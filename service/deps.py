@@ -94,6 +94,8 @@ ReaderDep = Annotated[Principal, Depends(require(Role.editor, Role.viewer))]
 SdkDep = Annotated[Principal, Depends(require(Role.sdk))]
 
 
-# Paging and row ids, bounded so that no value can overflow a 64-bit database integer.
+# Paging and row ids, bounded by the columns they meet: the tables' ids are 32-bit integers on
+# PostgreSQL (SERIAL), so a larger id is refused (422) before a query would fail on it.
+MAX_ROW_ID = 2**31 - 1
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="items to skip")]
-RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, routing
+from fastapi import Depends, FastAPI, routing
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +32,7 @@ from service.openapi_examples import add_request_examples
 from service.reports.routes import router as reports_router
 from service.templates.routes import approval_router
 from service.templates.routes import router as templates_router
+from service.text import refuse_control_characters_in_parameters
 from service.throttle import AuthThrottle
 from service.webhooks.routes import router as webhooks_router
 
@@ -144,6 +145,8 @@ def create_app() -> FastAPI:
         version="0.1.0",
         summary="Self-hosted experimentation: pre-registered A/B tests, assignment, results",
         lifespan=lifespan,
+        # No control character in any path or query parameter of any route (service/text.py).
+        dependencies=[Depends(refuse_control_characters_in_parameters)],
     )
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []

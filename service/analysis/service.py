@@ -40,7 +40,7 @@ from service.analysis.models import (
     SrmPublic,
 )
 from service.db import utcnow
-from service.experiments.models import Baseline, Experiment, Status
+from service.experiments.models import MAX_WINDOW_HOURS, Baseline, Experiment, Status
 from service.experiments.service import control_of, current_phase, get_row, sample_size_for
 from service.metrics.models import Metric
 
@@ -355,7 +355,11 @@ def analysis_window(session: Session, exp: Experiment, until: datetime | None = 
         experiment_id=exp.id,
         phase=exp.phase,
         overrides=sorted(exp.overrides or {}),
-        attribution_window_hours=exp.attribution_window_hours,
+        # A row stored before the protocol's range (a window of 1e100 h) is read as the longest
+        # window the protocol takes now, instead of overflowing the time arithmetic.
+        attribution_window_hours=None
+        if exp.attribution_window_hours is None
+        else min(exp.attribution_window_hours, MAX_WINDOW_HOURS),
         stopped_at=exp.stopped_at,
         pre_period_days=int(settings.get("pre_period_days", 14)) if cuped else None,
         until=until,

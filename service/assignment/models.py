@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, StrictBool, model_validator
 from pydantic import Field as PField
 
+from service.text import RequestModel
+
 # Same bound as the events domain's unit ids, so every assigned unit can be logged as an exposure.
 UNIT_ID_MAX = 256
 MAX_EXPERIMENTS_PER_REQUEST = 500
@@ -31,7 +33,7 @@ Reason = Literal[
 # ------------------------------------------------------------------------------ POST /v1/assign
 
 
-class AssignIn(BaseModel):
+class AssignIn(RequestModel):
     """Assign one unit to experiments."""
 
     model_config = ConfigDict(extra="forbid")

@@ -13,6 +13,8 @@ from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
 from service.db import UTCDateTime, utcnow
+from service.numbers import Range
+from service.text import RequestModel
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,79}$"
 VARIANT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -163,27 +165,114 @@ class Layer(SQLModel, table=True):
 
 # --------------------------------------------------------------------------------------- schemas
 
-Fraction = Annotated[float, PField(gt=0, le=1, strict=True)]
-PositiveFloat = Annotated[float, PField(gt=0, strict=True, allow_inf_nan=False)]
+# The range of every number of the protocol: what a real experiment needs and what the engine
+# (stats.power, the analysis) computes without overflow. Pydantic's ge/le reach the OpenAPI file
+# as minimum/maximum, and a value outside gets a 422 naming the field and the bound.
+MIN_FRACTION = 1e-4  # a share of traffic (0.01 %): smaller splits never reach a sample
+MAX_RELATIVE_EFFECT = 10.0  # a lift or harm of 1,000 %
+MIN_RELATIVE_EFFECT = 1e-4  # 0.01 %: below it no experiment has the units (see MAX_SAMPLE_SIZE)
+MIN_ALPHA = 1e-6
+MAX_POWER = 0.9999
+MIN_RATE = 1e-6  # baseline conversion rates in [1e-6, 1 - 1e-6]
+MAX_ABS_MEAN = 1e12  # the bound on event values (product.md §5)
+MIN_SD = 1e-9
+MAX_DAILY_UNITS = 1e10  # more than every person online
+MIN_WINDOW_HOURS = 0.01  # 36 seconds
+MAX_WINDOW_HOURS = 87_600.0  # ten years
+MAX_PRIOR_MEAN = 10.0  # a normal prior on the relative lift
+MIN_PRIOR_SD, MAX_PRIOR_SD = 1e-4, 100.0
+MIN_SRM_THRESHOLD = 1e-9
+MAX_HOLDOUT = 0.99
+# Targeting trees: depth of nested all/any groups, and the length of each list in them.
+MAX_TARGETING_DEPTH = 8
+MAX_TARGETING_LIST = 1000
+MAX_TARGETING_NODES = 2000
+
+_NUMBER = PField(strict=True, allow_inf_nan=False)
+Fraction = Annotated[float, _NUMBER, Range(MIN_FRACTION, 1)]
+RelativeEffect = Annotated[float, _NUMBER, Range(MIN_RELATIVE_EFFECT, MAX_RELATIVE_EFFECT)]
+Alpha = Annotated[float, _NUMBER, Range(MIN_ALPHA, 0.5, hi_open=True)]
+Power = Annotated[float, _NUMBER, Range(0.5, MAX_POWER)]
+DailyUnits = Annotated[float, _NUMBER, Range(1, MAX_DAILY_UNITS)]
+WindowHours = Annotated[
+    float,
+    _NUMBER,
+    Range(MIN_WINDOW_HOURS, MAX_WINDOW_HOURS),
+    PField(description="hours after a unit's first exposure during which its conversions count"),
+]
+Rate = Annotated[float, _NUMBER, Range(MIN_RATE, 1 - MIN_RATE)]
+Mean = Annotated[float, _NUMBER, Range(-MAX_ABS_MEAN, MAX_ABS_MEAN)]
+Sd = Annotated[float, _NUMBER, Range(MIN_SD, MAX_ABS_MEAN)]
+PriorMean = Annotated[float, _NUMBER, Range(-MAX_PRIOR_MEAN, MAX_PRIOR_MEAN)]
+PriorSd = Annotated[float, _NUMBER, Range(MIN_PRIOR_SD, MAX_PRIOR_SD)]
+SrmThreshold = Annotated[float, _NUMBER, Range(MIN_SRM_THRESHOLD, 0.5, hi_open=True)]
+Holdout = Annotated[float, _NUMBER, Range(0, MAX_HOLDOUT)]
+
+
+def _targeting_shape(tree: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Bound a targeting tree's depth, list lengths and size (a deep tree is a 500 elsewhere)."""
+    if tree is None:
+        return None
+    nodes = 0
+
+    def walk(node: Any, depth: int, path: str) -> None:
+        nonlocal nodes
+        nodes += 1
+        if nodes > MAX_TARGETING_NODES:
+            raise ValueError(
+                f"the tree has more than {MAX_TARGETING_NODES} conditions and values; "
+                "split the audience with fewer conditions or an `in` list"
+            )
+        if depth > MAX_TARGETING_DEPTH:
+            raise ValueError(
+                f"{path} nests groups deeper than {MAX_TARGETING_DEPTH} levels; flatten the "
+                "all/any groups"
+            )
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, depth + (k in ("all", "any")), f"{path}.{k}")
+        elif isinstance(node, list):
+            if len(node) > MAX_TARGETING_LIST:
+                raise ValueError(
+                    f"{path} lists {len(node)} items; at most {MAX_TARGETING_LIST} are allowed"
+                )
+            for i, item in enumerate(node):
+                walk(item, depth, f"{path}[{i}]")
+
+    walk(tree, 0, "targeting")
+    return tree
+
+
+Targeting = Annotated[
+    dict[str, Any],
+    AfterValidator(_targeting_shape),
+    PField(
+        description="condition tree: {all: [...]}, {any: [...]} or "
+        "{attribute, op, value} with op in eq, neq, in, not_in, gt, gte, lt, lte, semver_*; "
+        f"groups nest at most {MAX_TARGETING_DEPTH} deep, lists hold at most "
+        f"{MAX_TARGETING_LIST} items"
+    ),
+]
 MetricKey = Annotated[str, PField(min_length=1, max_length=80)]
 NonEmpty = Annotated[str, PField(min_length=1, max_length=5000, pattern=r"\S")]
 UnitId = Annotated[str, PField(min_length=1, max_length=200)]
+VariantKey = Annotated[str, PField(pattern=VARIANT_KEY_PATTERN)]
 Tag = Annotated[str, PField(min_length=1, max_length=50)]
 # An optional field that may be omitted but not sent as null (None only as the "unset" default).
 NoNull = SkipJsonSchema[None]
 
 
-class VariantIn(BaseModel):
+class VariantIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = PField(pattern=VARIANT_KEY_PATTERN)
     name: str | None = PField(default=None, max_length=200)
     description: str | None = PField(default=None, max_length=2000)
-    weight: float = PField(gt=0, le=1, strict=True)
+    weight: Fraction
     is_control: StrictBool = False
 
 
-class StructuredHypothesis(BaseModel):
+class StructuredHypothesis(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     change: NonEmpty
@@ -192,33 +281,29 @@ class StructuredHypothesis(BaseModel):
     rationale: NonEmpty
 
 
-class PrimaryMetricIn(BaseModel):
+class PrimaryMetricIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: MetricKey
-    mde: float = PField(
-        gt=0, strict=True, allow_inf_nan=False, description="minimum detectable relative effect"
-    )
+    mde: RelativeEffect = PField(description="minimum detectable relative effect")
 
 
-class GuardrailIn(BaseModel):
+class GuardrailIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: MetricKey
-    margin: float = PField(
-        gt=0, strict=True, allow_inf_nan=False, description="largest tolerated relative harm"
-    )
+    margin: RelativeEffect = PField(description="largest tolerated relative harm")
 
 
-class Baseline(BaseModel):
+class Baseline(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
-    rate: float | None = PField(default=None, gt=0, lt=1, strict=True)
-    mean: float | None = PField(default=None, strict=True, allow_inf_nan=False)
-    sd: float | None = PField(default=None, gt=0, strict=True, allow_inf_nan=False)
+    rate: Rate | None = None
+    mean: Mean | None = None
+    sd: Sd | None = None
 
 
-class AnalysisSettings(BaseModel):
+class AnalysisSettings(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["fixed", "sequential", "group_sequential"] = "fixed"
@@ -226,9 +311,9 @@ class AnalysisSettings(BaseModel):
     cuped: StrictBool = True
     pre_period_days: int = PField(default=14, ge=1, le=365, strict=True)
     bayesian: StrictBool = False
-    prior_mean: float | None = PField(default=None, strict=True, allow_inf_nan=False)
-    prior_sd: float | None = PField(default=None, gt=0, strict=True, allow_inf_nan=False)
-    srm_threshold: float = PField(default=0.001, gt=0, lt=0.5, strict=True)
+    prior_mean: PriorMean | None = None
+    prior_sd: PriorSd | None = None
+    srm_threshold: SrmThreshold = 0.001
     sequential_n_star: int = PField(default=5000, ge=1, le=10_000_000, strict=True)
     spending: Literal["obrien_fleming", "power"] = PField(
         default="obrien_fleming",
@@ -245,7 +330,7 @@ class AnalysisSettings(BaseModel):
         return self
 
 
-class ProtocolFields(BaseModel):
+class ProtocolFields(RequestModel):
     """The protocol fields shared by create and update."""
 
     model_config = ConfigDict(extra="forbid")
@@ -257,22 +342,16 @@ class ProtocolFields(BaseModel):
     randomization_unit: str = PField(default="user_id", pattern=ATTRIBUTE_PATTERN)
     variants: list[VariantIn] = PField(min_length=2, max_length=20)
     traffic_fraction: Fraction = 1.0
-    targeting: dict[str, Any] | None = PField(
-        default=None,
-        description="condition tree: {all: [...]}, {any: [...]} or "
-        "{attribute, op, value} with op in eq, neq, in, not_in, gt, gte, lt, lte, semver_*",
-    )
-    overrides: dict[Annotated[str, PField(min_length=1, max_length=200)], str] = PField(
-        default_factory=dict, max_length=1000
-    )
+    targeting: Targeting | None = None
+    overrides: dict[UnitId, VariantKey] = PField(default_factory=dict, max_length=1000)
     primary_metric: PrimaryMetricIn
     secondary_metrics: list[MetricKey] = PField(default_factory=list, max_length=20)
     guardrails: list[GuardrailIn] = PField(default_factory=list, max_length=20)
-    alpha: float = PField(default=0.05, gt=0, lt=0.5, strict=True)
-    power: float = PField(default=0.8, ge=0.5, lt=1, strict=True)
+    alpha: Alpha = 0.05
+    power: Power = 0.8
     baseline: Baseline | None = None
-    expected_daily_units: PositiveFloat | None = None
-    attribution_window_hours: PositiveFloat | None = None
+    expected_daily_units: DailyUnits | None = None
+    attribution_window_hours: WindowHours | None = None
     analysis: AnalysisSettings = PField(default_factory=AnalysisSettings)
     layer: str | None = PField(default=None, pattern=KEY_PATTERN)
     layer_allocation: Fraction | None = PField(
@@ -292,7 +371,7 @@ class ExperimentCreate(ProtocolFields):
     template: str | None = PField(default=None, pattern=KEY_PATTERN)
 
 
-class ExperimentUpdate(BaseModel):
+class ExperimentUpdate(RequestModel):
     """A partial update. In `draft` everything may change; later only the always-editable fields.
 
     Fields whose schema has no ``null`` may be omitted but not set to null.
@@ -307,16 +386,16 @@ class ExperimentUpdate(BaseModel):
     randomization_unit: Annotated[str, PField(pattern=ATTRIBUTE_PATTERN)] | NoNull = None
     variants: Annotated[list[VariantIn], PField(min_length=2, max_length=20)] | NoNull = None
     traffic_fraction: Fraction | NoNull = None
-    targeting: dict[str, Any] | None = None
-    overrides: Annotated[dict[UnitId, str], PField(max_length=1000)] | NoNull = None
+    targeting: Targeting | None = None
+    overrides: Annotated[dict[UnitId, VariantKey], PField(max_length=1000)] | NoNull = None
     primary_metric: PrimaryMetricIn | NoNull = None
     secondary_metrics: Annotated[list[MetricKey], PField(max_length=20)] | NoNull = None
     guardrails: Annotated[list[GuardrailIn], PField(max_length=20)] | NoNull = None
-    alpha: Annotated[float, PField(gt=0, lt=0.5, strict=True)] | NoNull = None
-    power: Annotated[float, PField(ge=0.5, lt=1, strict=True)] | NoNull = None
+    alpha: Alpha | NoNull = None
+    power: Power | NoNull = None
     baseline: Baseline | None = None
-    expected_daily_units: PositiveFloat | None = None
-    attribution_window_hours: PositiveFloat | None = None
+    expected_daily_units: DailyUnits | None = None
+    attribution_window_hours: WindowHours | None = None
     analysis: AnalysisSettings | NoNull = None
     layer: str | None = PField(default=None, pattern=KEY_PATTERN)
     layer_allocation: Fraction | None = None
@@ -324,21 +403,47 @@ class ExperimentUpdate(BaseModel):
     dimensions: Dimensions | NoNull = None
 
 
-class TransitionIn(BaseModel):
+class TransitionIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     note: str | None = PField(default=None, max_length=5000)
 
 
-class ConcludeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ConcludeIn(RequestModel):
+    """The decision recorded for a stopped experiment."""
 
-    decision: Literal["ship", "roll_back", "inconclusive"]
-    variant: str | None = PField(default=None, description="required when decision is `ship`")
-    rationale: NonEmpty
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "decision": "ship",
+                    "variant": "treatment",
+                    "rationale": "Purchases rose 4.1 % (95 % CI 1.2 % to 7.0 %); no guardrail "
+                    "was harmed.",
+                },
+                {
+                    "decision": "inconclusive",
+                    "rationale": "The interval spans the minimum detectable effect; we keep the "
+                    "control and revisit with a larger audience.",
+                },
+            ]
+        },
+    )
+
+    decision: Literal["ship", "roll_back", "inconclusive"] = PField(
+        description="`ship` a variant, `roll_back` to the control, or `inconclusive`"
+    )
+    variant: VariantKey | None = PField(
+        default=None,
+        description="the variant shipped: required when decision is `ship`, refused otherwise",
+    )
+    rationale: NonEmpty = PField(
+        description="why: the evidence behind the decision (kept in the audit trail)"
+    )
 
 
-class PhaseCreate(BaseModel):
+class PhaseCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     variants: list[VariantIn] | None = PField(default=None, min_length=2, max_length=20)
@@ -346,10 +451,56 @@ class PhaseCreate(BaseModel):
     reason: NonEmpty
 
 
-class NoteIn(BaseModel):
+class NoteIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     text: NonEmpty
+
+
+# Response shapes of the protocol's parts: plain models, so that a row stored under older, looser
+# rules is still shown (the request rules apply to what comes in, not to what was stored).
+
+
+class StructuredHypothesisOut(BaseModel):
+    change: str
+    population: str
+    expected_outcome: str
+    rationale: str
+
+
+class PrimaryMetricOut(BaseModel):
+    metric: str
+    mde: float
+
+
+class GuardrailOut(BaseModel):
+    metric: str
+    margin: float
+
+
+class BaselineOut(BaseModel):
+    rate: float | None = None
+    mean: float | None = None
+    sd: float | None = None
+
+
+class AnalysisSettingsOut(BaseModel):
+    method: str = "fixed"
+    correction: str = "holm"
+    cuped: bool = True
+    pre_period_days: int = 14
+    bayesian: bool = False
+    prior_mean: float | None = None
+    prior_sd: float | None = None
+    srm_threshold: float = 0.001
+    sequential_n_star: int = 5000
+
+
+class ProtocolWarning(BaseModel):
+    """Something the protocol leaves open that the reader should know (not an error)."""
+
+    code: str
+    message: str
 
 
 class VariantOut(BaseModel):
@@ -382,21 +533,21 @@ class ExperimentPublic(BaseModel):
     title: str
     owner: str
     description: str | None
-    hypothesis: str | StructuredHypothesis
+    hypothesis: str | StructuredHypothesisOut
     randomization_unit: str
     variants: list[VariantOut]
     traffic_fraction: float
     targeting: dict[str, Any] | None
     overrides: dict[str, str]
-    primary_metric: PrimaryMetricIn
+    primary_metric: PrimaryMetricOut
     secondary_metrics: list[str]
-    guardrails: list[GuardrailIn]
+    guardrails: list[GuardrailOut]
     alpha: float
     power: float
-    baseline: Baseline | None
+    baseline: BaselineOut | None
     expected_daily_units: float | None
     attribution_window_hours: float | None
-    analysis: AnalysisSettings
+    analysis: AnalysisSettingsOut
     layer: str | None
     layer_allocation: float | None
     layer_range: list[float] | None
@@ -408,6 +559,11 @@ class ExperimentPublic(BaseModel):
     phases: list[PhaseOut]
     sample_size_per_variant: int | None
     planned_duration_days: int | None
+    warnings: list[ProtocolWarning] = PField(
+        default_factory=list,
+        description="what the protocol leaves open, e.g. `no_baseline`: without a baseline "
+        "the sample size and planned duration stay null",
+    )
     decision: DecisionOut | None
     template: str | None
     template_version: int | None
@@ -441,19 +597,19 @@ class AuditList(BaseModel):
     items: list[AuditEntryOut]
 
 
-class LayerCreate(BaseModel):
+class LayerCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = PField(pattern=KEY_PATTERN)
     description: str | None = PField(default=None, max_length=2000)
-    holdout_fraction: float = PField(default=0.0, ge=0, lt=1, strict=True)
+    holdout_fraction: Holdout = 0.0
 
 
-class LayerUpdate(BaseModel):
+class LayerUpdate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str | None = PField(default=None, max_length=2000)
-    holdout_fraction: Annotated[float, PField(ge=0, lt=1, strict=True)] | NoNull = None
+    holdout_fraction: Holdout | NoNull = None
 
 
 class LayerExperimentOut(BaseModel):

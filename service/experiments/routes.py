@@ -1,9 +1,14 @@
 """HTTP routes for experiments, their lifecycle, phases, audit trail, and layers."""
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 
+from service.db import open_session
 from service.deps import EditorDep, Offset, ReaderDep, SessionDep
 from service.errors import responses
 from service.experiments import service
@@ -24,7 +29,59 @@ from service.experiments.models import (
     TransitionIn,
 )
 
-router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=responses(401, 403))
+
+def _cross_field_problems(action: str, request: Request, body: Any) -> list[dict[str, Any]]:
+    session = open_session()
+    try:
+        errors = service.body_problems(session, action, request.path_params, body)
+    finally:
+        session.close()
+    return [
+        {"loc": ("body", e.field), "msg": e.message, "type": e.type or "cross_field"}
+        for e in errors
+    ]
+
+
+class ProtocolRoute(APIRoute):
+    """A route whose 422 holds every problem of a protocol: when the body breaks field rules,
+    the cross-field and referential rules run on it too, and join the same 422.
+
+    (FastAPI stops at the field rules; without this, a body with an unknown metric and a bad
+    `mde` would name only the `mde`.)
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+        action = {
+            "create_experiment": "create",
+            "update_experiment": "update",
+            "create_phase": "phase",
+            "conclude_experiment": "conclude",
+        }.get(self.name)
+        if action is None:
+            return original
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except RequestValidationError as exc:
+                raw = list(exc.errors())
+                if any(e.get("type") == "json_invalid" for e in raw):
+                    raise
+                more = await run_in_threadpool(_cross_field_problems, action, request, exc.body)
+                if not more:
+                    raise
+                raise RequestValidationError([*raw, *more], body=exc.body) from None
+
+        return handler
+
+
+router = APIRouter(
+    prefix="/v1/experiments",
+    tags=["experiments"],
+    responses=responses(401, 403),
+    route_class=ProtocolRoute,
+)
 layers_router = APIRouter(prefix="/v1/layers", tags=["layers"], responses=responses(401, 403))
 
 
@@ -99,9 +156,17 @@ _transition_route("archive", "Archive a draft experiment that will not run.")
 
 @router.post("/{key}/conclude", response_model=ExperimentPublic, responses=responses(404, 409, 422))
 def conclude_experiment(
-    key: str, body: ConcludeIn, session: SessionDep, who: EditorDep
+    key: str,
+    body: ConcludeIn,
+    session: SessionDep,
+    who: EditorDep,
 ) -> ExperimentPublic:
-    """Record the decision (ship a variant, roll back, or inconclusive) of a stopped experiment."""
+    """Record the decision (ship a variant, roll back, or inconclusive) of a stopped experiment.
+
+    The body is `{decision, variant, rationale}`: `decision` is `ship`, `roll_back` or
+    `inconclusive`; `variant` names the variant shipped (required for `ship`, refused
+    otherwise); `rationale` says why, and goes into the audit trail.
+    """
     return service.transition(session, key, "conclude", who, conclusion=body)
 
 

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 from trialbook.targeting import validate_condition
 
 from service.db import utcnow
 from service.deps import Principal
-from service.errors import ConflictError, FieldError, NotFoundError, ValidationFailedError
+from service.errors import (
+    ConflictError,
+    FieldError,
+    NotFoundError,
+    ValidationFailedError,
+    validation_field_errors,
+)
 from service.experiments.models import (
     AnalysisSettings,
     AuditEntry,
     AuditEntryOut,
     Baseline,
+    BaselineOut,
     ConcludeIn,
     Experiment,
     ExperimentCreate,
@@ -27,22 +35,27 @@ from service.experiments.models import (
     ExperimentPhase,
     ExperimentPublic,
     ExperimentUpdate,
-    GuardrailIn,
     Layer,
     LayerCreate,
     LayerExperimentOut,
     LayerPublic,
     LayerUpdate,
+    MetricKey,
     PhaseCreate,
     PhaseOut,
-    PrimaryMetricIn,
+    ProtocolWarning,
     Status,
+    Targeting,
     VariantIn,
 )
 from service.metrics.models import Metric
 from stats.power import planned_duration_days, sample_size_per_variant
 
 WEIGHT_TOLERANCE = 1e-6
+# The largest plan a protocol may hold: units per variant (the column is a 32-bit integer on
+# PostgreSQL; 1e9 is more than every person online in one arm) and days (ten years).
+MAX_SAMPLE_SIZE = 1_000_000_000
+MAX_PLANNED_DAYS = 3650
 DEFAULT_LAYER_ALLOCATION = 0.5
 
 # Fields that can change at any time, even after start: they do not alter the analysis.
@@ -107,6 +120,7 @@ def to_public(session: Session, exp: Experiment) -> ExperimentPublic:
             **exp.model_dump(),
             "primary_metric": {"metric": exp.primary_metric, "mde": exp.primary_mde},
             "phases": phases,
+            "warnings": plan_warnings(exp),
         }
     )
 
@@ -142,46 +156,80 @@ def _variant_errors(variants: list[VariantIn], field: str = "variants") -> list[
     return errors
 
 
+_T = TypeVar("_T")
+_VARIANT = TypeAdapter(VariantIn)
+_BASELINE = TypeAdapter(Baseline)
+_METRIC_KEY: TypeAdapter[str] = TypeAdapter(MetricKey)
+_TARGETING: TypeAdapter[dict[str, Any]] = TypeAdapter(Targeting)
+
+
+def _lenient(adapter: TypeAdapter[_T], value: Any) -> _T | None:
+    """``value`` parsed, or None when its own field rules fail (they report it already)."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _metric_names(data: Mapping[str, Any]) -> tuple[str | None, list[str], list[str]]:
+    """The metric keys a protocol as sent names: primary, secondary and guardrails (by index;
+    a name that is not even a key is left as "" so that indices stay those of the request)."""
+
+    def key(value: Any) -> str:
+        return _lenient(_METRIC_KEY, value) or ""
+
+    primary_in = data.get("primary_metric")
+    primary = key(primary_in.get("metric")) if isinstance(primary_in, dict) else ""
+    secondary_in = data.get("secondary_metrics")
+    secondary = [key(k) for k in secondary_in] if isinstance(secondary_in, list) else []
+    guards_in = data.get("guardrails")
+    guards = (
+        [key(g.get("metric")) if isinstance(g, dict) else "" for g in guards_in]
+        if isinstance(guards_in, list)
+        else []
+    )
+    return primary or None, secondary, guards
+
+
 def _metric_errors(
-    session: Session,
-    primary: PrimaryMetricIn,
-    secondary: list[str],
-    guardrails: list[GuardrailIn],
+    session: Session, primary: str | None, secondary: list[str], guardrails: list[str]
 ) -> tuple[list[FieldError], dict[str, Metric]]:
     errors: list[FieldError] = []
-    wanted = [primary.metric, *secondary, *(g.metric for g in guardrails)]
+    wanted = [k for k in [primary, *secondary, *guardrails] if k]
     found = {
         m.key: m for m in session.exec(select(Metric).where(col(Metric.key).in_(wanted))).all()
     }
 
-    def unknown(field: str, key: str) -> None:
-        if key not in found:
+    def unknown(field: str, key: str | None) -> None:
+        if key and key not in found:
             errors.append(
                 FieldError(
                     field=field,
-                    message=f"no metric '{key}' in the catalogue; create it with POST /v1/metrics "
-                    "or use an existing key",
+                    message=f"no metric '{key}' in the catalogue; create it first with "
+                    "POST /v1/metrics (GET /v1/metrics lists the keys)",
+                    type="unknown_metric",
                 )
             )
 
-    unknown("primary_metric.metric", primary.metric)
+    unknown("primary_metric.metric", primary)
     for i, key in enumerate(secondary):
         unknown(f"secondary_metrics.{i}", key)
-    for i, g in enumerate(guardrails):
-        unknown(f"guardrails.{i}.metric", g.metric)
-    if len(set(secondary)) != len(secondary):
+    for i, key in enumerate(guardrails):
+        unknown(f"guardrails.{i}.metric", key)
+    named_secondary = [k for k in secondary if k]
+    if len(set(named_secondary)) != len(named_secondary):
         errors.append(FieldError(field="secondary_metrics", message="metric keys repeat"))
-    if primary.metric in secondary:
+    if primary is not None and primary in named_secondary:
         errors.append(
             FieldError(
                 field="secondary_metrics",
-                message=f"'{primary.metric}' is the primary metric; drop it from secondary_metrics",
+                message=f"'{primary}' is the primary metric; drop it from secondary_metrics",
             )
         )
-    guard_keys = [g.metric for g in guardrails]
+    guard_keys = [k for k in guardrails if k]
     if len(set(guard_keys)) != len(guard_keys):
         errors.append(FieldError(field="guardrails", message="a metric is guarded twice"))
-    overlap = sorted(set(guard_keys) & ({primary.metric} | set(secondary)))
+    overlap = sorted(set(guard_keys) & ({primary} | set(named_secondary)))
     if overlap:
         errors.append(
             FieldError(
@@ -228,53 +276,154 @@ def _baseline_errors(metric: Metric | None, baseline: Baseline | None) -> list[F
     return errors
 
 
-def validate_protocol(session: Session, p: ExperimentCreate) -> dict[str, Metric]:
-    """Check every cross-field rule of product.md §2; raise one 422 naming every bad field."""
-    errors = _variant_errors(p.variants)
-    variant_keys = {v.key for v in p.variants}
-    metric_errors, metrics = _metric_errors(
-        session, p.primary_metric, p.secondary_metrics, p.guardrails
-    )
+def protocol_problems(
+    session: Session, data: Mapping[str, Any]
+) -> tuple[list[FieldError], dict[str, Metric]]:
+    """Every cross-field and referential rule of product.md §2 on a protocol *as sent*.
+
+    ``data`` is the request's JSON (merged over the stored protocol for an update); its parts
+    are parsed leniently, so that the rules run even when other fields break their own rules
+    and one 422 can name every problem. A rule whose inputs fail their field rules is skipped:
+    the field rule reports them. Returns the problems and the metrics found by key.
+    """
+    errors: list[FieldError] = []
+    raw_variants = data.get("variants")
+    variant_keys: set[str] = set()
+    if isinstance(raw_variants, list):
+        variant_keys = {
+            v["key"] for v in raw_variants if isinstance(v, dict) and isinstance(v.get("key"), str)
+        }
+        parsed = [_lenient(_VARIANT, v) for v in raw_variants]
+        if len(parsed) >= 2 and all(v is not None for v in parsed):
+            errors += _variant_errors([v for v in parsed if v is not None])
+    primary, secondary, guards = _metric_names(data)
+    metric_errors, metrics = _metric_errors(session, primary, secondary, guards)
     errors += metric_errors
-    errors += _baseline_errors(metrics.get(p.primary_metric.metric), p.baseline)
-    for unit, variant in p.overrides.items():
-        if variant not in variant_keys:
-            errors.append(
-                FieldError(
-                    field=f"overrides.{unit}",
-                    message=f"'{variant}' is not a variant of this experiment; use one of "
-                    f"{sorted(variant_keys)}",
+    if data.get("baseline") is not None and primary is not None:
+        errors += _baseline_errors(metrics.get(primary), _lenient(_BASELINE, data["baseline"]))
+    overrides = data.get("overrides")
+    if isinstance(overrides, dict) and variant_keys:
+        for unit, variant in overrides.items():
+            if isinstance(variant, str) and variant not in variant_keys:
+                errors.append(
+                    FieldError(
+                        field=f"overrides.{unit}",
+                        message=f"'{variant}' is not a variant of this experiment; use one of "
+                        f"{sorted(variant_keys)}",
+                    )
                 )
-            )
-    if p.targeting is not None:
-        for msg in validate_condition(p.targeting, "targeting"):
+    targeting = data.get("targeting")
+    if isinstance(targeting, dict) and _lenient(_TARGETING, targeting) is not None:
+        for msg in validate_condition(targeting, "targeting"):
             path, _, what = msg.partition(": ")
             errors.append(FieldError(field=path.replace("$.", ""), message=what or msg))
-    a = p.analysis
-    if (a.prior_mean is None) != (a.prior_sd is None):
+    a = data.get("analysis")
+    if isinstance(a, dict) and (a.get("prior_mean") is None) != (a.get("prior_sd") is None):
         errors.append(
             FieldError(
-                field="analysis.prior_sd" if a.prior_sd is None else "analysis.prior_mean",
+                field="analysis.prior_sd" if a.get("prior_sd") is None else "analysis.prior_mean",
                 message="a normal prior needs prior_mean and prior_sd (or neither: flat prior)",
             )
         )
-    if p.layer is not None:
-        if session.exec(select(Layer.id).where(Layer.key == p.layer)).first() is None:
+    layer = data.get("layer")
+    if isinstance(layer, str):
+        if session.exec(select(Layer.id).where(Layer.key == layer)).first() is None:
             errors.append(
                 FieldError(
                     field="layer",
-                    message=f"no layer '{p.layer}'; create it with POST /v1/layers",
+                    message=f"no layer '{layer}'; create it first with POST /v1/layers "
+                    "(GET /v1/layers lists them)",
+                    type="unknown_layer",
                 )
             )
-    elif p.layer_allocation is not None:
+    elif data.get("layer_allocation") is not None:
         errors.append(
             FieldError(field="layer_allocation", message="layer_allocation needs a `layer`")
         )
+    return errors, metrics
+
+
+def raise_problems(errors: list[FieldError]) -> None:
+    """One 422 naming every problem (nothing when there is none)."""
     if errors:
         raise ValidationFailedError(
             "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors
         )
+
+
+def validate_protocol(session: Session, p: ExperimentCreate) -> dict[str, Metric]:
+    """Check every cross-field rule of product.md §2; raise one 422 naming every bad field."""
+    errors, metrics = protocol_problems(session, p.model_dump(mode="json"))
+    raise_problems(errors)
     return metrics
+
+
+def body_problems(
+    session: Session, action: str, path_params: Mapping[str, Any], body: Any
+) -> list[FieldError]:
+    """The cross-field problems of a body (create, update, phase, conclude) that failed its field
+    rules.
+
+    The routes add them to the field rules' 422, so that one response names every problem.
+    """
+    if not isinstance(body, dict):
+        return []
+    if action == "create":
+        errors, _ = protocol_problems(session, body)
+        return errors + _template_problems(session, body.get("template"))
+    if action == "phase":
+        # A new phase's variants follow the protocol's variant rules.
+        return protocol_problems(session, {"variants": body.get("variants")})[0]
+    exp = session.exec(select(Experiment).where(Experiment.key == path_params.get("key"))).first()
+    if exp is None:
+        return []
+    if action == "conclude":
+        keys = [v["key"] for v in exp.variants]
+        return conclusion_errors(body.get("decision"), body.get("variant"), keys)
+    current = _protocol_of(exp)
+    merged = current | body
+    if isinstance(body.get("analysis"), dict):
+        merged["analysis"] = dict(current.get("analysis") or {}) | body["analysis"]
+    errors, _ = protocol_problems(session, merged)
+    return errors
+
+
+def conclusion_errors(decision: Any, variant: Any, variant_keys: list[str]) -> list[FieldError]:
+    """A `ship` decision names one of the experiment's variants; the others name none."""
+    if decision == "ship":
+        if variant is None:
+            return [
+                FieldError(
+                    field="variant",
+                    message=f"a `ship` decision names the variant shipped: one of {variant_keys}",
+                )
+            ]
+        if isinstance(variant, str) and variant not in variant_keys:
+            return [
+                FieldError(
+                    field="variant",
+                    message=f"'{variant}' is not a variant; use one of {variant_keys}",
+                )
+            ]
+    elif decision in ("roll_back", "inconclusive") and variant is not None:
+        return [
+            FieldError(field="variant", message="only a `ship` decision names a variant; remove it")
+        ]
+    return []
+
+
+def _template_problems(session: Session, template: Any) -> list[FieldError]:
+    if not isinstance(template, str) or not template:
+        return []
+    from service.templates.service import resolve_template  # the templates domain's rule
+
+    try:
+        resolve_template(session, template)
+    except ValidationFailedError as exc:
+        return list(exc.errors or [])
+    except NotFoundError:
+        return []
+    return []
 
 
 def _weights_control_first(exp: Experiment) -> list[float]:
@@ -300,22 +449,94 @@ def sample_size_for(exp: Experiment, metric_type: str, baseline: Baseline) -> in
 
 
 def compute_plan(exp: Experiment, primary: Metric | None) -> tuple[int | None, int | None]:
-    """Sample size per variant and planned duration from the protocol (None when unknown)."""
+    """Sample size per variant and planned duration from the protocol (None when unknown).
+
+    Raises a 422 when the engine cannot plan it, or when the plan is beyond any real
+    experiment (more than ``MAX_SAMPLE_SIZE`` units per variant, or ``MAX_PLANNED_DAYS``).
+    """
     if primary is None or exp.baseline is None:
         return None, None
+    baseline = BaselineOut.model_validate(exp.baseline)
     try:
-        n = sample_size_for(exp, primary.type, Baseline.model_validate(exp.baseline))
-    except ValueError as exc:
-        raise ValidationFailedError.on("primary_metric.mde", str(exc)) from exc
+        n = sample_size_per_variant(
+            metric_type=primary.type,  # type: ignore[arg-type]
+            mde=exp.primary_mde,
+            alpha=exp.alpha,
+            power=exp.power,
+            baseline_rate=baseline.rate,
+            baseline_mean=baseline.mean,
+            baseline_sd=baseline.sd,
+            weights=_weights_control_first(exp),
+        )
+    except (ValueError, OverflowError, ZeroDivisionError) as exc:
+        raise ValidationFailedError.on(
+            "primary_metric.mde", f"the plan cannot be computed: {exc}"
+        ) from exc
+    if n > MAX_SAMPLE_SIZE:
+        raise ValidationFailedError.on(
+            "primary_metric.mde",
+            f"detecting a {exp.primary_mde:g} relative effect needs {n:.3g} units per variant, "
+            f"more than the {MAX_SAMPLE_SIZE:.0e} a plan can hold: raise the mde, or give the "
+            "baseline of a more frequent metric",
+        )
     days = None
     if exp.expected_daily_units is not None:
-        days = planned_duration_days(
-            sample_size_per_variant=n,
-            weights=_weights_control_first(exp),
-            traffic_fraction=exp.traffic_fraction,
-            expected_daily_units=exp.expected_daily_units,
-        )
+        try:
+            days = planned_duration_days(
+                sample_size_per_variant=n,
+                weights=_weights_control_first(exp),
+                traffic_fraction=exp.traffic_fraction,
+                expected_daily_units=exp.expected_daily_units,
+            )
+        except (ValueError, OverflowError) as exc:
+            raise ValidationFailedError.on(
+                "expected_daily_units", f"the planned duration cannot be computed: {exc}"
+            ) from exc
+        if days > MAX_PLANNED_DAYS:
+            raise ValidationFailedError.on(
+                "expected_daily_units",
+                f"the plan takes {days} days, more than {MAX_PLANNED_DAYS} (ten years): raise "
+                "expected_daily_units or traffic_fraction, or a larger mde needs fewer units",
+            )
     return n, days
+
+
+def _plan_into(
+    exp: Experiment, primary: Metric | None, problems: list[FieldError]
+) -> list[FieldError]:
+    """Set the row's plan; its 422 as errors to report with the others. A protocol whose other
+    rules fail is not planned (a plan from an inconsistent protocol would only add noise)."""
+    if problems:
+        return []
+    try:
+        exp.sample_size_per_variant, exp.planned_duration_days = compute_plan(exp, primary)
+    except ValidationFailedError as exc:
+        return list(exc.errors or [])
+    return []
+
+
+def plan_warnings(exp: Experiment) -> list[ProtocolWarning]:
+    """What the protocol leaves open: shown with it, so that a null is never silent."""
+    if exp.baseline is None:
+        return [
+            ProtocolWarning(
+                code="no_baseline",
+                message="the protocol has no `baseline` for its primary metric, so "
+                "sample_size_per_variant and planned_duration_days are null: the results "
+                "estimate the sample size from the control's data once it arrives "
+                "(`sample_size_estimated`), or PATCH a baseline now (`rate` for a binomial "
+                "metric, `mean` and `sd` otherwise) to plan before start",
+            )
+        ]
+    if exp.sample_size_per_variant is not None and exp.expected_daily_units is None:
+        return [
+            ProtocolWarning(
+                code="no_expected_daily_units",
+                message="planned_duration_days is null: give `expected_daily_units` (units "
+                "entering the experiment a day) to plan the duration",
+            )
+        ]
+    return []
 
 
 # ---------------------------------------------------------------------------------- audit trail
@@ -406,9 +627,14 @@ def create_experiment(session: Session, body: ExperimentCreate, who: Principal) 
             code="duplicate_key",
         )
     template, template_version = None, None
-    for hook in protocol_hooks:
-        body, template, template_version = hook(session, body, who)
-    metrics = validate_protocol(session, body)
+    errors: list[FieldError] = []
+    try:
+        for hook in protocol_hooks:
+            body, template, template_version = hook(session, body, who)
+    except ValidationFailedError as exc:  # the template's rules: reported with the protocol's
+        errors += exc.errors or [FieldError(field="body", message=exc.detail)]
+    problems, metrics = protocol_problems(session, body.model_dump(mode="json"))
+    errors += problems
     exp = Experiment(
         key=body.key,
         seed=secrets.token_hex(8),
@@ -424,9 +650,8 @@ def create_experiment(session: Session, body: ExperimentCreate, who: Principal) 
         owner="",
     )
     _apply_protocol(exp, body)
-    exp.sample_size_per_variant, exp.planned_duration_days = compute_plan(
-        exp, metrics.get(body.primary_metric.metric)
-    )
+    errors += _plan_into(exp, metrics.get(body.primary_metric.metric), problems)
+    raise_problems(errors)
     session.add(exp)
     session.flush()
     assert exp.id is not None
@@ -542,8 +767,12 @@ def update_experiment(
     merged["key"] = exp.key
     try:
         protocol = ExperimentCreate.model_validate(merged)
-    except ValueError as exc:
-        raise ValidationFailedError.on("body", str(exc)) from exc
+    except ValidationError as exc:
+        # The update breaks the rules in combination with what is stored: say which, with the
+        # cross-field problems, in one 422.
+        problems, _ = protocol_problems(session, merged)
+        raise_problems(validation_field_errors(exc.errors()) + problems)
+        raise  # unreachable: a failed validation lists at least one error
     before = {k: v for k, v in current.items() if k in changes}
     # Compared in normal form: re-sending a variant without its null `name` is no change (and so
     # does not, for instance, clear an approval).
@@ -551,11 +780,14 @@ def update_experiment(
     proposed = protocol.model_dump(mode="json")
     changed = sorted(k for k in changes if stored.get(k) != proposed.get(k))
     approved_before = exp.approved_by
-    hook_notes = [
-        note
-        for hook in update_hooks
-        if (note := hook(session, exp, protocol, frozenset(changed), who)) is not None
-    ]
+    errors: list[FieldError] = []
+    hook_notes: list[str] = []
+    try:
+        for hook in update_hooks:
+            if (note := hook(session, exp, protocol, frozenset(changed), who)) is not None:
+                hook_notes.append(note)
+    except ValidationFailedError as exc:  # the template's rules: reported with the protocol's
+        errors += exc.errors or [FieldError(field="body", message=exc.detail)]
     if "overrides" in changes and status is not Status.draft:
         variant_keys = {v["key"] for v in exp.variants}
         bad = {u: v for u, v in protocol.overrides.items() if v not in variant_keys}
@@ -567,11 +799,10 @@ def update_experiment(
                     for u, v in bad.items()
                 ],
             )
-    metrics = validate_protocol(session, protocol)
+    problems, metrics = protocol_problems(session, protocol.model_dump(mode="json"))
+    raise_problems(errors + problems)  # before the row changes: nothing to undo
     _apply_protocol(exp, protocol)
-    exp.sample_size_per_variant, exp.planned_duration_days = compute_plan(
-        exp, metrics.get(protocol.primary_metric.metric)
-    )
+    raise_problems(_plan_into(exp, metrics.get(protocol.primary_metric.metric), problems))
     exp.updated_at = utcnow()
     if status is Status.draft:
         phase = current_phase(session, exp)
@@ -682,20 +913,11 @@ def transition(
             session.add(phase)
     elif action == "conclude":
         assert conclusion is not None
-        variant_keys = [v["key"] for v in exp.variants]
-        if conclusion.decision == "ship":
-            if conclusion.variant is None:
-                raise ValidationFailedError.on(
-                    "variant", f"a `ship` decision names the variant shipped: one of {variant_keys}"
-                )
-            if conclusion.variant not in variant_keys:
-                raise ValidationFailedError.on(
-                    "variant", f"'{conclusion.variant}' is not a variant; use one of {variant_keys}"
-                )
-        elif conclusion.variant is not None:
-            raise ValidationFailedError.on(
-                "variant", "only a `ship` decision names a variant; remove it"
+        raise_problems(
+            conclusion_errors(
+                conclusion.decision, conclusion.variant, [v["key"] for v in exp.variants]
             )
+        )
         exp.decision = {
             "decision": conclusion.decision,
             "variant": conclusion.variant,
@@ -875,7 +1097,14 @@ def update_layer(session: Session, key: str, body: LayerUpdate) -> LayerPublic:
 
 
 def analysis_settings(exp: Experiment) -> AnalysisSettings:
-    return AnalysisSettings.model_validate(exp.analysis)
+    """The stored analysis settings; a row stored under older, looser ranges is read as stored
+    (its numbers were accepted then, and the analysis must not fail on them now)."""
+    try:
+        return AnalysisSettings.model_validate(exp.analysis)
+    except ValidationError:
+        return AnalysisSettings.model_construct(
+            **(AnalysisSettings().model_dump() | dict(exp.analysis or {}))
+        )
 
 
 def started_at_of_phase(session: Session, exp: Experiment) -> datetime | None:

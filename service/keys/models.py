@@ -10,6 +10,7 @@ from pydantic import Field as PField
 from sqlmodel import Column, Field, SQLModel
 
 from service.db import UTCDateTime, utcnow
+from service.text import RequestModel
 
 
 class Role(StrEnum):
@@ -38,7 +39,7 @@ class ApiKey(SQLModel, table=True):
     )
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = PField(min_length=1, max_length=200)

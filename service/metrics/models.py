@@ -12,6 +12,8 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Column, Field, SQLModel
 
 from service.db import UTCDateTime, utcnow
+from service.numbers import Range
+from service.text import RequestModel
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,79}$"
 EVENT_PATTERN = r"^[A-Za-z0-9_.:\-/]{1,200}$"
@@ -53,13 +55,17 @@ class Metric(SQLModel, table=True):
     )
 
 
-Percentile = Annotated[float, PField(gt=0, lt=1, strict=True)]
+# Winsorization percentiles in [0.0001, 0.9999]: a narrower cut is no cut on any real sample.
+MIN_PERCENTILE = 1e-4
+Percentile = Annotated[
+    float, PField(strict=True, allow_inf_nan=False), Range(MIN_PERCENTILE, 1 - MIN_PERCENTILE)
+]
 EventName = Annotated[str, PField(pattern=EVENT_PATTERN)]
 # An optional field that may be omitted but not sent as null (None only as the "unset" default).
 NoNull = SkipJsonSchema[None]
 
 
-class MetricDefinition(BaseModel):
+class MetricDefinition(RequestModel):
     """The fields that define what a metric measures (frozen once a live experiment uses it)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -129,7 +135,7 @@ class MetricCreate(MetricDefinition):
     description: str | None = PField(default=None, max_length=5000)
 
 
-class MetricUpdate(BaseModel):
+class MetricUpdate(RequestModel):
     """Fields that may change; the definition is frozen once a live experiment uses the metric.
 
     Fields whose schema has no ``null`` may be omitted but not set to null.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from service.db import utcnow
-from service.errors import ConflictError, NotFoundError, ValidationFailedError
+from service.errors import ConflictError, FieldError, NotFoundError, ValidationFailedError
 from service.experiments.models import Experiment, ExperimentMetric
 from service.metrics.models import (
     Metric,
@@ -46,6 +48,21 @@ def metrics_by_key(session: Session, keys: list[str]) -> dict[str, Metric]:
         return {}
     rows = session.exec(select(Metric).where(col(Metric.key).in_(keys))).all()
     return {r.key: r for r in rows}
+
+
+def unknown_metric_errors(session: Session, named: Sequence[tuple[str, str]]) -> list[FieldError]:
+    """One error per (field, metric key) whose key is not in the catalogue."""
+    found = set(metrics_by_key(session, sorted({key for _, key in named})))
+    return [
+        FieldError(
+            field=field,
+            message=f"no metric '{key}' in the catalogue; create it first with POST /v1/metrics "
+            "(GET /v1/metrics lists the keys)",
+            type="unknown_metric",
+        )
+        for field, key in named
+        if key not in found
+    ]
 
 
 def create_metric(session: Session, body: MetricCreate) -> MetricPublic:

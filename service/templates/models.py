@@ -11,7 +11,16 @@ from sqlalchemy import JSON, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
 from service.db import UTCDateTime, utcnow
-from service.experiments.models import KEY_PATTERN, MetricKey
+from service.experiments.models import (
+    KEY_PATTERN,
+    Alpha,
+    MetricKey,
+    Power,
+    RelativeEffect,
+    SrmThreshold,
+    WindowHours,
+)
+from service.text import RequestModel
 
 # ---------------------------------------------------------------------------------------- tables
 
@@ -54,7 +63,7 @@ class ProtocolTemplateVersion(SQLModel, table=True):
 # --------------------------------------------------------------------------------------- schemas
 
 
-class AnalysisDefaults(BaseModel):
+class AnalysisDefaults(RequestModel):
     """Analysis settings a template fills in when the experiment does not set them."""
 
     model_config = ConfigDict(extra="forbid")
@@ -64,34 +73,27 @@ class AnalysisDefaults(BaseModel):
     cuped: StrictBool | None = None
     pre_period_days: int | None = PField(default=None, ge=1, le=365, strict=True)
     bayesian: StrictBool | None = None
-    srm_threshold: float | None = PField(default=None, gt=0, lt=0.5, strict=True)
+    srm_threshold: SrmThreshold | None = None
     sequential_n_star: int | None = PField(default=None, ge=1, le=10_000_000, strict=True)
 
 
-class TemplateDefaults(BaseModel):
+class TemplateDefaults(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
-    alpha: float | None = PField(default=None, gt=0, lt=0.5, strict=True)
-    power: float | None = PField(default=None, ge=0.5, lt=1, strict=True)
-    attribution_window_hours: float | None = PField(
-        default=None, gt=0, strict=True, allow_inf_nan=False
-    )
+    alpha: Alpha | None = None
+    power: Power | None = None
+    attribution_window_hours: WindowHours | None = None
     analysis: AnalysisDefaults = PField(default_factory=AnalysisDefaults)
 
 
-class RequiredGuardrail(BaseModel):
+class RequiredGuardrail(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: MetricKey
-    max_margin: float = PField(
-        gt=0,
-        strict=True,
-        allow_inf_nan=False,
-        description="the guardrail margin may not exceed this",
-    )
+    max_margin: RelativeEffect = PField(description="the guardrail margin may not exceed this")
 
 
-class TemplateRules(BaseModel):
+class TemplateRules(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     required_guardrails: list[RequiredGuardrail] = PField(default_factory=list, max_length=20)
@@ -105,7 +107,7 @@ class TemplateRules(BaseModel):
     )
 
 
-class TemplateContent(BaseModel):
+class TemplateContent(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = PField(min_length=1, max_length=200, pattern=r"\S")
@@ -142,7 +144,7 @@ class TemplateList(BaseModel):
     items: list[TemplatePublic]
 
 
-class ApproveIn(BaseModel):
+class ApproveIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     note: Annotated[str, PField(max_length=5000)] | None = None

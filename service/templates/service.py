@@ -27,6 +27,7 @@ from service.experiments.models import (
 )
 from service.keys.models import ApiKey, Role
 from service.metrics.models import Metric
+from service.metrics.service import unknown_metric_errors
 from service.templates.models import (
     ProtocolTemplate,
     ProtocolTemplateVersion,
@@ -108,8 +109,25 @@ def _add_version(
     return ver
 
 
+def _rules_metric_errors(session: Session, rules: TemplateRules) -> None:
+    """A template's rules name metrics of the catalogue (422 naming each that is not)."""
+    named = [
+        (f"rules.required_guardrails.{i}.metric", g.metric)
+        for i, g in enumerate(rules.required_guardrails)
+    ] + [
+        (f"rules.allowed_primary_metrics.{i}", key)
+        for i, key in enumerate(rules.allowed_primary_metrics or [])
+    ]
+    errors = unknown_metric_errors(session, named)
+    if errors:
+        raise ValidationFailedError(
+            "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors
+        )
+
+
 def create_template(session: Session, body: TemplateCreate, who: Principal) -> TemplatePublic:
     """Create a template at version 1."""
+    _rules_metric_errors(session, body.rules)
     if (
         session.exec(select(ProtocolTemplate.id).where(ProtocolTemplate.key == body.key)).first()
         is not None
@@ -133,6 +151,7 @@ def update_template(
 ) -> TemplatePublic:
     """Write a new version; experiments registered under older versions keep theirs."""
     tpl = get_template_row(session, key)
+    _rules_metric_errors(session, body.rules)
     tpl.latest_version += 1
     if body.is_default is not None:
         tpl.is_default = body.is_default
@@ -270,16 +289,21 @@ def rule_errors(
             f"{len(body.secondary_metrics)} secondary metrics; at most {cap} are allowed",
         )
     minimum = rules.minimum_duration_days
-    if minimum is not None:
+    known = session.exec(select(Metric.id).where(Metric.key == body.primary_metric.metric)).first()
+    # An unknown primary metric is the protocol's own error (it names the metric): no duration
+    # can be planned from it, and blaming the duration's inputs would hide the real cause.
+    if minimum is not None and known is not None:
         days = _planned_days(session, body)
-        if days is None:
+        lacking = [f for f in ("baseline", "expected_daily_units") if getattr(body, f) is None]
+        if days is None and lacking:
             fail(
-                "expected_daily_units",
+                lacking[0],
                 "minimum_duration",
                 f"the template needs a planned duration of at least {minimum} days: give "
-                "`baseline` and `expected_daily_units` so that it can be computed",
+                + " and ".join(f"`{f}`" for f in lacking)
+                + " so that it can be computed",
             )
-        elif days < minimum:
+        elif days is not None and days < minimum:
             fail(
                 "expected_daily_units",
                 "minimum_duration",

@@ -12,6 +12,7 @@ from sqlalchemy import JSON, Index, Text
 from sqlmodel import Column, Field, SQLModel
 
 from service.db import UTCDateTime, utcnow
+from service.text import RequestModel
 
 
 class EventType(StrEnum):
@@ -91,7 +92,7 @@ class WebhookDelivery(SQLModel, table=True):
 Url = Annotated[str, PField(min_length=8, max_length=2000, pattern=r"^https?://[^\s/?#]+\S*$")]
 
 
-class WebhookCreate(BaseModel):
+class WebhookCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     url: Url
@@ -100,7 +101,7 @@ class WebhookCreate(BaseModel):
     active: StrictBool = True
 
 
-class WebhookUpdate(BaseModel):
+class WebhookUpdate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     url: Url | None = None

@@ -32,7 +32,8 @@ def setup_catalogue(make_metric: Any) -> None:
     make_metric("clicks")
 
 
-def test_create_get_and_list_templates(client, admin, editor, keys):
+def test_create_get_and_list_templates(client, admin, editor, keys, make_metric):
+    setup_catalogue(make_metric)
     r = client.post("/v1/templates", json=STANDARD, headers=admin)
     assert r.status_code == 201, r.text
     body = r.json()
@@ -48,7 +49,8 @@ def test_create_get_and_list_templates(client, admin, editor, keys):
     assert client.post("/v1/templates", json=STANDARD, headers=admin).status_code == 409
 
 
-def test_update_writes_a_new_immutable_version(client, admin, editor):
+def test_update_writes_a_new_immutable_version(client, admin, editor, make_metric):
+    setup_catalogue(make_metric)
     client.post("/v1/templates", json=STANDARD, headers=admin)
     v2 = {k: v for k, v in STANDARD.items() if k != "key"} | {"name": "Stricter"}
     v2["defaults"] = {"alpha": 0.005}

@@ -45,7 +45,7 @@ def test_mean_count_and_winsorization(client, admin, bodies):
         (
             {"key": "a1b", "name": "x", "type": "mean", "event": "e", "winsorize_upper": 1.5},
             "winsorize_upper",
-            "less than 1",
+            "must be in [0.0001, 0.9999]",
         ),
         ({"key": "A!", "name": "x", "type": "mean", "event": "e"}, "key", "pattern"),
         (

@@ -103,7 +103,6 @@ def watched(client: Any, keys: Any, admin: Any, make_experiment: Any) -> dict[st
             "required_guardrails": [{"metric": "error_rate", "max_margin": 0.02}],
         },
     }
-    assert client.post("/v1/templates", json=tpl, headers=keys["admin"]).status_code == 201
     r = client.post(
         "/v1/metrics",
         json={
@@ -116,6 +115,8 @@ def watched(client: Any, keys: Any, admin: Any, make_experiment: Any) -> dict[st
         headers=admin,
     )
     assert r.status_code == 201, r.text
+    # The template's rules name catalogue metrics, so the metric comes first.
+    assert client.post("/v1/templates", json=tpl, headers=keys["admin"]).status_code == 201
     exp = make_experiment(
         "watched",
         template="gated",
