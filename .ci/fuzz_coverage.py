@@ -1,11 +1,12 @@
 """Per-operation coverage of the schemathesis runs, read from their HAR reports.
 
-Usage: fuzz_coverage.py OPENAPI_JSON HAR [HAR ...]
+Usage: fuzz_coverage.py [--unreached] OPENAPI_JSON HAR [HAR ...]
 
 Prints, for every operation of the OpenAPI file, how many requests reached it and how they were
 answered (2xx, 404, other 4xx, 5xx) over all the runs given (one HAR per role). An operation is
 *reached* when at least one request was answered by its handler with a 2xx. Exits 1 if an operation
-was never reached or any request got a 5xx.
+was never reached or any request got a 5xx. With `--unreached`, prints only the paths of the
+operations not reached yet (one `METHOD PATH` a line), for a second, targeted run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _operations(spec: dict) -> list[tuple[str, str, re.Pattern[str]]]:
     return ops
 
 
-def main(spec_path: str, hars: list[str]) -> int:
+def main(spec_path: str, hars: list[str], unreached_only: bool = False) -> int:
     ops = _operations(json.loads(Path(spec_path).read_text()))
     counts: dict[tuple[str, str], Counter[str]] = {(m, p): Counter() for m, p, _ in ops}
     for har in hars:
@@ -51,6 +52,11 @@ def main(spec_path: str, hars: list[str]) -> int:
                     counts[(m, p)][bucket] += 1
                     counts[(m, p)]["all"] += 1
                     break
+    if unreached_only:
+        for m, p, _ in ops:
+            if counts[(m, p)]["2xx"] == 0:
+                print(f"{m} {p}")
+        return 0
     width = max(len(f"{m} {p}") for m, p, _ in ops)
     print(f"{'operation':<{width}}  {'requests':>8} {'2xx':>6} {'404':>6} {'4xx':>6} {'5xx':>4}")
     unreached, errors = [], 0
@@ -70,4 +76,6 @@ def main(spec_path: str, hars: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2:]))
+    args = sys.argv[1:]
+    only = args[:1] == ["--unreached"]
+    sys.exit(main(args[only], args[only + 1 :], unreached_only=only))
