@@ -110,6 +110,11 @@ def test_demo_registers_under_its_own_template_when_a_strict_default_exists(
             "allowed_primary_metrics": ["conversion"],
         },
     }
+    # a template's rules may name only metrics of the catalogue (product.md §11)
+    for key in ("demo_checkout_error", "conversion"):
+        metric = {"key": key, "name": key, "type": "binomial", "event": key}
+        r = httpx.post(server.url + "/v1/metrics", json=metric, headers=admin)
+        assert r.status_code == 201, r.text
     r = httpx.post(server.url + "/v1/templates", json=strict, headers=admin)
     assert r.status_code == 201, r.text
     done = run_cli("demo", "--url", server.url, "--units", "1000", cwd=tmp_path)
