@@ -17,7 +17,7 @@ from service.errors import responses
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Run the health-check scheduler unless TRIALBOOK_CHECK_INTERVAL_SECONDS is 0."""
     interval = get_settings().check_interval_seconds
-    scheduler = service.HealthScheduler(interval) if interval > 0 else None
+    scheduler = service.health_scheduler(interval) if interval > 0 else None
     if scheduler is not None:
         scheduler.start()
     try:

@@ -19,7 +19,6 @@ check`` from cron) may look at once, and exactly one row — and one webhook —
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,6 +42,7 @@ from service.deps import Principal
 from service.errors import ConflictError, NotFoundError
 from service.experiments import service as experiments
 from service.experiments.models import AuditEntry, Experiment, Status
+from service.periodic import PeriodicTask
 from service.webhooks import service as webhooks
 from service.webhooks.models import EventType
 
@@ -431,28 +431,12 @@ def resolve_alert(session: Session, alert_id: int, who: Principal) -> AlertPubli
 # ------------------------------------------------------------------------------------ scheduler
 
 
-class HealthScheduler:
+def _scheduled_checks() -> None:
+    report = run_checks()
+    if report.raised:
+        log.info("health checks raised %d alert(s)", report.raised)
+
+
+def health_scheduler(interval: float) -> PeriodicTask:
     """A daemon thread running :func:`run_checks` every ``interval`` seconds."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="health-checks", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                report = run_checks()
-                if report.raised:
-                    log.info("health checks raised %d alert(s)", report.raised)
-            except Exception:
-                log.exception("health check pass failed")
+    return PeriodicTask("health-checks", interval, _scheduled_checks)

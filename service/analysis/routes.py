@@ -24,7 +24,7 @@ from service.snapshots.models import (
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Refresh running experiments' results unless TRIALBOOK_REFRESH_INTERVAL_SECONDS is 0."""
     interval = get_settings().refresh_interval_seconds
-    scheduler = snapshots.RefreshScheduler(interval) if interval > 0 else None
+    scheduler = snapshots.refresh_scheduler(interval) if interval > 0 else None
     if scheduler is not None:
         scheduler.start()
     try:

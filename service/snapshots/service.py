@@ -16,7 +16,7 @@ A **refresh** of an experiment phase:
    series (see below);
 4. stores everything in the snapshot row (``ready``) and releases the claim.
 
-A refresh runs on a schedule for running experiments (:class:`RefreshScheduler`,
+A refresh runs on a schedule for running experiments (:func:`refresh_scheduler`,
 ``TRIALBOOK_REFRESH_INTERVAL_SECONDS``), on demand (``POST …/results/refresh``), and at stop (in
 the stop's own transaction, see :func:`on_transition`). ``GET …/results`` serves the newest ready
 snapshot whose **definition fingerprint** (phase, variants, metrics and their definitions, the
@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import math
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -68,6 +67,7 @@ from service.errors import ConflictError, NotFoundError
 from service.events.models import Conversion, Exposure
 from service.experiments import service as experiments
 from service.experiments.models import Experiment, Status
+from service.periodic import PeriodicTask
 from service.snapshots.models import (
     DimensionSlices,
     Heterogeneity,
@@ -818,31 +818,15 @@ def refresh_running() -> int:
     return done
 
 
-class RefreshScheduler:
+def _scheduled_refresh() -> None:
+    n = refresh_running()
+    if n:
+        log.info("refreshed the results of %d running experiment(s)", n)
+
+
+def refresh_scheduler(interval: float) -> PeriodicTask:
     """A daemon thread running :func:`refresh_running` every ``interval`` seconds."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="results-refresh", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                n = refresh_running()
-                if n:
-                    log.info("refreshed the results of %d running experiment(s)", n)
-            except Exception:
-                log.exception("results refresh pass failed")
+    return PeriodicTask("results-refresh", interval, _scheduled_refresh)
 
 
 if on_transition not in experiments.transition_listeners:
