@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 log = logging.getLogger(__name__)
 
@@ -35,3 +36,15 @@ class PeriodicTask:
                 self._task()
             except Exception:
                 log.exception("%s pass failed", self.name)
+
+
+@asynccontextmanager
+async def running(task: PeriodicTask | None) -> AsyncIterator[None]:
+    """A lifespan that starts ``task`` (None: nothing to run) and stops it at shutdown."""
+    if task is not None:
+        task.start()
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.stop()

@@ -1,7 +1,6 @@
 """HTTP routes for health alerts."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query
@@ -11,20 +10,13 @@ from service.alerts.models import AlertList, AlertPublic, AlertType, CheckReport
 from service.config import get_settings
 from service.deps import AdminDep, EditorDep, Offset, ReaderDep, RowId, SessionDep
 from service.errors import responses
+from service.periodic import running
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+def lifespan(app: FastAPI) -> AbstractAsyncContextManager[None]:
     """Run the health-check scheduler unless TRIALBOOK_CHECK_INTERVAL_SECONDS is 0."""
     interval = get_settings().check_interval_seconds
-    scheduler = service.health_scheduler(interval) if interval > 0 else None
-    if scheduler is not None:
-        scheduler.start()
-    try:
-        yield
-    finally:
-        if scheduler is not None:
-            scheduler.stop()
+    return running(service.health_scheduler(interval) if interval > 0 else None)
 
 
 router = APIRouter(

@@ -1,8 +1,7 @@
 """HTTP routes for experiment results: the latest snapshot, older snapshots, the series over
 time, and refreshes (``product.md`` §6, §12)."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, FastAPI, Query
@@ -11,6 +10,7 @@ from service.config import get_settings
 from service.deps import EditorDep, Offset, ReaderDep, SessionDep
 from service.errors import responses
 from service.experiments.service import get_row
+from service.periodic import running
 from service.snapshots import service as snapshots
 from service.snapshots.models import (
     RefreshAccepted,
@@ -20,18 +20,10 @@ from service.snapshots.models import (
 )
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+def lifespan(app: FastAPI) -> AbstractAsyncContextManager[None]:
     """Refresh running experiments' results unless TRIALBOOK_REFRESH_INTERVAL_SECONDS is 0."""
     interval = get_settings().refresh_interval_seconds
-    scheduler = snapshots.refresh_scheduler(interval) if interval > 0 else None
-    if scheduler is not None:
-        scheduler.start()
-    try:
-        yield
-    finally:
-        if scheduler is not None:
-            scheduler.stop()
+    return running(snapshots.refresh_scheduler(interval) if interval > 0 else None)
 
 
 router = APIRouter(
