@@ -28,6 +28,7 @@ from sqlmodel import Session, col, select
 import stats
 from service.alerts.models import AlertType, InteractionChecked
 from service.analysis.aggregate import MetricSpec, Window, variant_sums
+from service.analysis.service import metric_spec
 from service.db import open_session
 from service.experiments.models import Experiment, Status
 from service.experiments.service import control_of, current_phase
@@ -101,16 +102,7 @@ def _direction(
     if shared < min_units:
         checked.skipped = f"fewer than {min_units} shared units"
         return checked
-    spec = MetricSpec(
-        key=metric.key,
-        type=metric.type,
-        event=metric.event,
-        aggregation=metric.aggregation,
-        numerator_event=metric.numerator_event,
-        denominator_event=metric.denominator_event,
-        winsorize_lower=metric.winsorize_lower,
-        winsorize_upper=metric.winsorize_upper,
-    )
+    spec = metric_spec(metric)
     cells: dict[str, dict[str, Any]] = {}
     for v in _variants(session, other):
         b = str(v["key"])

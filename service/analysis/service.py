@@ -66,7 +66,8 @@ GROUP_SEQUENTIAL_NO_HORIZON = "group_sequential_no_horizon"
 MIN_UNITS_FOR_BASELINE = 100
 
 
-def _spec(metric: Metric) -> MetricSpec:
+def metric_spec(metric: Metric) -> MetricSpec:
+    """The aggregation's view of a catalogue metric."""
     return MetricSpec(
         key=metric.key,
         type=metric.type,
@@ -343,7 +344,7 @@ def metric_specs(session: Session, exp: Experiment) -> list[MetricSpec]:
         select(Metric).where(col(Metric.key).in_([key for key, _, _ in protocol]))
     ).all()
     catalogue = {m.key: m for m in rows}
-    return [_spec(catalogue[key]) for key, _, _ in protocol if key in catalogue]
+    return [metric_spec(catalogue[key]) for key, _, _ in protocol if key in catalogue]
 
 
 def analysis_window(session: Session, exp: Experiment, until: datetime | None = None) -> Window:
@@ -418,7 +419,7 @@ def analyse(
     missing = [key for key, _, _ in protocol if key not in catalogue]
     if missing:
         warnings.append(METRIC_NOT_FOUND)
-    specs = [_spec(catalogue[key]) for key, _, _ in protocol if key in catalogue]
+    specs = [metric_spec(catalogue[key]) for key, _, _ in protocol if key in catalogue]
 
     window = analysis_window(session, exp, until)
     counts = count_exposures(session, window) if data is None else data.counts
