@@ -1,97 +1,89 @@
-"""FastAPI dependencies: database session and the authenticated principal."""
+"""FastAPI dependencies: the database session, the authenticated principal and its role check.
+
+Authentication itself lives in :mod:`service.auth`; here it meets FastAPI. A route declares the
+roles it admits with one of the ``...Dep`` aliases (or :func:`require`), whose dependency object
+carries its :class:`~service.auth.Access`: :func:`required_access` reads it back from any route
+(the role-matrix test does), those that authenticate by hand included (:class:`BearerFor`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
 from sqlmodel import Session
 
+from service.auth import ADMIN, EDITOR, READER, SDK, Access, Principal, authenticate, key_lookup
 from service.db import open_session
-from service.errors import PermissionDeniedError, UnauthorizedError
 from service.keys.models import Role
-from service.keys.service import authenticate
-from service.throttle import client_of, throttle_of
 
 
 def get_session(request: Request) -> Iterator[Session]:
     """A session per request; mutating methods start a write transaction up front."""
-    session = open_session(write=request.method not in ("GET", "HEAD", "OPTIONS"))
-    try:
+    with open_session(write=request.method not in ("GET", "HEAD", "OPTIONS")) as session:
         yield session
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
+BEARER_DESCRIPTION = "An API key: `Authorization: Bearer <key>`"
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the API key's id, name and role."""
+class BearerFor(HTTPBearer):
+    """The Bearer scheme (for OpenAPI) of a route that authenticates by hand, with the roles it
+    admits: the SDK hot paths check the key themselves (:mod:`service.auth`), faster than
+    FastAPI's dependency machinery would."""
 
-    key_id: int
-    name: str
-    role: Role
+    def __init__(self, access: Access) -> None:
+        # The scheme keeps the name of the plain HTTPBearer so the OpenAPI file has one scheme.
+        super().__init__(auto_error=False, scheme_name="HTTPBearer", description=BEARER_DESCRIPTION)
+        self.access = access
 
-    @property
-    def actor(self) -> str:
-        return f"{self.name} (key {self.key_id})"
+
+_bearer = HTTPBearer(auto_error=False, description=BEARER_DESCRIPTION)
 
 
 def get_principal(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request, session: SessionDep, _: Annotated[object, Depends(_bearer)]
 ) -> Principal:
-    return principal_for(session, credentials, request)
+    """The caller, its key looked up in the request's session (``service.auth``)."""
+    return authenticate(request, key_lookup(session))
 
 
-def principal_for(
-    session: Session, credentials: HTTPAuthorizationCredentials | None, request: Request
-) -> Principal:
-    """The caller of a request's Bearer credentials (401 when missing, unknown or revoked; 429
-    after too many wrong keys from the client, see :mod:`service.throttle`)."""
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise UnauthorizedError(
-            "Send an API key as `Authorization: Bearer <key>` (the server's first start printed "
-            "an admin key; `trialbook keys create --role R --name N` makes others)."
-        )
-    throttle, client = throttle_of(request.app), client_of(request)
-    throttle.check(client, credentials.credentials)
-    row = authenticate(session, credentials.credentials)
-    if row is None or row.id is None:
-        throttle.failed(client)
-        raise UnauthorizedError("The API key is unknown or revoked.")
-    throttle.succeeded(client, credentials.credentials)
-    return Principal(key_id=row.id, name=row.name, role=Role(row.role))
+class RequireRole:
+    """A dependency that admits only the roles of ``access`` (403 otherwise)."""
+
+    def __init__(self, access: Access) -> None:
+        self.access = access
+
+    def __call__(self, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        return self.access.check(principal)
 
 
-def require(*roles: Role) -> Callable[..., Principal]:
+def require(*roles: Role) -> RequireRole:
     """A dependency that admits only the given roles (admin is always admitted)."""
-    allowed = frozenset((*roles, Role.admin))
-
-    def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if principal.role not in allowed:
-            names = ", ".join(sorted(r.value for r in allowed))
-            raise PermissionDeniedError(
-                f"The role '{principal.role.value}' may not do this; it needs one of: {names}."
-            )
-        return principal
-
-    _check.allowed_roles = allowed  # type: ignore[attr-defined]  # read by the role-matrix test
-    return _check
+    return RequireRole(Access.of(*roles))
 
 
-AdminDep = Annotated[Principal, Depends(require(Role.admin))]
-EditorDep = Annotated[Principal, Depends(require(Role.editor))]
-ReaderDep = Annotated[Principal, Depends(require(Role.editor, Role.viewer))]
-SdkDep = Annotated[Principal, Depends(require(Role.sdk))]
+def required_access(route: APIRoute) -> Access | None:
+    """The roles ``route`` admits, from the dependency that declares them (None: public)."""
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        if isinstance(dep.call, RequireRole | BearerFor):
+            return dep.call.access
+        stack.extend(dep.dependencies)
+    return None
+
+
+_admin, _editor, _reader, _sdk = (RequireRole(a) for a in (ADMIN, EDITOR, READER, SDK))
+AdminDep = Annotated[Principal, Depends(_admin)]
+EditorDep = Annotated[Principal, Depends(_editor)]
+ReaderDep = Annotated[Principal, Depends(_reader)]
+SdkDep = Annotated[Principal, Depends(_sdk)]
 
 
 # Paging and row ids, bounded by the columns they meet: the tables' ids are 32-bit integers on

@@ -37,8 +37,8 @@ from service.alerts.models import (
     CheckedExperiment,
     CheckReport,
 )
+from service.auth import Principal
 from service.db import open_session, utcnow
-from service.deps import Principal
 from service.errors import ConflictError, NotFoundError
 from service.experiments import service as experiments
 from service.experiments.models import AuditEntry, Experiment, Status

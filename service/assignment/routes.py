@@ -1,8 +1,9 @@
 """HTTP routes: ``GET /v1/sdk/config``, ``POST /v1/assign`` and the OFREP endpoints.
 
-Every request runs one query (:func:`service.assignment.service.key_and_version`: the API key and
-the config version), in the thread pool; the rest is CPU work on the cached config, done in the
-event loop. No write transaction is taken (on SQLite it would serialize every assignment behind
+Every request authenticates through :func:`service.auth.authenticate` with a
+:class:`service.auth.KeyCache` that reads the API key and the config version in one query (most
+requests: none, the cache answers); the rest is CPU work on the cached config, done in the event
+loop. No write transaction is taken (on SQLite it would serialize every assignment behind
 event ingestion); exposure logging opens its own write session. Auth is the usual Bearer API key,
 role ``sdk`` (or admin).
 
@@ -12,14 +13,12 @@ missing or wrong keys still get our RFC 9457 problem+json 401/403 (OFREP defines
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -37,12 +36,10 @@ from service.assignment.models import (
     OfrepGeneralError,
     SdkConfig,
 )
-from service.config import get_settings
+from service.auth import SDK, KeyCache, Principal, authenticate
 from service.db import utcnow
-from service.deps import Principal, _bearer, require
-from service.errors import UnauthorizedError, responses
-from service.keys.models import Role
-from service.throttle import client_of, throttle_of
+from service.deps import BearerFor
+from service.errors import responses
 
 JSON = "application/json"
 
@@ -64,75 +61,47 @@ def config_cache(app: Any) -> service.ConfigCache:
     return cache
 
 
-_require_sdk = require(Role.sdk)
+def key_cache(app: Any) -> KeyCache:
+    """The application's key lookups, each with the config version read in the same query."""
+    cache: KeyCache | None = getattr(app.state, "sdk_key_cache", None)
+    if cache is None:
+        cache = KeyCache(also=service.CONFIG_VERSION_COLUMNS)
+        app.state.sdk_key_cache = cache
+    return cache
 
 
-def admit(authorization: str | None, request: Request) -> SdkAccess:
-    """Admit keys with role sdk (or admin) and get the current config: one query in all.
+def admit(request: Request) -> SdkAccess:
+    """Admit keys with role sdk (or admin) and get the current config: one query in all (none
+    while :class:`~service.auth.KeyCache` remembers the key).
 
-    The same 401/403 rules as :func:`service.deps.get_principal` and :func:`service.deps.require`,
-    fused with the config version check because every SDK request needs both. It runs inline: one
-    indexed lookup costs less than a thread-pool hop.
+    It runs inline: one indexed lookup costs less than a thread-pool hop.
     """
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise UnauthorizedError("Send an API key as `Authorization: Bearer <key>`.")
-    token = token.strip()
-    throttle, client = throttle_of(request.app), client_of(request)
-    throttle.check(client, token)
-    found = _ACCESS_CACHE.get(token)
-    if not found.active or found.key_id is None or found.name is None or found.role is None:
-        throttle.failed(client)
-        raise UnauthorizedError("The API key is unknown or revoked.")
-    throttle.succeeded(client, token)
-    principal = _require_sdk(Principal(key_id=found.key_id, name=found.name, role=Role(found.role)))
-    snapshot = config_cache(request.app).current(found.version, service.load_config)
+    cache = key_cache(request.app)
+    version: tuple[Any, ...] = ()
+
+    def lookup(token: str) -> Principal | None:
+        nonlocal version
+        principal, version = cache.get(token)
+        return principal
+
+    principal = SDK.check(authenticate(request, lookup))
+    if not version:
+        # Another credential than a Bearer key (service.auth.resolve_other_credential): the
+        # empty token matches no key, so the query reads the config version alone.
+        version = cache.get("")[1]
+    snapshot = config_cache(request.app).current(version, service.load_config)
     return SdkAccess(principal=principal, snapshot=snapshot)
 
 
-class _AccessCache:
-    """Key lookups and config versions remembered for ``ttl`` seconds per token, per process.
-
-    The SDK hot path then runs no query at all for most requests. The price: within one process a
-    revoked key or a config change takes effect up to ``ttl`` seconds late (1 s by default,
-    ``TRIALBOOK_SDK_CACHE_SECONDS``; 0 turns the cache off).
-    """
-
-    MAX_ENTRIES = 4096
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, service.KeyAndVersion]] = {}
-
-    def get(self, token: str) -> service.KeyAndVersion:
-        ttl = get_settings().sdk_cache_seconds
-        now = time.monotonic()
-        hit = self._entries.get(token)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        found = service.key_and_version(token)
-        if ttl > 0:
-            if len(self._entries) >= self.MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[token] = (now + ttl, found)
-        return found
-
-    def clear(self) -> None:
-        self._entries.clear()
+# The Bearer scheme (OpenAPI) and roles of the routes that authenticate with admit().
+SDK_BEARER = BearerFor(SDK)
 
 
-_ACCESS_CACHE = _AccessCache()
-SDK_ROLES = frozenset({Role.sdk, Role.admin})
-
-
-async def sdk_access(
-    request: Request,
-    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> SdkAccess:
+async def sdk_access(request: Request, _: Annotated[object, Depends(SDK_BEARER)]) -> SdkAccess:
     """The dependency form of :func:`admit` (it also declares the Bearer scheme in OpenAPI)."""
-    return admit(request.headers.get("authorization"), request)
+    return admit(request)
 
 
-sdk_access.allowed_roles = SDK_ROLES  # type: ignore[attr-defined]  # read by the role-matrix test
 SdkAccessDep = Annotated[SdkAccess, Depends(sdk_access)]
 
 
@@ -170,7 +139,7 @@ async def get_sdk_config(access: SdkAccessDep, if_none_match: IfNoneMatch = None
 @router.post(
     "/v1/assign",
     response_model=None,
-    dependencies=[Depends(_bearer)],
+    dependencies=[Depends(SDK_BEARER)],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -186,7 +155,7 @@ async def post_assign(request: Request) -> Response:
     """Assign a unit to experiments on the server (optionally logging its exposures)."""
     # The hot path: auth, body and validation by hand (FastAPI's dependency and body machinery
     # cost more than the assignment itself); errors render exactly as elsewhere.
-    access = admit(request.headers.get("authorization"), request)
+    access = admit(request)
     try:
         body = AssignIn.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -204,9 +173,6 @@ async def post_assign(request: Request) -> Response:
             access.snapshot.compiled.raw,
         )
     return Response(service.render_assignments(assignments), media_type=JSON)
-
-
-post_assign.allowed_roles = SDK_ROLES  # type: ignore[attr-defined]  # read by the role-matrix test
 
 
 # ------------------------------------------------------------------------------------------ OFREP

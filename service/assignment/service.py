@@ -36,7 +36,6 @@ ever run backwards.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import threading
@@ -63,12 +62,11 @@ from trialbook.dimensions import exposure_attributes
 from trialbook.hashing import HASH_VERSION
 
 from service.assignment.models import UNIT_ID_MAX, AssignIn
-from service.db import get_engine, open_session
+from service.db import open_session
 from service.events.models import ExposureIn
 from service.events.service import ingest
 from service.experiments.models import Experiment, Layer, Status
 from service.json_body import JsonBodyError, load_json
-from service.keys.service import hash_key
 
 log = logging.getLogger("trialbook")
 
@@ -377,61 +375,8 @@ def load_config() -> dict[str, Any]:
         session.close()
 
 
-# Authentication and the config version in one round trip: the hot path of every SDK endpoint.
-_ACCESS_SQL: Final = (
-    "SELECT k.id, k.name, k.role, k.revoked_at, k.key_hash, " + _VERSION_COLUMNS + " "
-    "FROM (SELECT 1 AS one) AS base LEFT JOIN api_key AS k ON k.key_hash = {mark}"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyAndVersion:
-    """The API key row a token maps to (None fields when unknown) and the config version."""
-
-    key_id: int | None
-    name: str | None
-    role: str | None
-    active: bool
-    version: tuple[Any, ...]
-
-
-def key_and_version(token: str) -> KeyAndVersion:
-    """Look up an API key by its token and read the config version, in one query.
-
-    The same rule as :func:`service.keys.service.authenticate` (lookup by SHA-256, final
-    :func:`hmac.compare_digest`, revoked keys refused), done with one plain SQL statement because
-    it runs on every assignment request.
-
-    Parameters
-    ----------
-    token : str
-        The presented bearer token.
-
-    Returns
-    -------
-    KeyAndVersion
-        ``active`` is False when the key is unknown or revoked.
-    """
-    digest = hash_key(token)
-    engine = get_engine()
-    # A pooled DB-API connection: one plain SELECT (its own snapshot) without SQLAlchemy's
-    # per-connection transaction events, which cost ~4x the query itself on SQLite.
-    sql = _ACCESS_SQL.format(mark="?" if engine.dialect.paramstyle == "qmark" else "%s")
-    conn = engine.raw_connection()
-    try:
-        cursor = conn.cursor()
-        try:
-            cursor.execute(sql, (digest,))
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-    finally:
-        conn.close()  # back to the pool, which rolls back
-    assert row is not None  # the LEFT JOIN on one base row always yields one row
-    active = row[0] is not None and row[3] is None and hmac.compare_digest(str(row[4]), digest)
-    return KeyAndVersion(
-        key_id=row[0], name=row[1], role=row[2], active=active, version=tuple(row[5:])
-    )
+# Read with the API key in one statement on the SDK hot path (service.auth.KeyCache).
+CONFIG_VERSION_COLUMNS: Final = _VERSION_COLUMNS
 
 
 # ------------------------------------------------------------------------------- POST /v1/assign

@@ -6,38 +6,27 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials
 
-from service.db import open_session
-from service.deps import Principal, _bearer, principal_for, require
+from service.auth import SDK, Principal, authenticate, fetch_key
+from service.deps import BearerFor
 from service.errors import AppError, responses
 from service.events import service
 from service.events.models import EventBatchIn, IngestResult
-from service.keys.models import Role
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=responses(401, 403))
 
-_require_sdk = require(Role.sdk)
+
+def _key(token: str) -> Principal | None:
+    return fetch_key(token)[0]
 
 
-def sdk_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The caller, checked in a short read transaction.
+def sdk_principal(request: Request, _: Annotated[object, Depends(BearerFor(SDK))]) -> Principal:
+    """The caller, its key read in one statement outside any transaction.
 
     ``service.deps.SessionDep`` opens a write transaction for every POST and holds it for the
     whole request; ingestion takes the write lock only around its inserts, after parsing.
     """
-    session = open_session(write=False)
-    try:
-        principal = principal_for(session, credentials, request)
-    finally:
-        session.close()
-    return _require_sdk(principal)
-
-
-sdk_principal.allowed_roles = _require_sdk.allowed_roles  # type: ignore[attr-defined]  # read by the role-matrix test
+    return SDK.check(authenticate(request, _key))
 
 
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 from trialbook.targeting import validate_condition
 
+from service.auth import Principal
 from service.db import utcnow
-from service.deps import Principal
 from service.errors import (
     ConflictError,
     FieldError,

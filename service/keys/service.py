@@ -1,9 +1,8 @@
-"""API key rules: creation, hashing, lookup in constant time, revocation, bootstrap."""
+"""API key rules: creation, hashing, revocation, bootstrap (the lookup: :mod:`service.auth`)."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import secrets
 
@@ -51,21 +50,6 @@ def create_key(
     session.commit()
     session.refresh(row)
     return ApiKeyCreated(**to_public(row).model_dump(), key=token)
-
-
-def authenticate(session: Session, token: str) -> ApiKey | None:
-    """Find the active key for a presented token.
-
-    The lookup is by hash (indexed); the final comparison is :func:`hmac.compare_digest` so the
-    check itself does not leak timing.
-    """
-    digest = hash_key(token)
-    row = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
-    if row is None or row.revoked_at is not None:
-        return None
-    if not hmac.compare_digest(row.key_hash, digest):
-        return None
-    return row
 
 
 def list_keys(session: Session) -> list[ApiKeyPublic]:

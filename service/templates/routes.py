@@ -4,7 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
 
-from service.deps import AdminDep, EditorDep, Principal, SessionDep, require
+from service.auth import Principal
+from service.deps import AdminDep, EditorDep, SessionDep, require
 from service.errors import responses
 from service.experiments.models import KEY_PATTERN, ExperimentPublic
 from service.keys.models import Role

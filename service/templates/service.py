@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from service.auth import Principal
 from service.db import utcnow
-from service.deps import Principal
 from service.errors import (
     ConflictError,
     FieldError,

@@ -31,8 +31,8 @@ import httpx
 from sqlalchemy import CursorResult, delete, event, func, update
 from sqlmodel import Session, col, select
 
+from service.auth import Principal
 from service.db import open_session, utcnow
-from service.deps import Principal
 from service.errors import NotFoundError, ValidationFailedError
 from service.experiments import service as experiments
 from service.experiments.models import Experiment

@@ -9,6 +9,7 @@ import re
 import pytest
 from fastapi.routing import APIRoute
 
+from service.deps import required_access
 from service.keys.models import Role
 
 # path -> why it needs no API key
@@ -34,18 +35,10 @@ ADMIN_ONLY = {
 
 
 def _allowed_roles(route: APIRoute) -> frozenset[Role] | None:
-    # Hot-path routes that authenticate by hand declare their roles on the endpoint itself.
-    declared = getattr(route.endpoint, "allowed_roles", None)
-    if declared is not None:
-        return frozenset(declared)
-    stack = list(route.dependant.dependencies)
-    while stack:
-        dep = stack.pop()
-        roles = getattr(dep.call, "allowed_roles", None)
-        if roles is not None:
-            return roles
-        stack.extend(dep.dependencies)
-    return None
+    # Every route declares its roles as data (service.auth.Access) in the dependency that checks
+    # them; the hot paths that authenticate by hand declare them on their Bearer scheme.
+    access = required_access(route)
+    return None if access is None else access.roles
 
 
 def _routes():
