@@ -1,112 +1,40 @@
-"""The ``trialbook`` command: migrate, serve, keys, openapi (and more as domains add them)."""
+"""The ``trialbook`` command: the process's own commands (migrate, serve, keys, openapi) and
+those the domains add, listed in :mod:`service.wiring`; ``trialbook --help`` lists them all."""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Annotated
 
+import typer
+
+from service import wiring
 from service.config import get_settings
+from service.keys.models import Role
+from service.local import DatabaseNotReadyError, check_database, cli_program
 
-Command = Callable[[argparse.Namespace], int]
-# Other domains add sub-commands here: name -> (help, add_arguments, run).
-extra_commands: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Command]] = {}
+app = typer.Typer(
+    name="trialbook",
+    help="Trialbook: a self-hosted experimentation platform.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
-def cmd_migrate(_: argparse.Namespace) -> int:
+@app.command()
+def migrate() -> int:
+    """Apply database migrations."""
     from service.migrate import upgrade
 
     upgrade(get_settings().database_url)
     print("database is at the latest migration")
     return 0
-
-
-def cli_program() -> str:
-    """How this command was invoked (``.venv/bin/trialbook``), for the commands it prints."""
-    argv0 = sys.argv[0] if sys.argv else ""
-    if Path(argv0).name == "trialbook":
-        return argv0
-    return f"{sys.executable} -m service.cli"
-
-
-class DatabaseNotReadyError(Exception):
-    """The configured database does not exist or is not migrated (the message says what to run)."""
-
-
-def check_database() -> None:
-    """Refuse a database that does not exist yet (SQLite) or has no tables (never create one).
-
-    Raises
-    ------
-    DatabaseNotReadyError
-        With the command that fixes it.
-    """
-    from sqlalchemy import inspect
-    from sqlalchemy.engine import make_url
-
-    from service.db import get_engine, normalize_url
-
-    url = get_settings().database_url
-    parsed = make_url(normalize_url(url))
-    migrate = f"run `{cli_program()} migrate` (`make run` does it)"
-    sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (
-        None,
-        "",
-        ":memory:",
-    )
-    if sqlite_file and not Path(str(parsed.database)).exists():
-        raise DatabaseNotReadyError(
-            f"no database at {url} (from TRIALBOOK_DATABASE_URL); {migrate}"
-        )
-    try:
-        has_keys = inspect(get_engine()).has_table("api_key")
-    except Exception as exc:  # connection refused, bad credentials: say which database
-        raise DatabaseNotReadyError(f"cannot open the database at {url}: {exc}") from exc
-    if not has_keys:
-        raise DatabaseNotReadyError(f"the database at {url} is not migrated; {migrate}")
-
-
-@contextlib.contextmanager
-def local_api_key(role: str, purpose: str) -> Iterator[str]:
-    """A key minted straight into the configured database for one command, revoked after it.
-
-    What ``trialbook keys create`` does, for the commands run on the server machine (``make demo``,
-    ``trialbook report``) when no key is given: no secret is written anywhere, and the key stops
-    working when the command ends.
-
-    Raises
-    ------
-    DatabaseNotReadyError
-        When the database is missing or not migrated.
-    """
-    from service.db import open_session, utcnow
-    from service.keys.models import ApiKey, Role
-    from service.keys.service import create_key
-
-    check_database()
-    session = open_session(write=True)
-    try:
-        created = create_key(
-            session, name=f"{purpose} (local, revoked after the run)", role=Role(role)
-        )
-    finally:
-        session.close()
-    try:
-        yield created.key
-    finally:
-        session = open_session(write=True)
-        try:
-            row = session.get(ApiKey, created.id)
-            if row is not None and row.revoked_at is None:
-                row.revoked_at = utcnow()
-                session.add(row)
-                session.commit()
-        finally:
-            session.close()
 
 
 def first_admin_message(key: str, url: str) -> str:
@@ -143,23 +71,26 @@ def create_first_admin(url: str) -> str | None:
 
     if get_settings().bootstrap_admin_key:
         return None  # the server stores that one at start-up
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         created = ensure_first_admin(session)
-    finally:
-        session.close()
     if created is None:
         return None
     print(first_admin_message(created.key, url), file=sys.stderr, flush=True)
     return created.key
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default: TRIALBOOK_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default: TRIALBOOK_PORT")] = None,
+    workers: Annotated[int | None, typer.Option(help="default: TRIALBOOK_WORKERS")] = None,
+) -> int:
+    """Serve the HTTP API (TRIALBOOK_HOST/PORT/WORKERS)."""
     import uvicorn
 
     settings = get_settings()
-    host = args.host or settings.host
-    port = args.port or settings.port
+    host = host or settings.host
+    port = port or settings.port
     try:
         check_database()
     except DatabaseNotReadyError as exc:
@@ -170,16 +101,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "service.app:app",
         host=host,
         port=port,
-        workers=args.workers or settings.workers,
+        workers=workers or settings.workers,
         log_level=settings.log_level,
         proxy_headers=False,
     )
     return 0
 
 
-def cmd_keys_create(args: argparse.Namespace) -> int:
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[Role, typer.Option(help="the key's role")],
+    name: Annotated[str, typer.Option(help="who or what uses the key")],
+) -> int:
+    """Create a key and print it once."""
     from service.db import open_session
-    from service.keys.models import Role
     from service.keys.service import create_key
 
     try:
@@ -187,11 +122,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     except DatabaseNotReadyError as exc:
         print(f"trialbook keys create: {exc}", file=sys.stderr)
         return 1
-    session = open_session(write=True)
-    try:
-        created = create_key(session, name=args.name, role=Role(args.role))
-    finally:
-        session.close()
+    with open_session(write=True) as session:
+        created = create_key(session, name=name, role=role)
     print(created.key)
     print(
         f"# {created.role.value} key '{created.name}' (id {created.id}); shown once",
@@ -200,41 +132,39 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_openapi(_: argparse.Namespace) -> int:
+@app.command()
+def openapi() -> int:
+    """Print the OpenAPI document."""
     from service.main import create_app
 
     print(json.dumps(create_app().openapi(), indent=2, sort_keys=True))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trialbook", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
-    serve = sub.add_parser("serve", help="serve the HTTP API (TRIALBOOK_HOST/PORT/WORKERS)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
-    serve.set_defaults(func=cmd_serve)
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
-    create = keys.add_parser("create", help="create a key and print it once")
-    create.add_argument("--role", required=True, choices=["admin", "editor", "sdk", "viewer"])
-    create.add_argument("--name", required=True)
-    create.set_defaults(func=cmd_keys_create)
-    sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(func=cmd_openapi)
-    for name, (help_text, add_args, run) in extra_commands.items():
-        p = sub.add_parser(name, help=help_text)
-        add_args(p)
-        p.set_defaults(func=run)
-    return parser
+for _command in wiring.COMMANDS:
+    app.command()(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``trialbook`` with ``argv`` (default: the process's arguments); the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    import service.plugins  # noqa: F401  (domains register their commands and hooks)
-
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    wiring.install_hooks()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="trialbook",
+            standalone_mode=False,
+        )
+    except typer.Abort:  # Ctrl-C at a prompt
+        print("Aborted!", file=sys.stderr)
+        return 1
+    except typer.TyperException as exc:  # a usage error: say what is wrong, exit 2 (as argparse)
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", 2)
+        if callable(show):
+            show()
+        return int(code)
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import numpy as np
+import typer
 
 if TYPE_CHECKING:  # httpx is imported when the command runs: the server does not need it
     import httpx
@@ -389,20 +390,21 @@ def api_key_from_env() -> str | None:
     return os.environ.get("TRIALBOOK_API_KEY") or os.environ.get("TRIALBOOK_BOOTSTRAP_ADMIN_KEY")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``trialbook demo``."""
-    p.add_argument(
-        "--url",
-        default=os.environ.get("TRIALBOOK_URL", DEFAULT_URL),
-        help=f"server URL (default {DEFAULT_URL})",
-    )
-    p.add_argument(
-        "--key",
-        default=None,
-        help="admin API key (default: $TRIALBOOK_API_KEY or $TRIALBOOK_BOOTSTRAP_ADMIN_KEY)",
-    )
-    p.add_argument("--units", type=int, default=20_000, help="users to simulate (default 20000)")
-    p.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+def demo(
+    url: Annotated[
+        str, typer.Option(envvar="TRIALBOOK_URL", help=f"server URL (default {DEFAULT_URL})")
+    ] = DEFAULT_URL,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="admin API key (default: $TRIALBOOK_API_KEY or $TRIALBOOK_BOOTSTRAP_ADMIN_KEY)"
+        ),
+    ] = None,
+    units: Annotated[int, typer.Option(help="users to simulate (default 20000)")] = 20_000,
+    seed: Annotated[int, typer.Option(help="simulation seed (default 7)")] = 7,
+) -> int:
+    """Create and simulate a demo experiment against a running server."""
+    return run(argparse.Namespace(url=url, key=key, units=units, seed=seed))
 
 
 def resolve_key(
@@ -412,10 +414,10 @@ def resolve_key(
 
     Raises
     ------
-    service.cli.DatabaseNotReadyError
+    service.local.DatabaseNotReadyError
         When no key is given and there is no local database to mint one in.
     """
-    from service.cli import local_api_key
+    from service.local import local_api_key
 
     key = given or api_key_from_env()
     if key:
@@ -450,7 +452,7 @@ def unknown_key_message(command: str, url: str, local: bool) -> str:
 
 def report_command(args: argparse.Namespace, experiment: str) -> str:
     """The ``trialbook report`` line the demo prints: the same program, URL and key source."""
-    from service.cli import cli_program
+    from service.local import cli_program
 
     parts = [cli_program(), "report", experiment]
     if args.url.rstrip("/") != DEFAULT_URL:
@@ -464,7 +466,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``trialbook demo``."""
     import httpx
 
-    from service.cli import DatabaseNotReadyError
+    from service.local import DatabaseNotReadyError
 
     local = not (args.key or api_key_from_env())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the bar

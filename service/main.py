@@ -1,10 +1,10 @@
-"""Application factory."""
+"""Application factory: the routers, middleware, error handlers and OpenAPI document; what the
+process runs beside them (hooks, workers) is wired in :mod:`service.wiring`."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import Depends, FastAPI, routing
@@ -17,24 +17,21 @@ from service.analysis.routes import router as analysis_router
 from service.assignment.routes import ofrep_router
 from service.assignment.routes import router as assignment_router
 from service.config import get_settings
-from service.db import WalCheckpointer, get_engine, open_session
 from service.errors import Problem, install_error_handlers, problem_response
 from service.events.routes import router as events_router
-from service.events.service import close_writer
 from service.experiments.routes import layers_router
 from service.experiments.routes import router as experiments_router
 from service.headers import SecurityHeadersMiddleware
 from service.insights.routes import router as insights_router
 from service.keys.routes import router as keys_router
-from service.keys.service import bootstrap_admin
 from service.metrics.routes import router as metrics_router
 from service.openapi_examples import add_request_examples
 from service.reports.routes import router as reports_router
 from service.templates.routes import approval_router
 from service.templates.routes import router as templates_router
 from service.text import refuse_control_characters_in_parameters
-from service.throttle import AuthThrottle
 from service.webhooks.routes import router as webhooks_router
+from service.wiring import lifespan, wire
 
 log = logging.getLogger("trialbook")
 
@@ -115,28 +112,6 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = get_settings()
-    checkpointer = WalCheckpointer(get_engine())
-    checkpointer.start()
-    if settings.bootstrap_admin_key:
-        session = open_session(write=True)
-        try:
-            bootstrap_admin(session, settings.bootstrap_admin_key)
-        finally:
-            session.close()
-    for hook in app.state.startup_hooks:
-        hook(app)
-    try:
-        yield
-    finally:
-        for hook in app.state.shutdown_hooks:
-            hook(app)
-        checkpointer.stop()
-        close_writer()
-
-
 def create_app() -> FastAPI:
     """Build the FastAPI application."""
     settings = get_settings()
@@ -148,8 +123,7 @@ def create_app() -> FastAPI:
         # No control character in any path or query parameter of any route (service/text.py).
         dependencies=[Depends(refuse_control_characters_in_parameters)],
     )
-    app.state.startup_hooks = []
-    app.state.shutdown_hooks = []
+    wire(app)  # hooks, per-app state; the workers run in the lifespan (service/wiring.py)
     install_error_handlers(app)
     for router in ROUTERS:
         for route in router.routes:
@@ -166,9 +140,6 @@ def create_app() -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
-    app.state.auth_throttle = AuthThrottle(
-        settings.auth_failure_limit, settings.auth_failure_window_seconds
-    )
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app
 

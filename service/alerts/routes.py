@@ -1,27 +1,15 @@
 """HTTP routes for health alerts."""
 
-from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Query
+from fastapi import APIRouter, Query
 
 from service.alerts import service
 from service.alerts.models import AlertList, AlertPublic, AlertType, CheckReport
-from service.config import get_settings
 from service.deps import AdminDep, EditorDep, Offset, ReaderDep, RowId, SessionDep
 from service.errors import responses
-from service.periodic import running
 
-
-def lifespan(app: FastAPI) -> AbstractAsyncContextManager[None]:
-    """Run the health-check scheduler unless TRIALBOOK_CHECK_INTERVAL_SECONDS is 0."""
-    interval = get_settings().check_interval_seconds
-    return running(service.health_scheduler(interval) if interval > 0 else None)
-
-
-router = APIRouter(
-    prefix="/v1/alerts", tags=["alerts"], responses=responses(401, 403), lifespan=lifespan
-)
+router = APIRouter(prefix="/v1/alerts", tags=["alerts"], responses=responses(401, 403))
 
 
 @router.get("", response_model=AlertList, responses=responses(422))

@@ -1,16 +1,13 @@
 """HTTP routes for experiment results: the latest snapshot, older snapshots, the series over
 time, and refreshes (``product.md`` §6, §12)."""
 
-from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, FastAPI, Query
+from fastapi import APIRouter, BackgroundTasks, Query
 
-from service.config import get_settings
 from service.deps import EditorDep, Offset, ReaderDep, SessionDep
 from service.errors import responses
 from service.experiments.service import get_row
-from service.periodic import running
 from service.snapshots import service as snapshots
 from service.snapshots.models import (
     RefreshAccepted,
@@ -19,16 +16,7 @@ from service.snapshots.models import (
     TimeseriesPublic,
 )
 
-
-def lifespan(app: FastAPI) -> AbstractAsyncContextManager[None]:
-    """Refresh running experiments' results unless TRIALBOOK_REFRESH_INTERVAL_SECONDS is 0."""
-    interval = get_settings().refresh_interval_seconds
-    return running(snapshots.refresh_scheduler(interval) if interval > 0 else None)
-
-
-router = APIRouter(
-    prefix="/v1/experiments", tags=["results"], responses=responses(401, 403), lifespan=lifespan
-)
+router = APIRouter(prefix="/v1/experiments", tags=["results"], responses=responses(401, 403))
 
 SnapshotId = Annotated[
     int | None,

@@ -218,6 +218,3 @@ def compute_insights(session: Session) -> InsightsPublic:
         stopped_early=sum(1 for o in outcomes.values() if o.stopped_early),
     )
 
-
-if on_transition not in experiments.transition_listeners:
-    experiments.transition_listeners.append(on_transition)

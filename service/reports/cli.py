@@ -4,9 +4,12 @@ which a browser does not send by itself; open the saved file instead)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from service.demo import (
     DEFAULT_URL,
@@ -17,18 +20,30 @@ from service.demo import (
 )
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``trialbook report``."""
-    p.add_argument("experiment", help="experiment key")
-    p.add_argument("--out", help="file to write (default: stdout)")
-    p.add_argument("--format", choices=["html", "md"], default="html")
-    p.add_argument("--url", default=os.environ.get("TRIALBOOK_URL", DEFAULT_URL))
-    p.add_argument(
-        "--key",
-        default=None,
-        help="viewer (or higher) API key (default: $TRIALBOOK_API_KEY or "
-        "$TRIALBOOK_BOOTSTRAP_ADMIN_KEY; on the server machine, a one-run key from its database)",
+class Format(StrEnum):
+    html = "html"
+    md = "md"
+
+
+def report(
+    experiment: Annotated[str, typer.Argument(help="experiment key")],
+    out: Annotated[str | None, typer.Option(help="file to write (default: stdout)")] = None,
+    format: Annotated[Format, typer.Option(help="html or md")] = Format.html,
+    url: Annotated[str, typer.Option(envvar="TRIALBOOK_URL", help="server URL")] = DEFAULT_URL,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="viewer (or higher) API key (default: $TRIALBOOK_API_KEY or "
+            "$TRIALBOOK_BOOTSTRAP_ADMIN_KEY; on the server machine, a one-run key from its "
+            "database)"
+        ),
+    ] = None,
+) -> int:
+    """Save an experiment's report (HTML or Markdown)."""
+    args = argparse.Namespace(
+        experiment=experiment, out=out, format=format.value, url=url, key=key
     )
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
 
-    from service.cli import DatabaseNotReadyError
+    from service.local import DatabaseNotReadyError
 
     local = not (args.key or api_key_from_env())
     try:
@@ -68,23 +83,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(r.text)
     return 0
-
-
-def register() -> None:
-    """Add ``trialbook report`` and ``trialbook demo`` to the CLI."""
-    from service import demo
-    from service.cli import extra_commands
-
-    extra_commands["report"] = (
-        "save an experiment's report (HTML or Markdown)",
-        add_arguments,
-        run,
-    )
-    extra_commands["demo"] = (
-        "create and simulate a demo experiment against a running server",
-        demo.add_arguments,
-        demo.run,
-    )
-
-
-register()

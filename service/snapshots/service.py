@@ -828,6 +828,3 @@ def refresh_scheduler(interval: float) -> PeriodicTask:
     """A daemon thread running :func:`refresh_running` every ``interval`` seconds."""
     return PeriodicTask("results-refresh", interval, _scheduled_refresh)
 
-
-if on_transition not in experiments.transition_listeners:
-    experiments.transition_listeners.append(on_transition)

@@ -526,11 +526,3 @@ def approve(session: Session, key: str, who: Principal, note: str | None) -> Exp
     return experiments.to_public(session, exp)
 
 
-if protocol_hook not in experiments.protocol_hooks:
-    experiments.protocol_hooks.append(protocol_hook)
-if approval_check not in experiments.start_checks:
-    experiments.start_checks.append(approval_check)
-if update_hook not in experiments.update_hooks:
-    experiments.update_hooks.append(update_hook)
-if phase_hook not in experiments.phase_hooks:
-    experiments.phase_hooks.append(phase_hook)

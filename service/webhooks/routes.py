@@ -1,10 +1,8 @@
 """HTTP routes for webhook subscriptions and their delivery log (admin only)."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from service.deps import AdminDep, Offset, RowId, SessionDep
 from service.errors import responses
@@ -19,21 +17,7 @@ from service.webhooks.models import (
     WebhookUpdate,
 )
 
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Run one delivery worker per service process."""
-    worker = service.DeliveryWorker()
-    worker.start()
-    try:
-        yield
-    finally:
-        worker.stop()
-
-
-router = APIRouter(
-    prefix="/v1/webhooks", tags=["webhooks"], responses=responses(401, 403), lifespan=lifespan
-)
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=responses(401, 403))
 
 
 @router.post(

@@ -34,7 +34,6 @@ from sqlmodel import Session, col, select
 from service.auth import Principal
 from service.db import open_session, utcnow
 from service.errors import NotFoundError, ValidationFailedError
-from service.experiments import service as experiments
 from service.experiments.models import Experiment
 from service.webhooks import addresses
 from service.webhooks.models import (
@@ -258,7 +257,7 @@ def experiment_data(exp: Experiment) -> dict[str, Any]:
 
 
 def on_transition(session: Session, exp: Experiment, action: str, old: str, new: str) -> None:
-    """Registered in ``experiments.service.transition_listeners``."""
+    """A transition listener (:mod:`service.wiring`): the lifecycle webhooks, in the outbox."""
     event_type = TRANSITION_EVENTS.get(action)
     if event_type is None:
         return
@@ -471,17 +470,19 @@ class DeliveryWorker:
 _workers: set[DeliveryWorker] = set()
 
 
-@event.listens_for(Session, "after_commit")
 def _wake_workers(session: Session) -> None:
     if session.info.pop(_WAKE_FLAG, False):
         for worker in list(_workers):
             worker.wake()
 
 
-@event.listens_for(Session, "after_rollback")
 def _forget_wake(session: Session) -> None:
     session.info.pop(_WAKE_FLAG, None)
 
 
-if on_transition not in experiments.transition_listeners:
-    experiments.transition_listeners.append(on_transition)
+def wake_workers_after_commit() -> None:
+    """Wake the delivery workers after every commit that queued messages (SQLAlchemy events on
+    every Session, attached once, by :mod:`service.wiring`)."""
+    if not event.contains(Session, "after_commit", _wake_workers):
+        event.listen(Session, "after_commit", _wake_workers)
+        event.listen(Session, "after_rollback", _forget_wake)
