@@ -19,11 +19,11 @@ from service.assignment.routes import router as assignment_router
 from service.config import get_settings
 from service.errors import Problem, install_error_handlers, problem_response
 from service.events.routes import router as events_router
-from service.experiments.routes import layers_router
 from service.experiments.routes import router as experiments_router
 from service.headers import SecurityHeadersMiddleware
 from service.insights.routes import router as insights_router
 from service.keys.routes import router as keys_router
+from service.layers.routes import layers_router
 from service.metrics.routes import router as metrics_router
 from service.openapi_examples import add_request_examples
 from service.reports.routes import router as reports_router

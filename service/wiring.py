@@ -31,7 +31,7 @@ from service.auth import CredentialResolver
 from service.config import Settings, get_settings
 from service.db import WalCheckpointer, get_engine, open_session
 from service.events.service import close_writer
-from service.experiments import service as experiments
+from service.experiments import hooks as experiments
 from service.insights import service as insights
 from service.keys.service import bootstrap_admin
 from service.reports import cli as report_cli

@@ -41,7 +41,8 @@ from service.analysis.models import (
 )
 from service.db import utcnow
 from service.experiments.models import MAX_WINDOW_HOURS, Baseline, Experiment, Status
-from service.experiments.service import control_of, current_phase, get_row, sample_size_for
+from service.experiments.plan import sample_size_for
+from service.experiments.service import control_of, current_phase, get_row
 from service.metrics.models import Metric
 
 __all__ = [

@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from service.db import open_session
 from service.deps import EditorDep, Offset, ReaderDep, SessionDep
 from service.errors import responses
-from service.experiments import service
+from service.experiments import lifecycle, service, validation
 from service.experiments.models import (
     AuditList,
     ConcludeIn,
@@ -19,10 +19,6 @@ from service.experiments.models import (
     ExperimentList,
     ExperimentPublic,
     ExperimentUpdate,
-    LayerCreate,
-    LayerList,
-    LayerPublic,
-    LayerUpdate,
     NoteIn,
     PhaseCreate,
     Status,
@@ -33,7 +29,7 @@ from service.experiments.models import (
 def _cross_field_problems(action: str, request: Request, body: Any) -> list[dict[str, Any]]:
     session = open_session()
     try:
-        errors = service.body_problems(session, action, request.path_params, body)
+        errors = validation.body_problems(session, action, request.path_params, body)
     finally:
         session.close()
     return [
@@ -82,7 +78,6 @@ router = APIRouter(
     responses=responses(401, 403),
     route_class=ProtocolRoute,
 )
-layers_router = APIRouter(prefix="/v1/layers", tags=["layers"], responses=responses(401, 403))
 
 
 @router.post(
@@ -135,7 +130,7 @@ def _transition_route(action: str, summary: str) -> None:
     def handler(
         key: str, session: SessionDep, who: EditorDep, body: TransitionIn | None = None
     ) -> ExperimentPublic:
-        return service.transition(session, key, action, who, note=body.note if body else None)
+        return lifecycle.transition(session, key, action, who, note=body.note if body else None)
 
     handler.__doc__ = summary
     handler.__name__ = f"{action}_experiment"
@@ -167,7 +162,7 @@ def conclude_experiment(
     `inconclusive`; `variant` names the variant shipped (required for `ship`, refused
     otherwise); `rationale` says why, and goes into the audit trail.
     """
-    return service.transition(session, key, "conclude", who, conclusion=body)
+    return lifecycle.transition(session, key, "conclude", who, conclusion=body)
 
 
 @router.post(
@@ -180,39 +175,10 @@ def create_phase(
     key: str, body: PhaseCreate, session: SessionDep, who: EditorDep
 ) -> ExperimentPublic:
     """Start a new phase with new variants or weights (a new randomization)."""
-    return service.new_phase(session, key, body, who)
+    return lifecycle.new_phase(session, key, body, who)
 
 
 @router.post("/{key}/notes", response_model=ExperimentPublic, responses=responses(404, 422))
 def add_note(key: str, body: NoteIn, session: SessionDep, who: EditorDep) -> ExperimentPublic:
     """Add a note to an experiment (allowed in every status)."""
-    return service.add_note(session, key, body.text, who)
-
-
-@layers_router.post(
-    "",
-    status_code=status.HTTP_201_CREATED,
-    response_model=LayerPublic,
-    responses=responses(409, 422),
-)
-def create_layer(body: LayerCreate, session: SessionDep, _: EditorDep) -> LayerPublic:
-    """Create a mutual-exclusion layer, optionally with a holdout."""
-    return service.create_layer(session, body)
-
-
-@layers_router.get("", response_model=LayerList)
-def list_layers(session: SessionDep, _: ReaderDep) -> LayerList:
-    """List layers with their experiments' slices."""
-    return LayerList(items=service.list_layers(session))
-
-
-@layers_router.get("/{key}", response_model=LayerPublic, responses=responses(404))
-def get_layer(key: str, session: SessionDep, _: ReaderDep) -> LayerPublic:
-    """Get one layer."""
-    return service._layer_public(session, service.get_layer_row(session, key))
-
-
-@layers_router.patch("/{key}", response_model=LayerPublic, responses=responses(404, 409, 422))
-def update_layer(key: str, body: LayerUpdate, session: SessionDep, _: EditorDep) -> LayerPublic:
-    """Change a layer's description, or its holdout while no experiment has used it."""
-    return service.update_layer(session, key, body)
+    return lifecycle.add_note(session, key, body.text, who)

@@ -217,4 +217,3 @@ def compute_insights(session: Session) -> InsightsPublic:
         followed_recommendation=_rate(sum(comparable), len(comparable)),
         stopped_early=sum(1 for o in outcomes.values() if o.stopped_early),
     )
-

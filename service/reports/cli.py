@@ -40,9 +40,7 @@ def report(
     ] = None,
 ) -> int:
     """Save an experiment's report (HTML or Markdown)."""
-    args = argparse.Namespace(
-        experiment=experiment, out=out, format=format.value, url=url, key=key
-    )
+    args = argparse.Namespace(experiment=experiment, out=out, format=format.value, url=url, key=key)
     return run(args)
 
 

@@ -827,4 +827,3 @@ def _scheduled_refresh() -> None:
 def refresh_scheduler(interval: float) -> PeriodicTask:
     """A daemon thread running :func:`refresh_running` every ``interval`` seconds."""
     return PeriodicTask("results-refresh", interval, _scheduled_refresh)
-

@@ -25,6 +25,7 @@ from service.experiments.models import (
     Status,
     StructuredHypothesis,
 )
+from service.experiments.plan import compute_plan
 from service.keys.models import ApiKey, Role
 from service.metrics.models import Metric
 from service.metrics.service import unknown_metric_errors
@@ -232,7 +233,7 @@ def _planned_days(session: Session, body: ExperimentCreate) -> int | None:
         analysis={},
     )
     try:
-        _, days = experiments.compute_plan(probe, metric)
+        _, days = compute_plan(probe, metric)
     except ValidationFailedError:
         return None  # the protocol's own validation reports the bad plan
     return days
@@ -524,5 +525,3 @@ def approve(session: Session, key: str, who: Principal, note: str | None) -> Exp
     experiments.audit(session, exp, who.actor, "approve", note=note, details=details)
     session.commit()
     return experiments.to_public(session, exp)
-
-

@@ -1,0 +1,1 @@
+"""Layers: mutually exclusive experiments sharing traffic (product.md §9)."""
