@@ -42,7 +42,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from service.testing import LiveServer, free_port, migrate
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.support
+from tests.support.live import LiveServer, free_port, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "bench-checkout"

@@ -58,7 +58,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from service.testing import LiveServer, LiveServerError  # noqa: E402
+from tests.support.live import LiveServer, LiveServerError  # noqa: E402
 
 ADMIN_KEY = "tb_bench_admin_" + "x" * 32
 BATCH = 1000

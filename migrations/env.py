@@ -3,7 +3,7 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import service.models  # noqa: F401  (registers every table)
+import service.tables  # noqa: F401  (registers every table)
 from service.db import make_engine
 
 config = context.config

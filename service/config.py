@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     # Results snapshots of running experiments are refreshed this often, seconds (0 disables the
     # in-process scheduler; product.md §12).
     refresh_interval_seconds: float = 3600.0
+    # Health alerts (service/alerts): hours without a received exposure, while running, before the
+    # stream counts as stalled; the interaction check's level of a pair's (Bonferroni) family, and
+    # the fewest shared units it tests.
+    stalled_after_hours: float = 24.0
+    interaction_alpha: float = 0.001
+    interaction_min_units: int = 200
 
 
 @lru_cache

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -109,19 +108,14 @@ def get_engine() -> Engine:
 
 
 def open_session(*, write: bool = False) -> Session:
-    """Open a session; ``write=True`` takes SQLite's write lock at the start of the transaction."""
+    """Open a session; ``write=True`` takes SQLite's write lock at the start of the transaction.
+
+    The one idiom: ``with open_session(write=True) as session: ...`` (a Session is its own
+    context manager: leaving the block closes it, rolling back whatever was not committed).
+    """
     session = Session(get_engine(), expire_on_commit=False)
     session.connection(execution_options={IMMEDIATE: write})
     return session
-
-
-def session_scope(*, write: bool = False) -> Iterator[Session]:
-    """Yield a session that is closed (and rolled back if uncommitted) afterwards."""
-    session = open_session(write=write)
-    try:
-        yield session
-    finally:
-        session.close()
 
 
 class WalCheckpointer:

@@ -57,7 +57,7 @@ def migrated_engine() -> Iterator[Any]:
 
 
 def _empty_tables(engine: Any) -> None:
-    import service.models  # noqa: F401
+    import service.tables  # noqa: F401
 
     tables = [t.name for t in reversed(SQLModel.metadata.sorted_tables)]
     with engine.begin() as conn:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
@@ -38,6 +37,7 @@ from service.alerts.models import (
     CheckReport,
 )
 from service.auth import Principal
+from service.config import get_settings
 from service.db import open_session, utcnow
 from service.errors import ConflictError, NotFoundError
 from service.experiments import service as experiments
@@ -47,18 +47,6 @@ from service.webhooks import service as webhooks
 from service.webhooks.models import EventType
 
 log = logging.getLogger("trialbook.alerts")
-
-
-class AlertSettings(BaseSettings):
-    """Alert tuning, from ``TRIALBOOK_*`` environment variables."""
-
-    model_config = SettingsConfigDict(env_prefix="TRIALBOOK_", extra="ignore")
-
-    # Hours without a received exposure, while running, before the stream counts as stalled.
-    stalled_after_hours: float = 24.0
-    # Interaction check: level of a pair's (Bonferroni) family, and the fewest shared units tested.
-    interaction_alpha: float = 0.001
-    interaction_min_units: int = 200
 
 
 @dataclass(frozen=True)
@@ -295,7 +283,7 @@ def findings_for(
         log.exception("analysis of %s failed during the health check", exp.key)
         error = f"analysis failed: {type(exc).__name__}: {exc}"[:500]
         session.rollback()
-    stalled_after = timedelta(hours=AlertSettings().stalled_after_hours)
+    stalled_after = timedelta(hours=get_settings().stalled_after_hours)
     findings += findings_from_clock(exp, now, _stream_reference(session, exp), stalled_after)
     return findings, error, warnings
 
@@ -346,7 +334,7 @@ def run_checks(now: datetime | None = None) -> CheckReport:
             checked.append(result)
     from service.alerts.interactions import check_interactions
 
-    settings = AlertSettings()
+    settings = get_settings()
     try:
         interactions = check_interactions(
             settings.interaction_alpha, settings.interaction_min_units, now

@@ -27,11 +27,8 @@ from service.experiments.models import (
 
 
 def _cross_field_problems(action: str, request: Request, body: Any) -> list[dict[str, Any]]:
-    session = open_session()
-    try:
+    with open_session() as session:
         errors = validation.body_problems(session, action, request.path_params, body)
-    finally:
-        session.close()
     return [
         {"loc": ("body", e.field), "msg": e.message, "type": e.type or "cross_field"}
         for e in errors

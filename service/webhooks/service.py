@@ -333,8 +333,7 @@ def http_client() -> httpx.Client:
 
 
 def _claim(delivery: WebhookDelivery, now: datetime) -> bool:
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         result = session.execute(
             update(WebhookDelivery)
             .where(
@@ -351,8 +350,6 @@ def _claim(delivery: WebhookDelivery, now: datetime) -> bool:
         )
         session.commit()
         return bool(cast("CursorResult[Any]", result).rowcount == 1)
-    finally:
-        session.close()
 
 
 def _record(
@@ -362,8 +359,7 @@ def _record(
     error: str | None,
     retry_after: float | None,
 ) -> None:
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         row = session.get(WebhookDelivery, delivery_id)
         if row is None:  # the subscription was deleted meanwhile
             return
@@ -383,15 +379,12 @@ def _record(
             row.next_attempt_at = now + timedelta(seconds=wait)
         session.add(row)
         session.commit()
-    finally:
-        session.close()
 
 
 def deliver_due(limit: int = 50, client: httpx.Client | None = None) -> int:
     """Attempt every delivery that is due now (at most ``limit``); return how many were tried."""
     now = utcnow()
-    session = open_session()
-    try:
+    with open_session() as session:
         due = session.exec(
             select(WebhookDelivery, WebhookSubscription)
             .join(
@@ -405,8 +398,6 @@ def deliver_due(limit: int = 50, client: httpx.Client | None = None) -> int:
             .order_by(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.id))
             .limit(limit)
         ).all()
-    finally:
-        session.close()
     if not due:
         return 0
     own = client is None

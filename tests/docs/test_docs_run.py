@@ -8,7 +8,7 @@ What runs
     change here.
 
 The server
-    One real ``trialbook serve`` (service/testing.py LiveServer, ``cli=True``) over the suite's
+    One real ``trialbook serve`` (tests/support/live.py LiveServer, ``cli=True``) over the suite's
     database, emptied first: a first start on an empty database, so it prints the first admin key,
     which the blocks get as ``TRIALBOOK_API_KEY`` (what the README tells the reader to export).
     Every page runs against the same server in turn, so walk-throughs that collide (the same
@@ -49,7 +49,7 @@ from typing import Any
 
 import pytest
 
-from service.testing import REPO, LiveServer
+from tests.support.live import REPO, LiveServer
 
 DOCS_URL = "http://127.0.0.1:8000"  # the address the docs use (make run's default)
 SHELLS = {"sh", "bash", "shell"}
@@ -217,7 +217,7 @@ def docs_server(
     from sqlalchemy import text
     from sqlmodel import SQLModel
 
-    import service.models  # noqa: F401
+    import service.tables  # noqa: F401
 
     with migrated_engine.begin() as conn:  # a fresh database: every table emptied
         tables = [t.name for t in reversed(SQLModel.metadata.sorted_tables)]

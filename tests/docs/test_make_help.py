@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from service.testing import REPO
+from tests.support.live import REPO
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from live_server import Provisioned, new_server, provision
 
-from service.testing import migrate
+from tests.support.live import migrate
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import httpx
 from trialbook._transport import Request, Response, UrllibTransport
 from trialbook.errors import TransportError
 
-from service.testing import LiveServer
+from tests.support.live import LiveServer
 
 ADMIN_KEY = "tb-e2e-admin-" + secrets.token_hex(16)
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from service.testing import LiveServer, migrate
+from tests.support.live import LiveServer, migrate
 
 
 def _eval(client: Any, headers: dict[str, str], key: str, body: Any) -> Any:

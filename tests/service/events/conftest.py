@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from service.testing import LiveServer
+from tests.support.live import LiveServer
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from service.testing import REPO, LiveServer
+from tests.support.live import REPO, LiveServer
 
 DATABASE_URL = os.environ["TRIALBOOK_DATABASE_URL"]  # the suite's database (tests/conftest.py)
 KEY_RE = re.compile(r"^ {4}(tb_[A-Za-z0-9_-]{40,})$", re.MULTILINE)

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
-import service.models  # noqa: F401
+import service.tables  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.testing import LiveServer, migrate
+from tests.support.live import LiveServer, migrate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ADMIN_KEY = "tb_reports_e2e_admin_0123456789"

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from service.testing import LiveServer, migrate
+from tests.support.live import LiveServer, migrate
 
 DATABASE_URL = os.environ["TRIALBOOK_DATABASE_URL"]  # the suite's database (tests/conftest.py)
 PROGRAM = str(Path(sys.executable).with_name("trialbook"))  # .venv/bin/trialbook

@@ -3,7 +3,7 @@
 Tests and benches that need the HTTP wire (a second process, ``kill -9``, several workers, a real
 client library) start the server with :class:`LiveServer` instead of each keeping its own copy::
 
-    from service.testing import LiveServer, migrate
+    from tests.support.live import LiveServer, migrate
 
     migrate(url)
     with LiveServer(database_url=url, log=tmp / "server.log", bootstrap_admin_key=key) as server:
@@ -33,7 +33,7 @@ from types import TracebackType
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 
 

@@ -1,4 +1,4 @@
-"""Import every table so that SQLModel.metadata is complete (Alembic and tests use this)."""
+"""Every table of the service, imported so that SQLModel.metadata is complete (Alembic, tests)."""
 
 from service.alerts.models import Alert  # noqa: F401
 from service.analysis.looks import AnalysisLook  # noqa: F401
