@@ -22,19 +22,20 @@ Nothing here imports the web framework: domain services import :class:`Principal
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlmodel import Session, select
+from sqlalchemy import text
+from sqlmodel import Session
 
 from service.config import get_settings
 from service.db import get_engine
 from service.errors import PermissionDeniedError, UnauthorizedError
-from service.keys.models import ApiKey, Role
-from service.keys.service import hash_key
 from service.throttle import client_of, throttle_of
 
 if TYPE_CHECKING:
@@ -45,6 +46,19 @@ MISSING_KEY: Final = (
     "an admin key; `trialbook keys create --role R --name N` makes others)."
 )
 UNKNOWN_KEY: Final = "The API key is unknown or revoked."
+
+
+# What an API key may do (product.md §10). No docstring: it would enter the OpenAPI schema.
+class Role(StrEnum):
+    admin = "admin"
+    editor = "editor"
+    sdk = "sdk"
+    viewer = "viewer"
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 of the key (keys are 256-bit random tokens, so a fast hash is enough)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,16 +168,22 @@ def authenticate(conn: HTTPConnection, lookup: Lookup) -> Principal:
 # -------------------------------------------------------------------------------------- lookups
 
 
+# The api_key table (service.keys.models.ApiKey) read by its unique, indexed hash.
+_FIND_SQL: Final = text(
+    "SELECT id, name, role, revoked_at, key_hash FROM api_key WHERE key_hash = :digest"
+)
+
+
 def find_key(session: Session, token: str) -> Principal | None:
     """The active key of ``token`` read through ``session`` (lookup by SHA-256, indexed; the
     final comparison in constant time), or None."""
     digest = hash_key(token)
-    row = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
-    if row is None or row.id is None or row.revoked_at is not None:
+    row = session.execute(_FIND_SQL, {"digest": digest}).first()
+    if row is None or row.revoked_at is not None:
         return None
-    if not hmac.compare_digest(row.key_hash, digest):
+    if not hmac.compare_digest(str(row.key_hash), digest):
         return None
-    return Principal(key_id=row.id, name=row.name, role=Role(row.role))
+    return Principal(key_id=int(row.id), name=str(row.name), role=Role(row.role))
 
 
 def key_lookup(session: Session) -> Lookup:

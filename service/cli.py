@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 
 from service import wiring
+from service.auth import Role
 from service.config import get_settings
-from service.keys.models import Role
 from service.local import DatabaseNotReadyError, check_database, cli_program
 
 app = typer.Typer(

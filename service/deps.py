@@ -16,9 +16,18 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from sqlmodel import Session
 
-from service.auth import ADMIN, EDITOR, READER, SDK, Access, Principal, authenticate, key_lookup
+from service.auth import (
+    ADMIN,
+    EDITOR,
+    READER,
+    SDK,
+    Access,
+    Principal,
+    Role,
+    authenticate,
+    key_lookup,
+)
 from service.db import open_session
-from service.keys.models import Role
 
 
 def get_session(request: Request) -> Iterator[Session]:

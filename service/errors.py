@@ -252,7 +252,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
     """Every method some route serves at this path (Starlette lists only the first route's)."""
-    from service.main import api_routes
+    from service.routing import api_routes
 
     methods: set[str] = set()
     for path, route_methods, _route in api_routes(app):

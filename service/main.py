@@ -4,10 +4,9 @@ process runs beside them (hooks, workers) is wired in :mod:`service.wiring`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
-from fastapi import Depends, FastAPI, routing
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -142,14 +141,6 @@ def create_app() -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app
-
-
-def api_routes(app: FastAPI) -> Iterator[tuple[str, set[str], APIRoute]]:
-    """Every API route with its full path and methods (included routers flattened)."""
-    for context in routing.iter_route_contexts(app.routes):
-        route = context.original_route
-        if isinstance(route, APIRoute) and context.path_format is not None:
-            yield context.path_format, set(context.methods or ()), route
 
 
 def custom_openapi(app: FastAPI) -> dict[str, Any]:

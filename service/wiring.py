@@ -46,6 +46,7 @@ from service.webhooks import service as webhooks
 def install_hooks() -> None:
     """Set the experiment lifecycle hooks (idempotent: the lists are replaced, not appended)."""
     experiments.protocol_hooks[:] = [templates.protocol_hook]
+    experiments.protocol_problem_hooks[:] = [templates.template_problems]
     experiments.update_hooks[:] = [templates.update_hook]
     experiments.phase_hooks[:] = [templates.phase_hook]
     experiments.start_checks[:] = [templates.approval_check]

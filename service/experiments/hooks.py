@@ -7,10 +7,12 @@ protocols, approval and phases; webhooks, results snapshots and insights hear tr
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlmodel import Session
 
 from service.auth import Principal
+from service.errors import FieldError
 from service.experiments.models import Experiment, ExperimentCreate
 
 # Called by start (and the resume of a phase that waited) with (session, row, who): raise to refuse.
@@ -38,3 +40,7 @@ update_hooks: list[UpdateHook] = []
 # that waits starts paused and runs once resumed, when every start check passes again.
 PhaseHook = Callable[[Session, Experiment, Principal], str | None]
 phase_hooks: list[PhaseHook] = []
+# Called with (session, create body as sent) when its field rules failed: more problems to report
+# in the same 422 (templates: an unknown or unusable template).
+ProtocolProblemHook = Callable[[Session, dict[str, Any]], list[FieldError]]
+protocol_problem_hooks: list[ProtocolProblemHook] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service.auth import Principal
 from service.db import utcnow
@@ -16,15 +16,16 @@ from service.errors import (
 from service.experiments.hooks import phase_hooks, start_checks, transition_listeners
 from service.experiments.models import (
     ConcludeIn,
+    Experiment,
     ExperimentPhase,
     ExperimentPublic,
+    Layer,
     PhaseCreate,
     Status,
 )
 from service.experiments.plan import compute_plan
 from service.experiments.service import audit, current_phase, get_row, to_public
 from service.experiments.validation import conclusion_errors, raise_problems, variant_errors
-from service.layers.service import allocate_layer_range
 from service.metrics.models import Metric
 
 # lifecycle: action -> (allowed from, to)
@@ -36,6 +37,38 @@ TRANSITIONS: dict[str, tuple[frozenset[Status], Status]] = {
     "conclude": (frozenset({Status.stopped}), Status.concluded),
     "archive": (frozenset({Status.draft}), Status.archived),
 }
+
+
+# An experiment without layer_allocation takes this fraction of its layer at start.
+DEFAULT_LAYER_ALLOCATION = 0.5
+
+
+def _allocate_layer_range(session: Session, exp: Experiment) -> list[float] | None:
+    if exp.layer is None:
+        return None
+    layer = session.exec(select(Layer).where(Layer.key == exp.layer)).first()
+    if layer is None:
+        raise ConflictError(f"The layer '{exp.layer}' no longer exists.", code="layer_missing")
+    live = session.exec(
+        select(Experiment).where(
+            Experiment.layer == exp.layer,
+            col(Experiment.status).in_([Status.running.value, Status.paused.value]),
+            Experiment.id != exp.id,
+        )
+    ).all()
+    taken = sorted(tuple(e.layer_range) for e in live if e.layer_range)
+    lo_bound = layer.holdout_fraction
+    width = (exp.layer_allocation or DEFAULT_LAYER_ALLOCATION) * (1.0 - lo_bound)
+    cursor = lo_bound
+    for lo, hi in [*taken, (1.0, 1.0)]:
+        if lo - cursor >= width - 1e-12:
+            return [round(cursor, 12), round(cursor + width, 12)]
+        cursor = max(cursor, hi)
+    raise ConflictError(
+        f"Layer '{exp.layer}' has no free slice of {width:.4g} of its hash space: "
+        f"running experiments hold {taken}. Stop one or lower layer_allocation.",
+        code="layer_full",
+    )
 
 
 def transition(
@@ -63,7 +96,7 @@ def transition(
         for check in start_checks:
             check(session, exp, who)
     if action == "start":
-        exp.layer_range = allocate_layer_range(session, exp)
+        exp.layer_range = _allocate_layer_range(session, exp)
         exp.started_at = now
         phase = current_phase(session, exp)
         if phase is not None:

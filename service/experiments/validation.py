@@ -11,9 +11,9 @@ from trialbook.targeting import validate_condition
 
 from service.errors import (
     FieldError,
-    NotFoundError,
     ValidationFailedError,
 )
+from service.experiments.hooks import protocol_problem_hooks
 from service.experiments.models import (
     Baseline,
     Experiment,
@@ -275,7 +275,9 @@ def body_problems(
         return []
     if action == "create":
         errors, _ = protocol_problems(session, body)
-        return errors + _template_problems(session, body.get("template"))
+        for hook in protocol_problem_hooks:
+            errors += hook(session, body)
+        return errors
     if action == "phase":
         # A new phase's variants follow the protocol's variant rules.
         return protocol_problems(session, {"variants": body.get("variants")})[0]
@@ -314,20 +316,6 @@ def conclusion_errors(decision: Any, variant: Any, variant_keys: list[str]) -> l
         return [
             FieldError(field="variant", message="only a `ship` decision names a variant; remove it")
         ]
-    return []
-
-
-def _template_problems(session: Session, template: Any) -> list[FieldError]:
-    if not isinstance(template, str) or not template:
-        return []
-    from service.templates.service import resolve_template  # the templates domain's rule
-
-    try:
-        resolve_template(session, template)
-    except ValidationFailedError as exc:
-        return list(exc.errors or [])
-    except NotFoundError:
-        return []
     return []
 
 

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PField
 from sqlmodel import Column, Field, SQLModel
 
+from service.auth import Role as Role  # re-exported: the role column and its values
 from service.db import UTCDateTime, utcnow
 from service.text import RequestModel
-
-
-class Role(StrEnum):
-    admin = "admin"
-    editor = "editor"
-    sdk = "sdk"
-    viewer = "viewer"
 
 
 class ApiKey(SQLModel, table=True):

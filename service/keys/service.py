@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 
 from sqlalchemy import text
 from sqlmodel import Session, select
 
+from service.auth import hash_key
 from service.db import utcnow
 from service.errors import ConflictError, NotFoundError
 from service.keys.models import ApiKey, ApiKeyCreated, ApiKeyPublic, Role
@@ -16,11 +16,6 @@ from service.keys.models import ApiKey, ApiKeyCreated, ApiKeyPublic, Role
 log = logging.getLogger("trialbook")
 
 KEY_PREFIX = "tb_"
-
-
-def hash_key(key: str) -> str:
-    """SHA-256 of the key (keys are 256-bit random tokens, so a fast hash is enough)."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def new_key_token() -> str:

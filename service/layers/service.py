@@ -21,36 +21,6 @@ from service.experiments.models import (
     Status,
 )
 
-DEFAULT_LAYER_ALLOCATION = 0.5
-
-
-def allocate_layer_range(session: Session, exp: Experiment) -> list[float] | None:
-    if exp.layer is None:
-        return None
-    layer = session.exec(select(Layer).where(Layer.key == exp.layer)).first()
-    if layer is None:
-        raise ConflictError(f"The layer '{exp.layer}' no longer exists.", code="layer_missing")
-    live = session.exec(
-        select(Experiment).where(
-            Experiment.layer == exp.layer,
-            col(Experiment.status).in_([Status.running.value, Status.paused.value]),
-            Experiment.id != exp.id,
-        )
-    ).all()
-    taken = sorted(tuple(e.layer_range) for e in live if e.layer_range)
-    lo_bound = layer.holdout_fraction
-    width = (exp.layer_allocation or DEFAULT_LAYER_ALLOCATION) * (1.0 - lo_bound)
-    cursor = lo_bound
-    for lo, hi in [*taken, (1.0, 1.0)]:
-        if lo - cursor >= width - 1e-12:
-            return [round(cursor, 12), round(cursor + width, 12)]
-        cursor = max(cursor, hi)
-    raise ConflictError(
-        f"Layer '{exp.layer}' has no free slice of {width:.4g} of its hash space: "
-        f"running experiments hold {taken}. Stop one or lower layer_allocation.",
-        code="layer_full",
-    )
-
 
 def layer_public(session: Session, layer: Layer) -> LayerPublic:
     exps = session.exec(

@@ -4,11 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
 
-from service.auth import Principal
+from service.auth import Principal, Role
 from service.deps import AdminDep, EditorDep, SessionDep, require
 from service.errors import responses
 from service.experiments.models import KEY_PATTERN, ExperimentPublic
-from service.keys.models import Role
 from service.templates import service
 from service.templates.models import (
     ApproveIn,

@@ -358,6 +358,21 @@ def resolve_template(
     return tpl, get_version_row(session, tpl)
 
 
+def template_problems(session: Session, body: dict[str, Any]) -> list[FieldError]:
+    """A protocol problem hook (:mod:`service.wiring`): the problems of the template a create body
+    names, beside its field rules' (nothing when it names none or no such template)."""
+    template = body.get("template")
+    if not isinstance(template, str) or not template:
+        return []
+    try:
+        resolve_template(session, template)
+    except ValidationFailedError as exc:
+        return list(exc.errors or [])
+    except NotFoundError:
+        return []
+    return []
+
+
 def protocol_hook(
     session: Session, body: ExperimentCreate, who: Principal
 ) -> tuple[ExperimentCreate, str | None, int | None]:

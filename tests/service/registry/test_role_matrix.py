@@ -42,7 +42,8 @@ def _allowed_roles(route: APIRoute) -> frozenset[Role] | None:
 
 
 def _routes():
-    from service.main import api_routes, create_app
+    from service.main import create_app
+    from service.routing import api_routes
 
     for path, methods, route in api_routes(create_app()):
         if route.include_in_schema or path in PUBLIC:
