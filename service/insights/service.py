@@ -101,7 +101,7 @@ results_provider = _results
 
 
 def on_transition(session: Session, exp: Experiment, action: str, old: str, new: str) -> None:
-    """Registered in ``experiments.service.transition_listeners``: snapshot at stop, and at
+    """In ``experiments.hooks.transition_listeners`` (service.wiring): snapshot at stop, and at
     conclude when no snapshot exists yet."""
     if action == "stop" or (
         action == "conclude" and session.get(ExperimentOutcome, exp.id) is None

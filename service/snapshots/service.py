@@ -792,7 +792,7 @@ def timeseries(session: Session, key: str) -> TimeseriesPublic:
 
 
 def on_transition(session: Session, exp: Experiment, action: str, old: str, new: str) -> None:
-    """Registered in ``experiments.service.transition_listeners``: a snapshot at stop, in the
+    """In ``experiments.hooks.transition_listeners`` (service.wiring): a snapshot at stop, in the
     stop's transaction (the insights outcome taken at stop reads it)."""
     if action == "stop":
         latest_results(session, exp, trigger="stop")

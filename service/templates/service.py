@@ -376,7 +376,7 @@ def template_problems(session: Session, body: dict[str, Any]) -> list[FieldError
 def protocol_hook(
     session: Session, body: ExperimentCreate, who: Principal
 ) -> tuple[ExperimentCreate, str | None, int | None]:
-    """Registered in ``experiments.service.protocol_hooks``: defaults, then rules (422)."""
+    """In ``experiments.hooks.protocol_hooks`` (service.wiring): defaults, then rules (422)."""
     found = resolve_template(session, body.template)
     if found is None:
         return body, None, None
@@ -420,7 +420,7 @@ def update_hook(
     changed: frozenset[str],
     who: Principal,
 ) -> str | None:
-    """Registered in ``experiments.service.update_hooks``: the rules again at a PATCH of a draft.
+    """In ``experiments.hooks.update_hooks`` (service.wiring): the rules again at a draft's PATCH.
 
     The merged protocol is checked against the rules of the template *version the experiment was
     registered under* (a 422 naming each violated rule, as at create). When that version requires
@@ -471,7 +471,7 @@ def _pending_phase_requester(session: Session, exp: Experiment) -> str | None:
 
 
 def approval_check(session: Session, exp: Experiment, who: Principal) -> None:
-    """Registered in ``experiments.service.start_checks``: refuse start (and the resume of a new
+    """In ``experiments.hooks.start_checks`` (service.wiring): refuse start (and the resume of a new
     phase) without an approval."""
     rules = rules_of(session, exp)
     if rules is not None and rules.approval_required and exp.approved_by is None:
@@ -486,7 +486,7 @@ def approval_check(session: Session, exp: Experiment, who: Principal) -> None:
 
 
 def phase_hook(session: Session, exp: Experiment, who: Principal) -> str | None:
-    """Registered in ``experiments.service.phase_hooks``: under a template version that requires
+    """In ``experiments.hooks.phase_hooks`` (service.wiring): under a template version that requires
     an approval, a new phase clears the approval and waits (paused) for a fresh one."""
     rules = rules_of(session, exp)
     if rules is None or not rules.approval_required:
