@@ -209,7 +209,7 @@ def raw_rows(
                 conversions.append(
                     (e["event_id"], e["name"], e["unit_id"], e["value"], ts, received, digest)
                 )
-        units = sorted(_unit_rows(exposures, int if sqlite else bool))
+        units = sorted(_unit_rows(exposures, int if sqlite else bool, {}))
         out.append((exposures, conversions, units))
     return out
 
@@ -218,7 +218,7 @@ EXPOSURE_COLS = (
     "event_id, experiment_id, phase, variant, unit_id, ts, received_at, payload_hash, late"
 )
 CONVERSION_COLS = "event_id, name, unit_id, value, ts, received_at, payload_hash"
-UNIT_COLS = "experiment_id, phase, unit_id, variant, first_ts, multiple"
+UNIT_COLS = "experiment_id, phase, unit_id, variant, first_ts, multiple, attributes"
 
 
 def raw_sqlite(path: str, rows: list[Any], *, unique: bool = True, units: bool = False) -> float:
@@ -242,7 +242,7 @@ def raw_sqlite(path: str, rows: list[Any], *, unique: bool = True, units: bool =
     conv_sql = (
         f"INSERT INTO {conv_table} ({CONVERSION_COLS}) VALUES ({','.join('?' * 7)}){conflict}"
     )
-    unit_sql = f"INSERT INTO exposure_unit ({UNIT_COLS}) VALUES ({','.join('?' * 6)}) {UNIT_MERGE}"
+    unit_sql = f"INSERT INTO exposure_unit ({UNIT_COLS}) VALUES ({','.join('?' * 7)}) {UNIT_MERGE}"
     n = 0
     t0 = time.perf_counter()
     for exposures, conversions, unit_rows in rows:
