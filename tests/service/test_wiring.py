@@ -64,9 +64,12 @@ import service.alerts.service, service.insights.service, service.snapshots.servi
 import service.templates.service, service.webhooks.service
 from sqlalchemy import event
 from sqlmodel import Session
-from service.experiments import service as e
+from service.experiments import hooks as e
 from service.webhooks import service as w
-lists = [e.protocol_hooks, e.update_hooks, e.phase_hooks, e.start_checks, e.transition_listeners]
+lists = [
+    e.protocol_hooks, e.protocol_problem_hooks, e.update_hooks, e.phase_hooks, e.start_checks,
+    e.transition_listeners,
+]
 assert all(not hooks for hooks in lists), lists
 assert not event.contains(Session, "after_commit", w._wake_workers)
 from service.main import create_app
