@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query
 
-from service.deps import EditorDep, Offset, ReaderDep, SessionDep
+from service.deps import MAX_ROW_ID, EditorDep, Offset, ReaderDep, SessionDep
 from service.errors import responses
 from service.experiments.service import get_row
 from service.snapshots import service as snapshots
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/experiments", tags=["results"], responses=respons
 
 SnapshotId = Annotated[
     int | None,
-    Query(ge=1, le=2**63 - 1, description="read this snapshot instead of the latest"),
+    Query(ge=1, le=MAX_ROW_ID, description="read this snapshot instead of the latest"),
 ]
 
 
