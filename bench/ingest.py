@@ -180,7 +180,8 @@ def raw_rows(
 ) -> list[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
     """The rows the service would store, prepared in advance (hash: a fixed 32-char string):
     per batch, the exposures, the conversions and the ``exposure_unit`` rows of the exposures."""
-    from service.events.service import _sqlite_ts, _unit_rows
+    from service.events.plan import unit_rows as _unit_rows
+    from service.events.store import sqlite_ts as _sqlite_ts
 
     now = datetime.now(UTC)
     received: Any = _sqlite_ts(now) if sqlite else now
@@ -209,7 +210,7 @@ def raw_rows(
                 conversions.append(
                     (e["event_id"], e["name"], e["unit_id"], e["value"], ts, received, digest)
                 )
-        units = sorted(_unit_rows(exposures, int if sqlite else bool))
+        units = sorted(_unit_rows(exposures, int if sqlite else bool, {}))
         out.append((exposures, conversions, units))
     return out
 
@@ -218,7 +219,7 @@ EXPOSURE_COLS = (
     "event_id, experiment_id, phase, variant, unit_id, ts, received_at, payload_hash, late"
 )
 CONVERSION_COLS = "event_id, name, unit_id, value, ts, received_at, payload_hash"
-UNIT_COLS = "experiment_id, phase, unit_id, variant, first_ts, multiple"
+UNIT_COLS = "experiment_id, phase, unit_id, variant, first_ts, multiple, attributes"
 
 
 def raw_sqlite(path: str, rows: list[Any], *, unique: bool = True, units: bool = False) -> float:
@@ -226,7 +227,7 @@ def raw_sqlite(path: str, rows: list[Any], *, unique: bool = True, units: bool =
     ``units``, each transaction also upserts the batch's ``exposure_unit`` rows."""
     import sqlite3
 
-    from service.events.service import UNIT_MERGE
+    from service.events.store import UNIT_MERGE
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -242,7 +243,7 @@ def raw_sqlite(path: str, rows: list[Any], *, unique: bool = True, units: bool =
     conv_sql = (
         f"INSERT INTO {conv_table} ({CONVERSION_COLS}) VALUES ({','.join('?' * 7)}){conflict}"
     )
-    unit_sql = f"INSERT INTO exposure_unit ({UNIT_COLS}) VALUES ({','.join('?' * 6)}) {UNIT_MERGE}"
+    unit_sql = f"INSERT INTO exposure_unit ({UNIT_COLS}) VALUES ({','.join('?' * 7)}) {UNIT_MERGE}"
     n = 0
     t0 = time.perf_counter()
     for exposures, conversions, unit_rows in rows:
@@ -263,7 +264,7 @@ def raw_postgres(url: str, rows: list[Any], *, units: bool = False) -> float:
     connection; with ``units``, also COPY + upsert of the ``exposure_unit`` rows."""
     import psycopg
 
-    from service.events.service import UNIT_MERGE
+    from service.events.store import UNIT_MERGE
 
     conninfo = url.replace("postgresql+psycopg://", "postgresql://")
     n = 0

@@ -20,7 +20,7 @@ from service.config import get_settings
 from service.db import WalCheckpointer, get_engine, open_session
 from service.errors import Problem, install_error_handlers, problem_response
 from service.events.routes import router as events_router
-from service.events.service import close_writer
+from service.events.writer import stop_writer
 from service.experiments.routes import layers_router
 from service.experiments.routes import router as experiments_router
 from service.headers import SecurityHeadersMiddleware
@@ -134,7 +134,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for hook in app.state.shutdown_hooks:
             hook(app)
         checkpointer.stop()
-        close_writer()
+        stop_writer()
 
 
 def create_app() -> FastAPI:
