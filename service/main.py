@@ -169,7 +169,7 @@ def create_app() -> FastAPI:
     app.state.auth_throttle = AuthThrottle(
         settings.auth_failure_limit, settings.auth_failure_window_seconds
     )
-    app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]  # FastAPI's way
     return app
 
 

@@ -235,7 +235,7 @@ def raise_alert(session: Session, exp: Experiment, finding: Finding) -> bool:
         "details": finding.details,
         "created_at": utcnow(),
     }
-    table = Alert.__table__  # type: ignore[attr-defined]
+    table = Alert.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation
     dialect = session.get_bind().dialect.name
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     stmt = (

@@ -27,6 +27,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     TypeAdapter,
+    with_config,
 )
 from pydantic import (
     Field as PField,
@@ -298,10 +299,9 @@ _EVENT_ID = Annotated[str, _EVENT_ID_FIELD]  # printable ASCII: no control chara
 _UNIT_TEXT = Annotated[str, PField(min_length=1, max_length=UNIT_ID_MAX, pattern=TEXT_PATTERN)]
 
 
+@with_config(ConfigDict(extra="forbid"))
 class ExposureDict(TypedDict):
     """An exposure as validated by the fast path (see :class:`ExposureIn`)."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     event_id: _EVENT_ID
     type: Literal["exposure"]
@@ -313,10 +313,9 @@ class ExposureDict(TypedDict):
     attributes: NotRequired[Attributes | None]
 
 
+@with_config(ConfigDict(extra="forbid"))
 class ConversionDict(TypedDict):
     """A conversion as validated by the fast path (see :class:`ConversionIn`)."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     event_id: _EVENT_ID
     type: Literal["conversion"]
@@ -328,10 +327,9 @@ class ConversionDict(TypedDict):
     timestamp: _TIMESTAMP_TEXT
 
 
+@with_config(ConfigDict(extra="forbid"))
 class EventBatchDict(TypedDict):
     """The body ``{events: [...]}`` as validated by the fast path."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     events: Annotated[
         list[Annotated[ExposureDict | ConversionDict, PField(discriminator="type")]],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -47,6 +47,8 @@ from service.experiments.models import (
     Status,
     Targeting,
     VariantIn,
+    VariantRow,
+    variant_rows,
 )
 from service.metrics.models import Metric
 from stats.power import planned_duration_days, sample_size_per_variant
@@ -91,7 +93,7 @@ def get_row(session: Session, key: str) -> Experiment:
     return row
 
 
-def control_of(variants: list[dict[str, Any]]) -> str:
+def control_of(variants: Sequence[VariantRow]) -> str:
     return str(next(v["key"] for v in variants if v.get("is_control")))
 
 
@@ -437,7 +439,7 @@ def sample_size_for(exp: Experiment, metric_type: str, baseline: Baseline) -> in
     Raises ``ValueError`` when the baseline cannot support the plan (see ``stats.power``).
     """
     return sample_size_per_variant(
-        metric_type=metric_type,  # type: ignore[arg-type]
+        metric_type=metric_type,  # type: ignore[arg-type]  # str of a Metric: one of the literals
         mde=exp.primary_mde,
         alpha=exp.alpha,
         power=exp.power,
@@ -459,7 +461,7 @@ def compute_plan(exp: Experiment, primary: Metric | None) -> tuple[int | None, i
     baseline = BaselineOut.model_validate(exp.baseline)
     try:
         n = sample_size_per_variant(
-            metric_type=primary.type,  # type: ignore[arg-type]
+            metric_type=primary.type,  # type: ignore[arg-type]  # a MetricType value, as str
             mde=exp.primary_mde,
             alpha=exp.alpha,
             power=exp.power,
@@ -963,7 +965,7 @@ def new_phase(session: Session, key: str, body: PhaseCreate, who: Principal) -> 
         errors = _variant_errors(body.variants)
         if errors:
             raise ValidationFailedError("; ".join(e.message for e in errors), errors=errors)
-        variants = [v.model_dump(mode="json") for v in body.variants]
+        variants = variant_rows(body.variants)
         removed = sorted(set(exp.overrides.values()) - {v["key"] for v in variants})
         if removed:
             raise ConflictError(

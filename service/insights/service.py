@@ -7,7 +7,6 @@ import statistics
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -15,7 +14,7 @@ from service.alerts.models import Alert, AlertType
 from service.analysis.models import ResultsPublic
 from service.db import utcnow
 from service.experiments import service as experiments
-from service.experiments.models import Experiment, Status
+from service.experiments.models import DecisionRow, Experiment, Status
 from service.insights.models import (
     Durations,
     ExperimentOutcome,
@@ -119,7 +118,7 @@ def outcome_of(session: Session, experiment_key: str) -> OutcomePublic | None:
 
 
 def followed(
-    recommendation: str | None, rec_variant: str | None, decision: dict[str, Any]
+    recommendation: str | None, rec_variant: str | None, decision: DecisionRow
 ) -> bool | None:
     """Did the recorded decision follow the recommendation at stop? None: not comparable.
 
