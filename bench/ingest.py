@@ -180,7 +180,8 @@ def raw_rows(
 ) -> list[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
     """The rows the service would store, prepared in advance (hash: a fixed 32-char string):
     per batch, the exposures, the conversions and the ``exposure_unit`` rows of the exposures."""
-    from service.events.service import _sqlite_ts, _unit_rows
+    from service.events.plan import unit_rows as _unit_rows
+    from service.events.store import sqlite_ts as _sqlite_ts
 
     now = datetime.now(UTC)
     received: Any = _sqlite_ts(now) if sqlite else now
@@ -226,7 +227,7 @@ def raw_sqlite(path: str, rows: list[Any], *, unique: bool = True, units: bool =
     ``units``, each transaction also upserts the batch's ``exposure_unit`` rows."""
     import sqlite3
 
-    from service.events.service import UNIT_MERGE
+    from service.events.store import UNIT_MERGE
 
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -263,7 +264,7 @@ def raw_postgres(url: str, rows: list[Any], *, units: bool = False) -> float:
     connection; with ``units``, also COPY + upsert of the ``exposure_unit`` rows."""
     import psycopg
 
-    from service.events.service import UNIT_MERGE
+    from service.events.store import UNIT_MERGE
 
     conninfo = url.replace("postgresql+psycopg://", "postgresql://")
     n = 0

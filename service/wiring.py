@@ -30,7 +30,7 @@ from service.alerts import service as alerts
 from service.auth import CredentialResolver
 from service.config import Settings, get_settings
 from service.db import WalCheckpointer, get_engine, open_session
-from service.events.service import close_writer
+from service.events.writer import stop_writer
 from service.experiments import hooks as experiments
 from service.insights import service as insights
 from service.keys.service import bootstrap_admin
@@ -124,4 +124,4 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     finally:
         for worker in reversed(started):
             worker.stop()
-        close_writer()
+        stop_writer()

@@ -30,7 +30,7 @@ from service.alerts.models import AlertType, InteractionChecked
 from service.analysis.aggregate import MetricSpec, Window, variant_sums
 from service.analysis.service import metric_spec
 from service.db import open_session
-from service.experiments.models import Experiment, Status
+from service.experiments.models import Experiment, Status, VariantRow
 from service.experiments.service import control_of, current_phase
 from service.metrics.models import Metric
 
@@ -39,7 +39,7 @@ log = logging.getLogger("trialbook.alerts")
 __all__ = ["check_interactions", "interaction_findings"]
 
 
-def _variants(session: Session, exp: Experiment) -> list[dict[str, Any]]:
+def _variants(session: Session, exp: Experiment) -> list[VariantRow]:
     phase = current_phase(session, exp)
     return list(phase.variants if phase is not None else exp.variants)
 

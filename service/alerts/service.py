@@ -36,6 +36,7 @@ from service.alerts.models import (
     CheckedExperiment,
     CheckReport,
 )
+from service.analysis.models import ResultsPublic
 from service.auth import Principal
 from service.config import get_settings
 from service.db import open_session, utcnow
@@ -62,55 +63,54 @@ class Finding:
 # ------------------------------------------------------------------------------------ the rules
 
 
-def findings_from_results(results: dict[str, Any]) -> list[Finding]:
+def findings_from_results(results: ResultsPublic) -> list[Finding]:
     """The result-based conditions (SRM, guardrail fail, decision ready) in a §6 results object."""
     out: list[Finding] = []
-    srm = results.get("srm") or {}
-    if srm.get("mismatch"):
+    srm = results.srm
+    if srm.mismatch:
         out.append(
             Finding(
                 AlertType.srm,
-                f"Sample ratio mismatch: units per variant {srm.get('observed')} do not fit the "
-                f"weights {srm.get('expected')} (p = {srm.get('p_value'):.3g}); the results are "
+                f"Sample ratio mismatch: units per variant {srm.observed} do not fit the "
+                f"weights {srm.expected} (p = {srm.p_value:.3g}); the results are "
                 "not trustworthy until the cause is found.",
-                details={"p_value": srm.get("p_value"), "observed": srm.get("observed")},
+                details={"p_value": srm.p_value, "observed": srm.observed},
             )
         )
-    for metric in results.get("metrics", []):
-        if metric.get("role") != "guardrail":
+    for metric in results.metrics:
+        if metric.role != "guardrail":
             continue
-        for comp in metric.get("comparisons", []):
-            guard = comp.get("guardrail") or {}
-            if guard.get("status") != "fail":
+        for comp in metric.comparisons:
+            guard = comp.guardrail
+            if guard is None or guard.status != "fail":
                 continue
-            rel = comp.get("relative") or {}
             out.append(
                 Finding(
                     AlertType.guardrail_failed,
-                    f"Guardrail '{metric['metric']}' fails for '{comp['variant']}': significant "
-                    f"harm beyond the margin {guard.get('margin')} (relative lift "
-                    f"{rel.get('estimate')}).",
-                    condition=f"{metric['metric']}:{comp['variant']}",
+                    f"Guardrail '{metric.metric}' fails for '{comp.variant}': significant "
+                    f"harm beyond the margin {guard.margin} (relative lift "
+                    f"{comp.relative.estimate}).",
+                    condition=f"{metric.metric}:{comp.variant}",
                     details={
-                        "metric": metric["metric"],
-                        "variant": comp["variant"],
-                        "margin": guard.get("margin"),
-                        "relative": rel,
+                        "metric": metric.metric,
+                        "variant": comp.variant,
+                        "margin": guard.margin,
+                        "relative": comp.relative.model_dump(mode="json"),
                     },
                 )
             )
-    power = results.get("power") or {}
-    progress = power.get("progress")
+    power = results.power
+    progress = power.progress
     if progress is not None and progress >= 1.0:
         out.append(
             Finding(
                 AlertType.decision_ready,
-                f"The planned sample is reached ({power.get('units_so_far')} of "
-                f"{power.get('sample_size_per_variant')} units per variant): the experiment can be "
+                f"The planned sample is reached ({power.units_so_far} of "
+                f"{power.sample_size_per_variant} units per variant): the experiment can be "
                 "stopped and decided.",
                 details={
                     "progress": progress,
-                    "recommendation": (results.get("decision") or {}).get("recommendation"),
+                    "recommendation": results.decision.recommendation,
                 },
             )
         )
@@ -161,10 +161,10 @@ def findings_from_clock(
 # ---------------------------------------------------------------------------- inputs of a check
 
 
-def _results(session: Session, exp: Experiment) -> dict[str, Any]:
-    from service.snapshots.service import results_dict
+def _results(session: Session, exp: Experiment) -> ResultsPublic:
+    from service.snapshots.service import latest_results
 
-    return results_dict(session, exp)  # the latest snapshot (service.snapshots)
+    return latest_results(session, exp)  # the latest snapshot (service.snapshots)
 
 
 def _last_exposure(session: Session, exp: Experiment) -> datetime | None:
@@ -201,7 +201,7 @@ def _stream_reference(session: Session, exp: Experiment) -> datetime | None:
 
 
 # Replaceable inputs (tests use crafted results; the report of each is the §6 contract).
-results_provider: Callable[[Session, Experiment], dict[str, Any]] = _results
+results_provider: Callable[[Session, Experiment], ResultsPublic] = _results
 
 
 # ------------------------------------------------------------------------------------- storing
@@ -223,7 +223,7 @@ def raise_alert(session: Session, exp: Experiment, finding: Finding) -> bool:
         "details": finding.details,
         "created_at": utcnow(),
     }
-    table = Alert.__table__  # type: ignore[attr-defined]
+    table = Alert.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation
     dialect = session.get_bind().dialect.name
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     stmt = (
@@ -255,13 +255,13 @@ def raise_alert(session: Session, exp: Experiment, finding: Finding) -> bool:
 UNJUDGED = frozenset({"non_finite_statistics"})
 
 
-def unjudged_metrics(results: dict[str, Any]) -> list[str]:
+def unjudged_metrics(results: ResultsPublic) -> list[str]:
     """``metric: code`` for each metric whose comparisons carry a warning of :data:`UNJUDGED`."""
     out: list[str] = []
-    for metric in results.get("metrics", []):
-        for comp in metric.get("comparisons", []):
-            for code in comp.get("warnings", []):
-                note = f"{metric['metric']}: {code}"
+    for metric in results.metrics:
+        for comp in metric.comparisons:
+            for code in comp.warnings:
+                note = f"{metric.metric}: {code}"
                 if code in UNJUDGED and note not in out:
                     out.append(note)
     return out

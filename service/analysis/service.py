@@ -409,7 +409,7 @@ def analyse(
     cuped = bool(settings.get("cuped", True))
     sequential = settings.get("method", "fixed") == "sequential"
     group_sequential = settings.get("method", "fixed") == "group_sequential"
-    correction = str(settings.get("correction", "holm"))
+    correction = settings.get("correction", "holm")
     warnings: list[str] = []
 
     protocol = _protocol_metrics(exp)
@@ -458,15 +458,15 @@ def analyse(
         if fractions:
             design = stats.GroupSequentialDesign(
                 fractions,
-                str(settings.get("spending", "obrien_fleming")),  # type: ignore[arg-type]
+                settings.get("spending", "obrien_fleming"),
                 settings.get("rho"),
             )
 
     inputs = [
         stats.MetricInput(
             key=spec.key,
-            type=spec.type,  # type: ignore[arg-type]
-            role=role,  # type: ignore[arg-type]
+            type=spec.type,  # type: ignore[arg-type]  # a MetricType value, as str
+            role=role,  # type: ignore[arg-type]  # "primary", "secondary" or "guardrail"
             higher_is_better=catalogue[key].higher_is_better,
             guardrail_margin=margin,
             variants={
@@ -485,7 +485,7 @@ def analyse(
         control=control,
         settings=stats.AnalysisSettings(
             alpha=exp.alpha,
-            correction=correction,  # type: ignore[arg-type]
+            correction=correction,
             cuped=cuped,
             sequential=sequential,
             n_star=float(settings.get("sequential_n_star", 5000)),

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from service.assignment import service
+from service.assignment import ofrep, service
 from service.assignment.models import (
     AssignIn,
     AssignOut,
@@ -201,15 +201,15 @@ async def ofrep_evaluate_flag(key: str, raw: RawBodyDep, access: SdkAccessDep) -
     A unit in the experiment (reason SPLIT) gets its exposure logged, once per unit and phase
     (the deterministic event id of /v1/assign with log_exposure)."""
     try:
-        unit_id, attributes = service.ofrep_parse(raw)
-    except service.OfrepError as exc:
+        unit_id, attributes = ofrep.parse_request(raw)
+    except ofrep.OfrepError as exc:
         return JSONResponse(
             {"key": key, "errorCode": exc.code, "errorDetails": exc.details},
             status_code=exc.status,
         )
     compiled = access.snapshot.compiled
     assignment = compiled.evaluate(key, unit_id, attributes)
-    status, body = service.ofrep_result(assignment)
+    status, body = ofrep.evaluation(assignment)
     if status == 500:
         body = {"errorDetails": body["errorDetails"]}
     elif assignment.in_experiment:  # a single evaluation logs the exposure (product.md §9)
@@ -239,13 +239,13 @@ async def ofrep_evaluate_flags(
     """OFREP bulk evaluation: every experiment of the SDK config (no draft) for one context, with
     ETag / 304; it logs no exposure (it evaluates flags the unit may never see)."""
     try:
-        unit_id, attributes = service.ofrep_parse(raw)
-    except service.OfrepError as exc:
+        unit_id, attributes = ofrep.parse_request(raw)
+    except ofrep.OfrepError as exc:
         return JSONResponse(
             {"errorCode": exc.code, "errorDetails": exc.details}, status_code=exc.status
         )
     snap = access.snapshot
-    body = service.ofrep_bulk(snap.compiled, unit_id, attributes, snap.listed)
+    body = ofrep.evaluate_all(snap.compiled, unit_id, attributes, snap.listed)
     etag = service.strong_etag(body)
     if service.etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})

@@ -1,4 +1,4 @@
-"""Server-side assignment: the SDK config, its per-process cache, ``POST /v1/assign`` and OFREP.
+"""Server-side assignment: the SDK config, its per-process cache and ``POST /v1/assign``.
 
 Nothing here hashes or evaluates targeting: the service builds the same config the SDK downloads
 (``GET /v1/sdk/config``) and evaluates it with the SDK's own
@@ -21,7 +21,7 @@ The server itself evaluates the same served experiments plus the drafts (in the 
 form): ``POST /v1/assign`` and the single-flag OFREP evaluation still answer a draft named by
 key with the control and ``not_running`` (or its override, so QA can force a variant before the
 start), but nothing that lists experiments (``/v1/assign`` without ``experiments``, OFREP bulk)
-names a draft.
+names a draft. OFREP's protocol (request, reasons, bodies) is :mod:`service.assignment.ofrep`.
 
 Cache
 -----
@@ -54,19 +54,17 @@ from trialbook.assignment import (
     SERVED_STATUSES,
     Assignment,
     CompiledConfig,
-    Reason,
     compile_config,
     serve_experiment,
 )
 from trialbook.dimensions import exposure_attributes
 from trialbook.hashing import HASH_VERSION
 
-from service.assignment.models import UNIT_ID_MAX, AssignIn
+from service.assignment.models import AssignIn
 from service.db import open_session
 from service.events.models import ExposureIn
 from service.events.service import ingest
 from service.experiments.models import Experiment, Layer, Status
-from service.json_body import JsonBodyError, load_json
 
 log = logging.getLogger("trialbook")
 
@@ -498,157 +496,6 @@ def exposures_for(
             }
         )
     return out
-
-
-# ------------------------------------------------------------------------------------------ OFREP
-
-OFREP_REASONS: Final[Mapping[str, str]] = {
-    Reason.SPLIT.value: "SPLIT",
-    Reason.OVERRIDE.value: "TARGETING_MATCH",
-    Reason.NOT_RUNNING.value: "DISABLED",
-    Reason.NOT_TARGETED.value: "DEFAULT",
-    Reason.TRAFFIC_EXCLUDED.value: "DEFAULT",
-    Reason.LAYER_EXCLUDED.value: "DEFAULT",
-    Reason.HOLDOUT.value: "DEFAULT",
-}
-
-
-class OfrepError(Exception):
-    """A request-level OFREP failure: HTTP status, OpenFeature error code and details."""
-
-    def __init__(self, status: int, code: str, details: str) -> None:
-        super().__init__(details)
-        self.status = status
-        self.code = code
-        self.details = details
-
-
-def ofrep_parse(raw: bytes) -> tuple[str, dict[str, Any]]:
-    """Parse an OFREP request body into ``(unit_id, attributes)``.
-
-    Parameters
-    ----------
-    raw : bytes
-        The request body: ``{context: {targetingKey, ...}}`` (empty means no context).
-
-    Returns
-    -------
-    tuple of (str, dict)
-        The targeting key and the other context fields (the attributes).
-
-    Raises
-    ------
-    OfrepError
-        400 ``PARSE_ERROR`` (not JSON, with line and column; a key repeated in an object;
-        nested deeper than 32), ``INVALID_CONTEXT`` (not an object, or a targeting key
-        that is not a string of at most 256 characters) or ``TARGETING_KEY_MISSING``.
-    """
-    payload: Any = {}
-    if raw.strip():
-        try:
-            payload = load_json(raw)  # no repeated key, at most 32 levels deep (product.md §5)
-        except JsonBodyError as exc:
-            raise OfrepError(400, "PARSE_ERROR", f"body: {exc.message}") from None
-    if not isinstance(payload, dict):
-        raise OfrepError(400, "INVALID_CONTEXT", "the request body must be an object {context}")
-    context = payload.get("context")
-    if context is None:
-        context = {}
-    if not isinstance(context, dict):
-        raise OfrepError(400, "INVALID_CONTEXT", "`context` must be an object")
-    key = context.get("targetingKey")
-    if key is None or key == "":
-        raise OfrepError(
-            400,
-            "TARGETING_KEY_MISSING",
-            "`context.targetingKey` is required: it is the unit id that is randomized",
-        )
-    if not isinstance(key, str) or len(key) > UNIT_ID_MAX:
-        raise OfrepError(
-            400,
-            "INVALID_CONTEXT",
-            f"`context.targetingKey` must be a string of at most {UNIT_ID_MAX} characters",
-        )
-    attributes = {k: v for k, v in context.items() if k != "targetingKey"}
-    return key, attributes
-
-
-def ofrep_result(assignment: Assignment) -> tuple[int, dict[str, Any]]:
-    """Translate one assignment into an OFREP evaluation (status, body).
-
-    Parameters
-    ----------
-    assignment : Assignment
-        From ``CompiledConfig.evaluate``.
-
-    Returns
-    -------
-    tuple of (int, dict)
-        200 ``{key, value, reason, variant, metadata}``; 404 ``FLAG_NOT_FOUND``; 500 ``GENERAL``
-        for an experiment the SDK could not evaluate (reason ``error``).
-    """
-    key = assignment.experiment
-    if assignment.reason is Reason.UNKNOWN_EXPERIMENT:
-        return 404, {
-            "key": key,
-            "errorCode": "FLAG_NOT_FOUND",
-            "errorDetails": f"no experiment '{key}' (archived, or never registered)",
-        }
-    reason = OFREP_REASONS.get(assignment.reason.value)
-    if reason is None or assignment.variant is None:
-        return 500, {
-            "key": key,
-            "errorCode": "GENERAL",
-            "errorDetails": f"experiment '{key}' cannot be evaluated ({assignment.reason.value})",
-        }
-    metadata: dict[str, Any] = {
-        "in_experiment": assignment.in_experiment,
-        "reason": assignment.reason.value,
-    }
-    if assignment.phase is not None:
-        metadata["phase"] = assignment.phase
-    return 200, {
-        "key": key,
-        "value": assignment.variant,
-        "reason": reason,
-        "variant": assignment.variant,
-        "metadata": metadata,
-    }
-
-
-def ofrep_bulk(
-    compiled: CompiledConfig,
-    unit_id: str,
-    attributes: Mapping[str, Any],
-    listed: Iterable[str] | None = None,
-) -> bytes:
-    """Evaluate every listed flag for one context; return the canonical JSON body.
-
-    Parameters
-    ----------
-    compiled : CompiledConfig
-        The current config.
-    unit_id : str
-        The targeting key.
-    attributes : Mapping
-        The other context fields.
-    listed : iterable of str, optional
-        The flags to evaluate (``ConfigSnapshot.listed``: the experiments of the SDK config, never
-        a draft); default every experiment of ``compiled``.
-
-    Returns
-    -------
-    bytes
-        ``{flags: [...]}``, one success or failure per experiment, sorted by key; canonical, so
-        its hash is the bulk ETag.
-    """
-    flags = []
-    for key in compiled.experiment_keys() if listed is None else listed:
-        status, body = ofrep_result(compiled.evaluate(key, unit_id, attributes))
-        if status == 500:
-            body = {k: body[k] for k in ("key", "errorCode", "errorDetails")}
-        flags.append(body)
-    return canonical_json({"flags": flags})
 
 
 def log_exposures(

@@ -27,6 +27,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     TypeAdapter,
+    with_config,
 )
 from pydantic import (
     Field as PField,
@@ -286,22 +287,21 @@ class EventBatchIn(BaseModel):
 _PHASE = Annotated[int, PField(ge=1, le=1_000_000, strict=True)]
 # RFC 3339 text with a time zone, the shape SDKs send: kept as text here, because turning it into
 # a datetime and back into text costs more than the rest of an event's preparation. The range of
-# each field (month 13, February 30) is checked by ``service._prepare``, which asks the models
-# when ``datetime.fromisoformat`` refuses one. Any other shape the models accept (a space for
-# ``T``, a lower-case ``z``, 7+ fraction digits) fails this pattern: the batch takes the
-# per-event path, which is slower but accepts it.
+# each field (month 13, February 30) is checked by ``service.events.prepare.prepare``, which asks
+# the models when ``datetime.fromisoformat`` refuses one. Any other shape the models accept (a
+# space for ``T``, a lower-case ``z``, 7+ fraction digits) fails this pattern: the batch takes
+# the per-event path, which is slower but accepts it.
 RFC3339_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$"
 _TIMESTAMP_TEXT = Annotated[str, PField(pattern=RFC3339_PATTERN, strict=True)]
 # Strings without control characters (pydantic-core refuses lone surrogates itself); the
-# timestamp's range is checked by ``service._prepare`` against the clock.
+# timestamp's range is checked by ``service.events.prepare.prepare`` against the clock.
 _EVENT_ID = Annotated[str, _EVENT_ID_FIELD]  # printable ASCII: no control character
 _UNIT_TEXT = Annotated[str, PField(min_length=1, max_length=UNIT_ID_MAX, pattern=TEXT_PATTERN)]
 
 
+@with_config(ConfigDict(extra="forbid"))
 class ExposureDict(TypedDict):
     """An exposure as validated by the fast path (see :class:`ExposureIn`)."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     event_id: _EVENT_ID
     type: Literal["exposure"]
@@ -313,10 +313,9 @@ class ExposureDict(TypedDict):
     attributes: NotRequired[Attributes | None]
 
 
+@with_config(ConfigDict(extra="forbid"))
 class ConversionDict(TypedDict):
     """A conversion as validated by the fast path (see :class:`ConversionIn`)."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     event_id: _EVENT_ID
     type: Literal["conversion"]
@@ -328,10 +327,9 @@ class ConversionDict(TypedDict):
     timestamp: _TIMESTAMP_TEXT
 
 
+@with_config(ConfigDict(extra="forbid"))
 class EventBatchDict(TypedDict):
     """The body ``{events: [...]}`` as validated by the fast path."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     events: Annotated[
         list[Annotated[ExposureDict | ConversionDict, PField(discriminator="type")]],

@@ -22,6 +22,7 @@ from service.experiments.models import (
     Layer,
     PhaseCreate,
     Status,
+    variant_rows,
 )
 from service.experiments.plan import compute_plan
 from service.experiments.service import audit, current_phase, get_row, to_public
@@ -167,7 +168,7 @@ def new_phase(session: Session, key: str, body: PhaseCreate, who: Principal) -> 
         errors = variant_errors(body.variants)
         if errors:
             raise ValidationFailedError("; ".join(e.message for e in errors), errors=errors)
-        variants = [v.model_dump(mode="json") for v in body.variants]
+        variants = variant_rows(body.variants)
         removed = sorted(set(exp.overrides.values()) - {v["key"] for v in variants})
         if removed:
             raise ConflictError(

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, model_validator, with_config
 from pydantic import Field as PField
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import JSON, Index, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
+# pydantic needs typing_extensions' TypedDict before Python 3.12.
+from typing_extensions import TypedDict
+
 from service.db import UTCDateTime, utcnow
+from service.json_column import ValidatedJSON
 from service.numbers import Range
 from service.text import RequestModel
 
@@ -44,6 +49,63 @@ class Status(StrEnum):
     archived = "archived"
 
 
+# ---------------------------------------------------------------------------- stored JSON forms
+# What the protocol's JSON columns hold, as written from the request models below (VariantIn,
+# GuardrailIn, Baseline, AnalysisSettings, ConcludeIn): checked by ValidatedJSON when written and
+# read. Keys are optional (rows written before a field existed lack it) and other keys are kept.
+
+
+@with_config(ConfigDict(extra="allow"))
+class VariantRow(TypedDict, total=False):
+    key: str
+    name: str | None
+    description: str | None
+    weight: float
+    is_control: bool
+
+
+@with_config(ConfigDict(extra="allow"))
+class GuardrailRow(TypedDict, total=False):
+    metric: str
+    margin: float
+
+
+@with_config(ConfigDict(extra="allow"))
+class BaselineRow(TypedDict, total=False):
+    rate: float | None
+    mean: float | None
+    sd: float | None
+
+
+@with_config(ConfigDict(extra="allow"))
+class AnalysisRow(TypedDict, total=False):
+    method: Literal["fixed", "sequential", "group_sequential"]
+    correction: Literal["holm", "bh", "bonferroni", "none"]
+    cuped: bool
+    pre_period_days: int
+    bayesian: bool
+    prior_mean: float | None
+    prior_sd: float | None
+    srm_threshold: float
+    sequential_n_star: int
+    spending: Literal["obrien_fleming", "power"]
+    rho: float | None
+
+
+@with_config(ConfigDict(extra="allow"))
+class DecisionRow(TypedDict, total=False):
+    decision: str
+    variant: str | None
+    rationale: str
+    decided_by: str
+    decided_at: str  # ISO 8601
+
+
+def variant_rows(variants: Sequence[BaseModel]) -> list[VariantRow]:
+    """The stored form of request variants (:class:`VariantIn`)."""
+    return [cast(VariantRow, v.model_dump(mode="json")) for v in variants]
+
+
 # ---------------------------------------------------------------------------------------- tables
 
 
@@ -57,30 +119,42 @@ class Experiment(SQLModel, table=True):
     description: str | None = Field(default=None, max_length=10_000)
     hypothesis: Any = Field(sa_column=Column(JSON, nullable=False))
     randomization_unit: str = Field(default="user_id", max_length=100)
-    variants: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    variants: list[VariantRow] = Field(
+        sa_column=Column(ValidatedJSON(list[VariantRow]), nullable=False)
+    )
     traffic_fraction: float = 1.0
     targeting: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
-    overrides: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    overrides: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column(ValidatedJSON(dict[str, str]), nullable=False)
+    )
     primary_metric: str = Field(max_length=80)
     primary_mde: float
     secondary_metrics: list[str] = Field(
-        default_factory=list, sa_column=Column(JSON, nullable=False)
+        default_factory=list, sa_column=Column(ValidatedJSON(list[str]), nullable=False)
     )
-    guardrails: list[dict[str, Any]] = Field(
-        default_factory=list, sa_column=Column(JSON, nullable=False)
+    guardrails: list[GuardrailRow] = Field(
+        default_factory=list, sa_column=Column(ValidatedJSON(list[GuardrailRow]), nullable=False)
     )
     alpha: float = 0.05
     power: float = 0.8
-    baseline: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    baseline: BaselineRow | None = Field(
+        default=None, sa_column=Column(ValidatedJSON(BaselineRow), nullable=True)
+    )
     expected_daily_units: float | None = None
     attribution_window_hours: float | None = None
-    analysis: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    analysis: AnalysisRow = Field(sa_column=Column(ValidatedJSON(AnalysisRow), nullable=False))
     layer: str | None = Field(default=None, max_length=80, index=True)
     # Exposure attribute names the results are sliced by (product.md §12; migration 0006).
-    dimensions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=True))
+    dimensions: list[str] = Field(
+        default_factory=list, sa_column=Column(ValidatedJSON(list[str]), nullable=True)
+    )
     layer_allocation: float | None = None
-    layer_range: list[float] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
-    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    layer_range: list[float] | None = Field(
+        default=None, sa_column=Column(ValidatedJSON(list[float]), nullable=True)
+    )
+    tags: list[str] = Field(
+        default_factory=list, sa_column=Column(ValidatedJSON(list[str]), nullable=False)
+    )
     notes: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
@@ -89,7 +163,9 @@ class Experiment(SQLModel, table=True):
     phase: int = 1
     sample_size_per_variant: int | None = None
     planned_duration_days: int | None = None
-    decision: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    decision: DecisionRow | None = Field(
+        default=None, sa_column=Column(ValidatedJSON(DecisionRow), nullable=True)
+    )
     template: str | None = Field(default=None, max_length=80)
     template_version: int | None = None
     approved_by: str | None = Field(default=None, max_length=300)
@@ -127,7 +203,9 @@ class ExperimentPhase(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     experiment_id: int = Field(foreign_key="experiment.id", ondelete="CASCADE")
     phase: int
-    variants: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    variants: list[VariantRow] = Field(
+        sa_column=Column(ValidatedJSON(list[VariantRow]), nullable=False)
+    )
     traffic_fraction: float
     reason: str | None = Field(default=None, max_length=2000)
     started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))

@@ -32,7 +32,7 @@ def sample_size_for(exp: Experiment, metric_type: str, baseline: Baseline) -> in
     Raises ``ValueError`` when the baseline cannot support the plan (see ``stats.power``).
     """
     return sample_size_per_variant(
-        metric_type=metric_type,  # type: ignore[arg-type]
+        metric_type=metric_type,  # type: ignore[arg-type]  # str of a Metric: one of the literals
         mde=exp.primary_mde,
         alpha=exp.alpha,
         power=exp.power,
@@ -54,7 +54,7 @@ def compute_plan(exp: Experiment, primary: Metric | None) -> tuple[int | None, i
     baseline = BaselineOut.model_validate(exp.baseline)
     try:
         n = sample_size_per_variant(
-            metric_type=primary.type,  # type: ignore[arg-type]
+            metric_type=primary.type,  # type: ignore[arg-type]  # a MetricType value, as str
             mde=exp.primary_mde,
             alpha=exp.alpha,
             power=exp.power,

@@ -4,6 +4,7 @@ the lifecycle and layers have modules of their own (validation, plan, lifecycle,
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,6 +34,7 @@ from service.experiments.models import (
     ExperimentUpdate,
     PhaseOut,
     Status,
+    VariantRow,
 )
 from service.experiments.plan import plan_into, plan_warnings
 from service.experiments.validation import protocol_of, protocol_problems, raise_problems
@@ -54,7 +56,7 @@ def get_row(session: Session, key: str) -> Experiment:
     return row
 
 
-def control_of(variants: list[dict[str, Any]]) -> str:
+def control_of(variants: Sequence[VariantRow]) -> str:
     return str(next(v["key"] for v in variants if v.get("is_control")))
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 from sqlmodel import Session, col, select
 
 from service.alerts.models import Alert, AlertType
+from service.analysis.models import ResultsPublic
 from service.db import utcnow
 from service.experiments import service as experiments
-from service.experiments.models import Experiment, Status
+from service.experiments.models import DecisionRow, Experiment, Status
 from service.insights.models import (
     Durations,
     ExperimentOutcome,
@@ -29,25 +30,25 @@ log = logging.getLogger("trialbook.insights")
 DECISIONS = ("ship", "roll_back", "inconclusive")
 
 
-def _results(session: Session, exp: Experiment) -> dict[str, Any]:
-    from service.snapshots.service import results_dict
+def _results(session: Session, exp: Experiment) -> ResultsPublic:
+    from service.snapshots.service import latest_results
 
-    return results_dict(session, exp)  # the latest snapshot (service.snapshots)
+    return latest_results(session, exp)  # the latest snapshot (service.snapshots)
 
 
-def primary_win(results: dict[str, Any]) -> str | None:
+def primary_win(results: ResultsPublic) -> str | None:
     """The treatment that beat control on the primary metric (significant, good direction)."""
-    for metric in results.get("metrics", []):
-        if metric.get("role") != "primary":
+    for metric in results.metrics:
+        if metric.role != "primary":
             continue
-        sign = 1.0 if metric.get("higher_is_better", True) else -1.0
+        sign = 1.0 if metric.higher_is_better else -1.0
         best: tuple[float, str] | None = None
-        for comp in metric.get("comparisons", []):
-            estimate = (comp.get("absolute") or {}).get("estimate")
-            if comp.get("significant") and estimate is not None and sign * estimate > 0:
-                lift = sign * float((comp.get("relative") or {}).get("estimate") or estimate)
+        for comp in metric.comparisons:
+            estimate = comp.absolute.estimate
+            if comp.significant and estimate is not None and sign * estimate > 0:
+                lift = sign * float(comp.relative.estimate or estimate)
                 if best is None or lift > best[0]:
-                    best = (lift, comp["variant"])
+                    best = (lift, comp.variant)
         return best[1] if best else None
     return None
 
@@ -76,28 +77,24 @@ def snapshot(session: Session, exp: Experiment) -> ExperimentOutcome:
         row.stopped_early = bool(early_by_time)
         session.add(row)
         return row
-    decision = results.get("decision") or {}
-    power = results.get("power") or {}
     winner = primary_win(results)
     row.error = None
-    row.recommendation = decision.get("recommendation")
-    row.recommended_variant = decision.get("variant")
-    row.srm_mismatch = bool((results.get("srm") or {}).get("mismatch"))
+    row.recommendation = results.decision.recommendation
+    row.recommended_variant = results.decision.variant
+    row.srm_mismatch = results.srm.mismatch
     row.primary_win = winner is not None
     row.primary_winner = winner
-    row.progress = power.get("progress")
+    row.progress = results.power.progress
     row.stopped_early = bool(early_by_time) or (row.progress is not None and row.progress < 1.0)
-    row.snapshot = {
-        "decision": decision,
-        "power": power,
-        "srm": results.get("srm"),
-        "computed_at": results.get("computed_at"),
-    }
+    # The parts of the §6 JSON the outcome keeps, as the results endpoint sends them.
+    kept = ("decision", "power", "srm", "computed_at")
+    dumped = results.model_dump(mode="json", include=set(kept))
+    row.snapshot = {k: dumped[k] for k in kept}
     session.add(row)
     return row
 
 
-results_provider = _results
+results_provider: Callable[[Session, Experiment], ResultsPublic] = _results
 
 
 def on_transition(session: Session, exp: Experiment, action: str, old: str, new: str) -> None:
@@ -121,7 +118,7 @@ def outcome_of(session: Session, experiment_key: str) -> OutcomePublic | None:
 
 
 def followed(
-    recommendation: str | None, rec_variant: str | None, decision: dict[str, Any]
+    recommendation: str | None, rec_variant: str | None, decision: DecisionRow
 ) -> bool | None:
     """Did the recorded decision follow the recommendation at stop? None: not comparable.
 

@@ -6,7 +6,7 @@ import logging
 import secrets
 
 from sqlalchemy import text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service.auth import hash_key
 from service.db import utcnow
@@ -48,7 +48,7 @@ def create_key(
 
 
 def list_keys(session: Session) -> list[ApiKeyPublic]:
-    rows = session.exec(select(ApiKey).order_by(ApiKey.id)).all()  # type: ignore[arg-type]
+    rows = session.exec(select(ApiKey).order_by(col(ApiKey.id))).all()
     return [to_public(r) for r in rows]
 
 
@@ -83,7 +83,7 @@ def _lock_first_admin(session: Session) -> None:
 
 def _active_admin_exists(session: Session) -> bool:
     row = session.exec(
-        select(ApiKey.id).where(ApiKey.role == Role.admin.value, ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
+        select(ApiKey.id).where(ApiKey.role == Role.admin.value, col(ApiKey.revoked_at).is_(None))
     ).first()
     return row is not None
 

@@ -660,7 +660,7 @@ def _latest(session: Session, exp: Experiment, fp: str | None = None) -> Results
     if fp is not None:
         q = q.where(ResultsSnapshot.fingerprint == fp)
     # The sufficient statistics and the series are not read to serve the results.
-    q = q.options(defer(ResultsSnapshot.data), defer(ResultsSnapshot.timeseries))  # type: ignore[arg-type]
+    q = q.options(defer(ResultsSnapshot.data), defer(ResultsSnapshot.timeseries))  # type: ignore[arg-type]  # SQLModel types a column as its value
     return session.exec(q.order_by(col(ResultsSnapshot.id).desc()).limit(1)).first()
 
 

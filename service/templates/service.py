@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from sqlmodel import Session, col, select
 
@@ -19,11 +19,13 @@ from service.errors import (
 from service.experiments import service as experiments
 from service.experiments.models import (
     AuditEntry,
+    BaselineRow,
     Experiment,
     ExperimentCreate,
     ExperimentPublic,
     Status,
     StructuredHypothesis,
+    variant_rows,
 )
 from service.experiments.plan import compute_plan
 from service.keys.models import ApiKey, Role
@@ -222,13 +224,15 @@ def _planned_days(session: Session, body: ExperimentCreate) -> int | None:
         hypothesis="",
         seed="",
         created_by="",
-        variants=[v.model_dump(mode="json") for v in body.variants],
+        variants=variant_rows(body.variants),
         traffic_fraction=body.traffic_fraction,
         primary_metric=body.primary_metric.metric,
         primary_mde=body.primary_metric.mde,
         alpha=body.alpha,
         power=body.power,
-        baseline=body.baseline.model_dump(mode="json") if body.baseline else None,
+        baseline=cast(BaselineRow, body.baseline.model_dump(mode="json"))
+        if body.baseline
+        else None,
         expected_daily_units=body.expected_daily_units,
         analysis={},
     )

@@ -15,6 +15,8 @@ import pytest
 
 from service.events import service
 from service.events.models import event_adapter
+from service.events.parse import _error_code
+from service.events.prepare import prepare
 
 JSON = {"content-type": "application/json"}
 
@@ -216,12 +218,12 @@ def test_both_validation_paths_apply_the_same_bounds(change):
     } | change
     body = json.dumps({"events": [event]}).encode()
     parsed = service.parse_batch(body)
-    items, rejected = service._prepare(parsed.events, parsed.indexes, sqlite=True)
+    items, rejected = prepare(parsed.events, parsed.indexes, sqlite=True)
     by_pipeline = [r.code for r in parsed.rejected + rejected]
     try:
         event_adapter.validate_python(json.loads(body)["events"][0])
     except Exception as exc:  # ValidationError
-        by_models = [service._error_code(exc)]  # type: ignore[arg-type]
+        by_models = [_error_code(exc)]  # type: ignore[arg-type]
     else:
         by_models = []
     assert by_pipeline == by_models

@@ -20,7 +20,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from service.events import service
+from service.events import writer as event_writer
 from service.events.models import ConversionIn, ExposureIn, batch_adapter, event_adapter
+from service.events.plan import Job
+from service.events.prepare import prepare
+from service.events.store import Store, sqlite_ts
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -151,13 +155,13 @@ def slow(event_json: str) -> ExposureIn | ConversionIn | None:
 def pipeline(event_json: str) -> tuple[Any, ...] | None:
     """What ingestion makes of the event: its prepared item (minus the index), or None."""
     parsed = service.parse_batch(('{"events": [' + event_json + "]}").encode())
-    items, _ = service._prepare(parsed.events, parsed.indexes, sqlite=True)
+    items, _ = prepare(parsed.events, parsed.indexes, sqlite=True)
     return items[0][1:] if items else None
 
 
 def expected(model: ExposureIn | ConversionIn) -> tuple[Any, ...]:
     """The item the models say the event is (the documented hash, SQLAlchemy's stored text)."""
-    stored = service._sqlite_ts(model.timestamp)
+    stored = sqlite_ts(model.timestamp)
     if isinstance(model, ExposureIn):
         return (
             True,
@@ -190,7 +194,7 @@ def test_the_one_pass_validator_accepts_and_refuses_what_the_models_do(event_jso
     refuse, and makes the same row of it."""
     by_slow = slow(event_json)
     try:
-        in_utc = by_slow is not None and service._sqlite_ts(by_slow.timestamp) is not None
+        in_utc = by_slow is not None and sqlite_ts(by_slow.timestamp) is not None
     except OverflowError:  # valid, but before year 1 once in UTC: refused by ingestion
         in_utc = False
     got = pipeline(event_json)
@@ -234,7 +238,7 @@ def prepared(event: dict[str, Any], *, sqlite: bool = True) -> Any:
     """The one item ``_prepare`` makes of an event sent as JSON."""
     parsed = service.parse_batch(json.dumps({"events": [event]}).encode())
     assert parsed.rejected == []
-    items, rejected = service._prepare(parsed.events, parsed.indexes, sqlite=sqlite)
+    items, rejected = prepare(parsed.events, parsed.indexes, sqlite=sqlite)
     assert rejected == []
     (item,) = items
     return item
@@ -264,7 +268,7 @@ def test_stored_timestamps_are_utc_text_on_sqlite_and_say_utc_on_postgresql():
 def test_a_timestamp_outside_the_utc_range_is_rejected_not_a_500():
     events = [EXPOSURE | {"timestamp": "0001-01-01T00:30:00+01:00"}, CONVERSION]
     parsed = service.parse_batch(json.dumps({"events": events}).encode())
-    items, rejected = service._prepare(parsed.events, parsed.indexes, sqlite=True)
+    items, rejected = prepare(parsed.events, parsed.indexes, sqlite=True)
     assert [i[0] for i in items] == [1]
     assert [(r.index, r.code) for r in rejected] == [(0, "timestamp_out_of_range")]
 
@@ -300,7 +304,7 @@ def test_prepared_rows_match_the_models_hash_and_sqlalchemys_text(
         item = prepared(event)
         model = event_adapter.validate_python(event)
         assert item[3] == service.payload_hash(model)
-        assert item[4] == service._sqlite_ts(moment)  # SQLAlchemy's text, fixed width
+        assert item[4] == sqlite_ts(moment)  # SQLAlchemy's text, fixed width
 
 
 # -------------------------------------------------------------------------------- group commit
@@ -309,8 +313,8 @@ def test_prepared_rows_match_the_models_hash_and_sqlalchemys_text(
 def job(events: list[dict[str, Any]]) -> Any:
     parsed = service.parse_batch(json.dumps({"events": events}).encode())
     sqlite = service.get_engine().dialect.name == "sqlite"
-    items, rejected = service._prepare(parsed.events, parsed.indexes, sqlite=sqlite)
-    return service._Job(items, parsed.rejected + rejected)
+    items, rejected = prepare(parsed.events, parsed.indexes, sqlite=sqlite)
+    return Job(items, parsed.rejected + rejected)
 
 
 def verdicts(j: Any) -> tuple[int, int, int, int, list[tuple[int, str]]]:
@@ -333,7 +337,7 @@ def test_requests_in_one_transaction_get_the_verdicts_they_would_get_alone(
     first = job([stored])
     session = open_session(write=True)
     try:
-        service._store(session, [first])
+        event_writer.store_jobs(session, [first])
     finally:
         session.close()
 
@@ -351,7 +355,7 @@ def test_requests_in_one_transaction_get_the_verdicts_they_would_get_alone(
     )
     session = open_session(write=True)
     try:
-        service._store(session, [a, b])
+        event_writer.store_jobs(session, [a, b])
     finally:
         session.close()
     assert verdicts(a) == (2, 0, 0, 0, [(2, "unknown_variant")])
@@ -386,15 +390,15 @@ def test_concurrent_requests_are_grouped_and_each_counted_exactly(engine, runnin
 
 def test_a_failing_request_in_a_group_fails_alone(engine, running, events, count, monkeypatch):
     good, bad = job(events.mixed(10, prefix="g")), job(events.mixed(10, prefix="b"))
-    real_store = service._store
+    real_store = event_writer.store_jobs
 
     def store(session: Any, jobs: Any) -> None:
         if any(j is bad for j in jobs):
             raise RuntimeError("disk on fire")
         real_store(session, jobs)
 
-    monkeypatch.setattr(service, "_store", store)
-    service._GroupWriter._write([good, bad])
+    monkeypatch.setattr(event_writer, "store_jobs", store)
+    event_writer.GroupWriter._write([good, bad])
     assert good.committed and good.error is None
     assert verdicts(good) == (10, 0, 0, 0, [])
     assert not bad.committed and isinstance(bad.error, RuntimeError)
@@ -407,8 +411,8 @@ def test_the_writer_raises_the_error_of_a_request_it_could_not_store(
     def store(session: Any, jobs: Any) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(service, "_store", store)
-    writer = service._GroupWriter(100)
+    monkeypatch.setattr(event_writer, "store_jobs", store)
+    writer = event_writer.GroupWriter(100)
     with pytest.raises(RuntimeError, match="disk on fire"):
         writer.submit(job(events.mixed(4)))
     # The lead was released: the next request is written.
@@ -461,14 +465,14 @@ def test_grouped_verdicts_equal_one_request_at_a_time_even_for_reused_ids(
         grouped = [build(s, f"g{n}-") for s in spec]
         session = open_session(write=True)
         try:
-            service._store(session, grouped)
+            event_writer.store_jobs(session, grouped)
         finally:
             session.close()
         alone = [build(s, f"s{n}-") for s in spec]
         for j in alone:
             session = open_session(write=True)
             try:
-                service._store(session, [j])
+                event_writer.store_jobs(session, [j])
             finally:
                 session.close()
         assert [verdicts(j) for j in grouped] == [verdicts(j) for j in alone], spec
@@ -494,7 +498,7 @@ def test_multi_row_inserts_store_each_row_once_whatever_the_padding(n):
     cur = conn.cursor()
     flat = [x for i in range(n) for x in (f"e{i}", i)]
     before = conn.total_changes
-    service._Store._insert_flat(
+    Store.insert_flat(
         cur, "INSERT INTO t (event_id, v)", "ON CONFLICT(event_id) DO NOTHING", 2, flat
     )
     assert conn.total_changes - before == n  # padded copies change nothing
@@ -503,7 +507,7 @@ def test_multi_row_inserts_store_each_row_once_whatever_the_padding(n):
     assert conn.execute("SELECT MIN(id), MAX(id) FROM t").fetchone() == (1, n)
     # An idempotent upsert, as exposure_unit's: copies of the last row leave it as it was.
     flat_u = [x for i in range(n) for x in (f"k{i}", 1)]
-    service._Store._insert_flat(
+    Store.insert_flat(
         cur,
         "INSERT INTO u (k, hits)",
         "ON CONFLICT(k) DO UPDATE SET hits = excluded.hits",

@@ -162,3 +162,77 @@ def set_times(engine: Any) -> Callable[..., None]:
             session.close()
 
     return move
+
+
+# ------------------------------------------------------------------------- crafted §6 results
+
+_NO_ESTIMATE = {"estimate": None, "ci_low": None, "ci_high": None, "p_value": None}
+_RESULTS_DEFAULTS: dict[str, Any] = {
+    "experiment": "crafted",
+    "phase": 1,
+    "status": "running",
+    "computed_at": "2026-03-02T00:00:00Z",
+    "method": "fixed",
+    "alpha": 0.05,
+    "correction": "holm",
+    "multiple_exposures": 0,
+    "overridden_units": 0,
+    "units": 0,
+    "metrics": [],
+    "warnings": [],
+}
+_PART_DEFAULTS: dict[str, dict[str, Any]] = {
+    "srm": {"p_value": None, "mismatch": False, "observed": {}, "expected": {}, "threshold": 0.001},
+    "power": {"sample_size_per_variant": None, "units_so_far": 0, "units_per_variant": {}},
+    "decision": {"recommendation": "keep_running", "reasons": []},
+}
+_METRIC_DEFAULTS: dict[str, Any] = {
+    "type": "binomial",
+    "name": "crafted",
+    "higher_is_better": True,
+    "winsorized": False,
+    "variants": [],
+    "comparisons": [],
+}
+_COMPARISON_DEFAULTS: dict[str, Any] = {
+    "control": "control",
+    "absolute": _NO_ESTIMATE,
+    "relative": _NO_ESTIMATE,
+    "significant": False,
+    "p_value_adjusted": None,
+    "warnings": [],
+}
+
+
+def crafted_results(partial: dict[str, Any]) -> Any:
+    """A ``ResultsPublic`` with the fields of ``partial`` (a §6 results object holding only what a
+    test is about), the other required fields neutral: no mismatch, no progress, keep running."""
+    from service.analysis.models import ResultsPublic
+
+    body = _RESULTS_DEFAULTS | {
+        k: (_PART_DEFAULTS[k] | ({"progress": None} if k == "power" else {}) | partial.get(k, {}))
+        for k in _PART_DEFAULTS
+    }
+    body |= {k: v for k, v in partial.items() if k not in _PART_DEFAULTS}
+    body["metrics"] = [
+        _METRIC_DEFAULTS
+        | metric
+        | {
+            "comparisons": [
+                _COMPARISON_DEFAULTS | {k: v for k, v in comp.items() if v is not None}
+                for comp in metric.get("comparisons", [])
+            ]
+        }
+        for metric in partial.get("metrics", [])
+    ]
+    for metric in body["metrics"]:
+        for comp in metric["comparisons"]:
+            for part in ("absolute", "relative"):
+                comp[part] = _NO_ESTIMATE | comp[part]
+    return ResultsPublic.model_validate(body)
+
+
+@pytest.fixture
+def results_public() -> Callable[[dict[str, Any]], Any]:
+    """:func:`crafted_results`: the alerts and insights rules take ``ResultsPublic``."""
+    return crafted_results

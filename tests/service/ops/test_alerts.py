@@ -187,7 +187,7 @@ def test_alerts_role_matrix(client, keys):
     assert client.post("/v1/alerts/check").status_code == 401
 
 
-def test_findings_from_a_results_object():
+def test_findings_from_a_results_object(results_public):
     from service.alerts.service import findings_from_results
 
     results = {
@@ -213,5 +213,5 @@ def test_findings_from_a_results_object():
         ],
         "power": {"progress": 0.99},
     }
-    found = findings_from_results(results)
+    found = findings_from_results(results_public(results))
     assert [(f.type.value, f.condition) for f in found] == [("guardrail_failed", "latency:c")]

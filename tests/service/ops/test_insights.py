@@ -42,10 +42,12 @@ CASES = {
 
 
 @pytest.fixture
-def portfolio(client, admin, make_experiment, set_times, monkeypatch):
+def portfolio(client, admin, make_experiment, set_times, monkeypatch, results_public):
     from service.insights import service
 
-    monkeypatch.setattr(service, "results_provider", lambda _s, exp: CASES[exp.key][0])
+    monkeypatch.setattr(
+        service, "results_provider", lambda _s, exp: results_public(CASES[exp.key][0])
+    )
     make_experiment("draft-one")
     make_experiment("live-one", start=True)
     for key, (_, (decision, variant)) in CASES.items():
