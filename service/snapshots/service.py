@@ -57,6 +57,7 @@ from service.analysis.aggregate import (
     UNKNOWN,
     ExposureCounts,
     MetricSums,
+    count_exposures,
     slice_counts,
     slice_sums,
 )
@@ -336,28 +337,79 @@ def cochran_q(estimates: Sequence[float], std_errors: Sequence[float]) -> tuple[
     return q, df, float(scipy_stats.chi2.sf(q, df))
 
 
-def compute_slices(
-    session: Session, exp: Experiment, current: ResultsPublic, data: AnalysisData
-) -> SlicesPublic | None:
-    """Every metric's comparisons per slice value of each dimension (exploratory)."""
-    dims = dimensions_of(exp)
-    if not dims or current.units == 0:
-        return None
+Combos = dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]
+
+
+def _slice_combos(
+    session: Session, exp: Experiment, units: int, variants: list[str]
+) -> tuple[list[tuple[str, Sequence[str]]], Combos]:
+    """Each dimension's kept values, and the sufficient statistics per combination of the
+    dimensions' buckets (one pass over the units, :func:`slice_sums`)."""
     window = analysis_window(session, exp)
     specs = metric_specs(session, exp)
     kept: list[tuple[str, Sequence[str]]] = []
-    for dim in dims:
+    for dim in dimensions_of(exp):
         by_value = slice_counts(session, window, dim)
         ranked = sorted(
             ((v, n) for v, n in by_value.items() if v is not None), key=lambda x: (-x[1], x[0])
         )
         kept.append((dim, [v for v, _ in ranked[:TOP_VALUES]]))
-    combos = slice_sums(
-        session,
-        specs,
-        replace(window, dimensions=tuple(kept)),
-        current.units,
-        list(data.counts.units),
+    combos = slice_sums(session, specs, replace(window, dimensions=tuple(kept)), units, variants)
+    return kept, combos
+
+
+def analyse_sliced(
+    session: Session, exp: Experiment
+) -> tuple[ResultsPublic, AnalysisData, SlicesPublic | None]:
+    """The analysis and its slices from one aggregation of the units.
+
+    Every analysed unit is in exactly one combination of the dimensions' buckets (a value, `other`
+    or `unknown` for each), so the whole experiment's sufficient statistics are the sums of the
+    combinations': the refresh aggregates the units once, by combination, instead of once for
+    the whole and once more for the slices (bench/results.py: the sliced refresh then costs the
+    plain one plus the per-dimension value counts)."""
+    if not dimensions_of(exp):
+        results, data = analyse(session, exp.key)
+        return results, data, None
+    counts = count_exposures(session, analysis_window(session, exp))
+    phase = experiments.current_phase(session, exp)
+    configured = {str(v["key"]) for v in (phase.variants if phase is not None else exp.variants)}
+    total = sum(n for v, n in counts.units.items() if v in configured)
+    if total == 0:
+        results, data = analyse(session, exp.key)
+        return results, data, None
+    kept, combos = _slice_combos(session, exp, total, list(counts.units))
+    # as analysis.service.analyse sums them: every summed metric, quantiles read apart
+    whole: dict[str, dict[str, MetricSums]] = {
+        spec.key: {} for spec in metric_specs(session, exp) if spec.type != "quantile"
+    }
+    for per_metric in combos.values():
+        for metric, per_variant in per_metric.items():
+            if metric in whole:
+                slot = whole[metric]
+                for variant, sums in per_variant.items():
+                    slot[variant] = _add(slot.get(variant), sums)
+    results, data = analyse(session, exp.key, data=AnalysisData(counts, whole))
+    return results, data, compute_slices(session, exp, results, data, (kept, combos))
+
+
+def compute_slices(
+    session: Session,
+    exp: Experiment,
+    current: ResultsPublic,
+    data: AnalysisData,
+    combos_: tuple[list[tuple[str, Sequence[str]]], Combos] | None = None,
+) -> SlicesPublic | None:
+    """Every metric's comparisons per slice value of each dimension (exploratory).
+
+    ``combos_``: the kept values and the sums per combination, when already aggregated."""
+    dims = dimensions_of(exp)
+    if not dims or current.units == 0:
+        return None
+    kept, combos = (
+        combos_
+        if combos_ is not None
+        else _slice_combos(session, exp, current.units, list(data.counts.units))
     )
     correction = current.correction
     out: list[DimensionSlices] = []
@@ -490,8 +542,10 @@ def _compute(
     """Everything a snapshot stores, read in ``session`` (one consistent cut)."""
     now = utcnow()
     ex, cv, until = _watermark(session)
-    results, data = analyse(session, exp.key)
-    slices = compute_slices(session, exp, results, data) if slices_ else None
+    if slices_:
+        results, data, slices = analyse_sliced(session, exp)
+    else:
+        (results, data), slices = analyse(session, exp.key), None
     points: list[TimeseriesPoint] | None = None
     new: list[TimeseriesPoint] = []
     day_fp = fingerprint(session, exp, with_status=False)
