@@ -726,7 +726,11 @@ def _latest(session: Session, exp: Experiment, fp: str | None = None) -> Results
     if fp is not None:
         q = q.where(ResultsSnapshot.fingerprint == fp)
     # The sufficient statistics and the series are not read to serve the results.
-    q = q.options(defer(ResultsSnapshot.data), defer(ResultsSnapshot.timeseries))  # type: ignore[arg-type]
+    q = q.options(
+        defer(ResultsSnapshot.data),  # type: ignore[arg-type]
+        defer(ResultsSnapshot.timeseries),  # type: ignore[arg-type]
+        defer(ResultsSnapshot.response),  # type: ignore[arg-type]
+    )
     return session.exec(q.order_by(col(ResultsSnapshot.id).desc()).limit(1)).first()
 
 
@@ -862,6 +866,13 @@ def list_snapshots(session: Session, key: str, limit: int, offset: int) -> Snaps
     rows = session.exec(
         select(ResultsSnapshot)
         .where(ResultsSnapshot.experiment_id == exp.id)
+        # a summary reads the results only: not the statistics, slices, series or response
+        .options(
+            defer(ResultsSnapshot.data),  # type: ignore[arg-type]
+            defer(ResultsSnapshot.slices),  # type: ignore[arg-type]
+            defer(ResultsSnapshot.timeseries),  # type: ignore[arg-type]
+            defer(ResultsSnapshot.response),  # type: ignore[arg-type]
+        )
         .order_by(col(ResultsSnapshot.id).desc())
         .offset(offset)
         .limit(limit)
