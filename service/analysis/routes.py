@@ -8,7 +8,7 @@ from fastapi import APIRouter, BackgroundTasks, FastAPI, Header, Query, Response
 
 from service.assignment.service import etag_matches
 from service.config import get_settings
-from service.deps import EditorDep, Offset, ReaderDep, SessionDep
+from service.deps import MAX_ROW_ID, EditorDep, Offset, ReaderDep, SessionDep
 from service.errors import responses
 from service.experiments.service import get_row
 from service.periodic import running
@@ -33,7 +33,7 @@ router = APIRouter(
 
 SnapshotId = Annotated[
     int | None,
-    Query(ge=1, le=2**63 - 1, description="read this snapshot instead of the latest"),
+    Query(ge=1, le=MAX_ROW_ID, description="read this snapshot instead of the latest"),
 ]
 
 
