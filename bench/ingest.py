@@ -7,6 +7,10 @@ Promise (issue 5):
   indexes, measured in the same run, and >= 30,000 events/s.
 - PostgreSQL (``--postgres URL``), two workers: >= 70 % of the raw rate, aiming at 100,000/s.
 - Server memory flat over a soak (``--soak SECONDS``; the documented run uses 300): peak RSS.
+- Issue 14: ingestion while two clients poll ``GET …/results`` and ``GET …/report`` of the
+  experiment back to back (``--pollers 2``, the default) >= 90 % of ingestion alone: each round
+  runs the HTTP load a second time, on a fresh database, with the pollers (the results are a
+  stored snapshot, computed by the first read; the report renders from it).
 
 Method. The same rows (half exposures, half conversions, random UUIDv4 ids unless ``--ids v7``)
 are stored three ways into freshly migrated, empty tables:
@@ -157,9 +161,10 @@ def seed_experiment(url: str) -> int:
                 "INSERT INTO experiment (key, title, owner, hypothesis, randomization_unit, "
                 "variants, traffic_fraction, overrides, primary_metric, primary_mde, "
                 "secondary_metrics, guardrails, alpha, power, analysis, tags, notes, status, seed, "
-                "phase, created_by, created_at, updated_at, started_at) VALUES ('bench', 'Bench', "
-                "'bench', '\"h\"', 'user_id', :v, 1.0, '{}', 'conversion', 0.1, '[]', '[]', 0.05, "
-                "0.8, '{}', '[]', '[]', 'running', 'seed', 1, 'bench', :now, :now, :now) "
+                "phase, created_by, created_at, updated_at, started_at, dimensions) VALUES ("
+                "'bench', 'Bench', 'bench', '\"h\"', 'user_id', :v, 1.0, '{}', 'conversion', 0.1, "
+                "'[]', '[]', 0.05, 0.8, '{}', '[]', '[]', 'running', 'seed', 1, 'bench', :now, "
+                ":now, :now, '[]') "
                 "RETURNING id"
             ),
             {"v": variants, "now": now},
@@ -210,6 +215,7 @@ def raw_rows(
                 conversions.append(
                     (e["event_id"], e["name"], e["unit_id"], e["value"], ts, received, digest)
                 )
+        # no exposure attributes (the bench's exposures carry none): NULL like the server's
         units = sorted(_unit_rows(exposures, int if sqlite else bool, {}))
         out.append((exposures, conversions, units))
     return out
@@ -346,12 +352,50 @@ def sdk_key(base: str) -> str:
     return str(r.json()["key"])
 
 
-def http_rate(base: str, key: str, bodies: list[bytes]) -> tuple[float, dict[str, int]]:
-    """Events/s over HTTP with ``CLIENTS`` threads; and the summed verdicts."""
+def make_metric(base: str) -> None:
+    """The metric the seeded experiment's primary names (so that its results hold one)."""
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    body = {"key": "conversion", "name": "conversion", "type": "binomial", "event": "purchase"}
+    httpx.post(base + "/v1/metrics", json=body, headers=admin).raise_for_status()
+
+
+POLLED = ("/v1/experiments/bench/results", "/v1/experiments/bench/report")
+
+
+def poll(base: str, stop: threading.Event, counts: dict[str, int], lock: threading.Lock) -> None:
+    """Read the results and the report in turn, back to back, until ``stop`` (a dashboard
+    left open, as fast as the server answers)."""
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=base, headers=admin, timeout=120) as client:
+        i = 0
+        while not stop.is_set():
+            path = POLLED[i % 2]
+            i += 1
+            try:
+                status: int | str = client.get(path).status_code
+            except httpx.TransportError as e:
+                status = type(e).__name__
+            with lock:
+                name = f"{path.rsplit('/', 1)[1]} {status}"
+                counts[name] = counts.get(name, 0) + 1
+
+
+def http_rate(
+    base: str, key: str, bodies: list[bytes], pollers: int = 0
+) -> tuple[float, dict[str, int]]:
+    """Events/s over HTTP with ``CLIENTS`` threads; and the summed verdicts (with ``pollers``
+    clients reading the results and the report meanwhile: their answers too)."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     next_index = iter(range(len(bodies)))
     lock = threading.Lock()
     totals = {"accepted": 0, "duplicates": 0, "conflicts": 0, "rejected": 0, "errors": 0}
+    stop = threading.Event()
+    polls: dict[str, int] = {}
+    readers = [
+        threading.Thread(target=poll, args=(base, stop, polls, lock)) for _ in range(pollers)
+    ]
+    for t in readers:
+        t.start()
 
     def worker() -> None:
         with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
@@ -377,7 +421,10 @@ def http_rate(base: str, key: str, bodies: list[bytes]) -> tuple[float, dict[str
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    return len(bodies) * BATCH / elapsed, totals
+    stop.set()
+    for t in readers:
+        t.join()
+    return len(bodies) * BATCH / elapsed, totals | polls
 
 
 def soak(server: Server, key: str, seconds: float) -> tuple[int, int, int, int]:
@@ -460,6 +507,7 @@ def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
     raws: list[float] = []
     raws_units: list[float] = []
     https: list[float] = []
+    polling: list[float] = []
     server: Server | None = None
     try:
         for r in range(1, args.rounds + 1):
@@ -486,6 +534,7 @@ def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
             )
             server.start()
             key = sdk_key(server.url)
+            make_metric(server.url)
             http, totals = http_rate(server.url, key, bodies)
             https.append(http)
             print(
@@ -493,6 +542,20 @@ def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
                 f"ratio {http / raw_rate:.1%} ({http / raw_units:.1%} of raw + exposure_unit)  "
                 f"verdicts {totals}"
             )
+            if args.pollers:
+                # the same rows into a fresh database, while clients read results and report
+                server.stop(timeout=20)
+                reset_database(url)
+                seed_experiment(url)
+                server.start()
+                key = sdk_key(server.url)
+                make_metric(server.url)
+                polled, totals = http_rate(server.url, key, bodies, pollers=args.pollers)
+                polling.append(polled / http)
+                print(
+                    f"round {r}: HTTP, {args.pollers} clients polling:  {polled:>10,.0f} events/s"
+                    f"  {load()}  {polled / http:.1%} of HTTP alone  answers {totals}"
+                )
         ratios = [h / r for h, r in zip(https, raws, strict=True)]
         ratios_units = [h / r for h, r in zip(https, raws_units, strict=True)]
         print(
@@ -501,6 +564,12 @@ def run(url: str, workers: int, args: argparse.Namespace, tmp: Path) -> None:
             f"HTTP {median(https):,.0f} events/s; "
             f"ratio HTTP / raw {median(ratios):.1%}, "
             f"HTTP / (raw + exposure_unit) {median(ratios_units):.1%}"
+            + (
+                f"; HTTP with {args.pollers} clients polling results and report /"
+                f" HTTP alone {median(polling):.1%} (target >= 90 %)"
+                if polling
+                else ""
+            )
         )
         if args.soak > 0 and server is not None:
             n, start, peak, end = soak(server, key, args.soak)
@@ -521,6 +590,13 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=15.0, help="soak seconds (default 15)")
     parser.add_argument("--rounds", type=int, default=3, help="raw/HTTP rounds (default 3)")
     parser.add_argument("--postgres", metavar="URL", help="also run against this scratch database")
+    parser.add_argument(
+        "--pollers",
+        type=int,
+        default=2,
+        help="clients reading results and report during a second HTTP run per round (default "
+        "2; 0: none)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="trialbook-bench-") as tmp:
         run(f"sqlite:///{tmp}/bench.db", 1, args, Path(tmp))

@@ -16,12 +16,17 @@ PostgreSQL. The last column is the 1-minute load average after the timings (the 
 read the figures beside it). On PostgreSQL the tables are vacuumed after the load, as autovacuum
 does after a bulk insert.
 
-Snapshots (issue 14, ``product.md`` §12), in the same run, second table: the p50 of ``GET
-…/results`` through HTTP (in-process ASGI client) once a snapshot is stored, beside the recompute
-time of the first table; a plain refresh (the analysis stored, no series); the first refresh
-with the 14-day series (the backfill: 13 finished days computed); and a refresh once the
-finished days are stored (the steady state of the hourly schedule). The phase is backdated so
-that the first exposures span its 14 days.
+Snapshots (issue 14, ``product.md`` §12), in the same run, second line per size. The protocol
+slices by two dimensions (``country``: 14 values, 10 kept and ``other``; ``platform``: 3 values
+and ``unknown``), the phase is backdated so that the first exposures span its 14 days (the 14th
+still under way). Printed: the p50 of 50 ``GET …/results`` through HTTP (in-process ASGI client)
+once a snapshot is stored, beside the recompute time of the first table, the same GET with the
+snapshot's stored response removed (the model decoded, validated and serialized per read, as
+before migration 0008) and ``GET /healthz`` (the client's floor); the plain refresh (the analysis
+stored, no series, no slices); the refresh with the two dimensions; the first refresh with the
+14-day series and the dimensions (the backfill: 13 finished days computed); and that refresh once
+the finished days are stored (the steady state of the hourly schedule), with its ratio to the
+plain refresh (target <= 3x). Targets at 1M units: GET <= 50 ms p50.
 """
 
 from __future__ import annotations
@@ -41,10 +46,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ADMIN = "tb-bench-admin-key-0123456789abcdef0123456789"
 EVENTS = ("ev0", "ev1", "ev2", "ev3", "ev4")
 CONVERSIONS_PER_UNIT = 5
-# The phase starts 14 days (less a minute) ago: a 14-point series (snapshots) over the data.
-_START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=14) + timedelta(minutes=1)
+# The phase started 14 days less 2 hours ago: a 14-point series whose 14th day is still under way
+# for the whole run (its point is the refresh's own analysis; days 1-13 are final once computed).
+# The first exposures are spread from the start to now.
+_MARGIN = timedelta(hours=2)
+_START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=14) + _MARGIN
 BASE = _START.strftime("%Y-%m-%d %H:%M:%S")
-SPREAD_S = 14 * 86_400  # first exposures spread over two weeks
+SPREAD_S = 14 * 86_400 - int(_MARGIN.total_seconds())
+# Two slicing dimensions (product.md §12): `country`, 14 values (10 kept, the rest `other`), and
+# `platform`, 3 values, missing on 1 unit in 50 (`unknown`).
+DIMENSIONS = ["country", "platform"]
 
 
 def _setup(url: str) -> tuple[Any, Any]:
@@ -104,6 +115,7 @@ def _protocol(client: Any, key: str) -> None:
         "guardrails": [{"metric": "m-cost", "margin": 0.05}],
         "attribution_window_hours": 72.0,
         "analysis": {"cuped": True, "pre_period_days": 14},
+        "dimensions": DIMENSIONS,
     }
     r = client.post("/v1/experiments", json=body, headers=h)
     assert r.status_code == 201, r.text
@@ -149,6 +161,16 @@ def _load(engine: Any, exp_id: int, units: int) -> None:
         flag = "0"
         value = "CAST((i * 48271) % 1000 AS REAL) / 10.0"
     variant = "CASE (i * 2654435761) % 3 WHEN 0 THEN 'control' WHEN 1 THEN 'b' ELSE 'c' END"
+    # country: c0-c3 12.5 % of the units each, c4-c13 5 % each; platform by i % 3, missing when
+    # i % 50 = 49
+    r = "((i * 40503) % 1000)"
+    country = f"'c' || (CASE WHEN {r} < 500 THEN {r} % 4 ELSE 4 + {r} % 10 END)"
+    platform = "CASE i % 3 WHEN 0 THEN 'web' WHEN 1 THEN 'ios' ELSE 'android' END"
+    obj = "json_build_object" if pg else "json_object"
+    attributes = (
+        f"CASE WHEN i % 50 = 49 THEN {obj}('country', {country})"
+        f" ELSE {obj}('country', {country}, 'platform', {platform}) END"
+    )
     name = (
         f"CASE i / {units} WHEN 0 THEN 'ev0' WHEN 1 THEN 'ev1' WHEN 2 THEN 'ev2'"
         " WHEN 3 THEN 'ev3' ELSE 'ev4' END"
@@ -157,8 +179,8 @@ def _load(engine: Any, exp_id: int, units: int) -> None:
         conn.execute(
             text(
                 "INSERT INTO exposure_unit"
-                " (experiment_id, phase, unit_id, variant, first_ts, multiple)"
-                f" SELECT {exp_id}, 1, 'u' || i, {variant}, {unit_ts}, {flag}"
+                " (experiment_id, phase, unit_id, variant, first_ts, multiple, attributes)"
+                f" SELECT {exp_id}, 1, 'u' || i, {variant}, {unit_ts}, {flag}, {attributes}"
                 f" FROM {series.format(n=units)}"
             )
         )
@@ -240,25 +262,31 @@ def run(url: str, sizes: list[int], repeat: int) -> None:
             )
             assert res.units == units, (res.units, units)
             assert all(m.variants[0].units > 0 for m in res.metrics)
-            p50, plain, first, steady = _snapshots(client, exp_id, key, repeat)
+            f = _snapshots(client, exp_id, key, repeat)
             print(
-                f"{'':>10} snapshots: recompute {t_res:.2f} s | GET p50 {p50 * 1000:.1f} ms |"
-                f" refresh {plain:.2f} s | +14-day series: first (backfill) {first:.2f} s,"
-                f" then {steady:.2f} s ({steady / plain:.2f}x) | load avg"
-                f" {os.getloadavg()[0]:.2f}",
+                f"{'':>10} snapshots: recompute {t_res:.2f} s | GET p50 {f['p50'] * 1000:.1f} ms"
+                f" ({f['bytes'] / 1024:.0f} KiB, {t_res / f['p50']:,.0f}x faster; without the"
+                f" stored response {f['p50_model'] * 1000:.1f} ms; GET /healthz"
+                f" {f['p50_floor'] * 1000:.1f} ms) |"
+                f" refresh: plain {f['plain']:.2f} s, + 2 dimensions {f['slices']:.2f} s"
+                f" ({f['slices'] / f['plain']:.2f}x), + 14-day series & 2 dimensions: first"
+                f" (backfill of 13 days) {f['first']:.2f} s, then {f['steady']:.2f} s"
+                f" ({f['steady'] / f['plain']:.2f}x the plain refresh) |"
+                f" load avg {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
 
 
-def _snapshots(client: Any, exp_id: int, key: str, repeat: int) -> tuple[float, ...]:
-    """(GET p50 s, plain refresh s, first refresh with series s, steady refresh with series s)."""
+def _snapshots(client: Any, exp_id: int, key: str, repeat: int) -> dict[str, float]:
+    """Seconds: GET p50 (and its body size, bytes), the plain refresh, + slices, the first
+    refresh with the series and slices (the backfill), then its steady state."""
     from sqlalchemy import delete
     from sqlmodel import select
 
     from service.db import open_session
     from service.experiments.models import Experiment, ExperimentPhase
     from service.snapshots import service as snapshots
-    from service.snapshots.models import ResultsDay
+    from service.snapshots.models import ResultsDay, ResultsSnapshot
 
     session = open_session(write=True)
     try:
@@ -275,36 +303,63 @@ def _snapshots(client: Any, exp_id: int, key: str, repeat: int) -> tuple[float, 
     finally:
         session.close()
 
-    def refresh(series: bool) -> None:
+    def refresh(series: bool, slices: bool) -> None:
         accepted, token = snapshots.request_refresh(key, "manual")
         assert token is not None
-        snapshots.run_refresh(accepted.snapshot_id, token, series=series)
+        snapshots.run_refresh(accepted.snapshot_id, token, series=series, slices=slices)
 
-    plain, _ = _best(lambda: refresh(False), repeat)
-    h = {"Authorization": f"Bearer {ADMIN}"}
-    times = []
-    for _ in range(50):
-        t0 = time.perf_counter()
-        r = client.get(f"/v1/experiments/{key}/results", headers=h)
-        times.append(time.perf_counter() - t0)
-        assert r.status_code == 200 and r.json()["units"] > 0, r.text
+    out: dict[str, float] = {}
+    out["plain"], _ = _best(lambda: refresh(False, False), repeat)
+    out["slices"], _ = _best(lambda: refresh(False, True), repeat)
     t0 = time.perf_counter()
-    refresh(True)
-    first = time.perf_counter() - t0
+    refresh(True, True)
+    out["first"] = time.perf_counter() - t0
     session = open_session()
     try:
         days = session.exec(select(ResultsDay).where(ResultsDay.experiment_id == exp_id)).all()
         assert len(days) == 13, len(days)
     finally:
         session.close()
-    steady, _ = _best(lambda: refresh(True), repeat)
+    out["steady"], _ = _best(lambda: refresh(True, True), repeat)
+    # GET …/results of the latest snapshot (its slices included): its stored response; then the
+    # same snapshot without it (the model decoded, validated and serialized on every read, as
+    # before migration 0008); and GET /healthz, the floor of the in-process HTTP client
+    h = {"Authorization": f"Bearer {ADMIN}"}
+
+    def p50(path: str, n: int = 50) -> tuple[float, Any]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = client.get(path, headers=h)
+            times.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+        return statistics.median(times), r
+
+    out["p50"], r = p50(f"/v1/experiments/{key}/results")
+    assert len(r.json()["slices"]["dimensions"]) == len(DIMENSIONS), r.text[:500]
+    out["bytes"] = len(r.content)
+    session = open_session(write=True)
+    try:
+        row = session.get(ResultsSnapshot, r.json()["snapshot_id"])
+        assert row is not None
+        stored, row.response = row.response, None
+        session.add(row)
+        session.commit()
+        out["p50_model"], again = p50(f"/v1/experiments/{key}/results")
+        assert again.content == r.content
+        row.response = stored
+        session.add(row)
+        session.commit()
+    finally:
+        session.close()
+    out["p50_floor"], _ = p50("/healthz")
     session = open_session(write=True)
     try:
         session.exec(delete(ResultsDay))  # type: ignore[call-overload]
         session.commit()
     finally:
         session.close()
-    return statistics.median(times), plain, first, steady
+    return out
 
 
 def main() -> None:

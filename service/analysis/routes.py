@@ -3,8 +3,9 @@ time, and refreshes (``product.md`` §6, §12)."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Response
 
+from service.assignment.service import etag_matches
 from service.deps import MAX_ROW_ID, EditorDep, Offset, ReaderDep, SessionDep
 from service.errors import responses
 from service.experiments.service import get_row
@@ -24,18 +25,40 @@ SnapshotId = Annotated[
 ]
 
 
+IfNoneMatch = Annotated[str | None, Header(description="an ETag received before")]
+_ETAG_HEADER = {"ETag": {"description": "strong entity tag", "schema": {"type": "string"}}}
+
+
 @router.get(
-    "/{key}/results", response_model=SnapshotResultsPublic, responses=responses(404, 409, 422)
+    "/{key}/results",
+    response_model=SnapshotResultsPublic,
+    responses={
+        200: {"description": "The results", "headers": _ETAG_HEADER},
+        304: {"description": "Not modified: the If-None-Match ETag is current"},
+        **responses(404, 409, 422),
+    },
 )
 def get_results(
-    key: str, session: SessionDep, _: ReaderDep, snapshot: SnapshotId = None
-) -> SnapshotResultsPublic:
+    key: str,
+    session: SessionDep,
+    _: ReaderDep,
+    snapshot: SnapshotId = None,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
     """Results of the current phase from the latest snapshot (computed now if there is none)."""
     # A sync route runs in the threadpool: a first analysis never blocks the event loop, and it
-    # reads in its own transaction (service.snapshots).
+    # reads in its own transaction (service.snapshots). The body is the snapshot's stored
+    # response (the model's JSON, serialized by the refresh): nothing to validate or serialize.
     if snapshot is not None:
-        return snapshots.read_snapshot(session, key, snapshot)
-    return snapshots.latest_results(session, get_row(session, key))
+        snapshot_id, body, status = snapshots.snapshot_response(session, key, snapshot)
+    else:
+        exp = get_row(session, key)
+        status = exp.status
+        snapshot_id, body = snapshots.latest_response(session, exp)
+    headers = {"ETag": snapshots.etag(snapshot_id, status)}
+    if etag_matches(if_none_match, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("/{key}/results/snapshots", response_model=SnapshotList, responses=responses(404, 422))

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic import Field as PField
-from sqlalchemy import JSON, BigInteger, Index
+from sqlalchemy import JSON, BigInteger, Index, Text
 from sqlmodel import Column, Field, SQLModel
 
 from service.analysis.models import EstimatePublic, ResultsPublic, SequentialPublic
@@ -47,6 +47,9 @@ class ResultsSnapshot(SQLModel, table=True):
         default=None, sa_column=Column(JSON, nullable=True)
     )
     error: str | None = Field(default=None, max_length=2000)
+    # The `GET …/results` body (JSON text), serialized once when the snapshot became ready, with
+    # the status label as a placeholder (service.snapshots.STATUS_PLACEHOLDER).
+    response: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class ResultsDay(SQLModel, table=True):

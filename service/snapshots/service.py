@@ -57,6 +57,7 @@ from service.analysis.aggregate import (
     UNKNOWN,
     ExposureCounts,
     MetricSums,
+    count_exposures,
     slice_counts,
     slice_sums,
 )
@@ -103,6 +104,11 @@ TOP_VALUES = 10
 READ_WAIT_SECONDS = 120.0
 
 STOPPED = frozenset({Status.stopped.value, Status.concluded.value})
+# The status label in a stored response (``results_snapshot.response``), filled in on read: an
+# experiment paused or resumed keeps its snapshot. Stored strings never hold NUL (refused at
+# every input), so its JSON form occurs in a response only as the status.
+STATUS_PLACEHOLDER = "\x00status\x00"
+_PLACEHOLDER_JSON = json.dumps(STATUS_PLACEHOLDER)
 
 
 # ----------------------------------------------------------------------------- definition
@@ -331,28 +337,79 @@ def cochran_q(estimates: Sequence[float], std_errors: Sequence[float]) -> tuple[
     return q, df, float(scipy_stats.chi2.sf(q, df))
 
 
-def compute_slices(
-    session: Session, exp: Experiment, current: ResultsPublic, data: AnalysisData
-) -> SlicesPublic | None:
-    """Every metric's comparisons per slice value of each dimension (exploratory)."""
-    dims = dimensions_of(exp)
-    if not dims or current.units == 0:
-        return None
+Combos = dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]
+
+
+def _slice_combos(
+    session: Session, exp: Experiment, units: int, variants: list[str]
+) -> tuple[list[tuple[str, Sequence[str]]], Combos]:
+    """Each dimension's kept values, and the sufficient statistics per combination of the
+    dimensions' buckets (one pass over the units, :func:`slice_sums`)."""
     window = analysis_window(session, exp)
     specs = metric_specs(session, exp)
     kept: list[tuple[str, Sequence[str]]] = []
-    for dim in dims:
+    for dim in dimensions_of(exp):
         by_value = slice_counts(session, window, dim)
         ranked = sorted(
             ((v, n) for v, n in by_value.items() if v is not None), key=lambda x: (-x[1], x[0])
         )
         kept.append((dim, [v for v, _ in ranked[:TOP_VALUES]]))
-    combos = slice_sums(
-        session,
-        specs,
-        replace(window, dimensions=tuple(kept)),
-        current.units,
-        list(data.counts.units),
+    combos = slice_sums(session, specs, replace(window, dimensions=tuple(kept)), units, variants)
+    return kept, combos
+
+
+def analyse_sliced(
+    session: Session, exp: Experiment
+) -> tuple[ResultsPublic, AnalysisData, SlicesPublic | None]:
+    """The analysis and its slices from one aggregation of the units.
+
+    Every analysed unit is in exactly one combination of the dimensions' buckets (a value, `other`
+    or `unknown` for each), so the whole experiment's sufficient statistics are the sums of the
+    combinations': the refresh aggregates the units once, by combination, instead of once for
+    the whole and once more for the slices (bench/results.py: the sliced refresh then costs the
+    plain one plus the per-dimension value counts)."""
+    if not dimensions_of(exp):
+        results, data = analyse(session, exp.key)
+        return results, data, None
+    counts = count_exposures(session, analysis_window(session, exp))
+    phase = experiments.current_phase(session, exp)
+    configured = {str(v["key"]) for v in (phase.variants if phase is not None else exp.variants)}
+    total = sum(n for v, n in counts.units.items() if v in configured)
+    if total == 0:
+        results, data = analyse(session, exp.key)
+        return results, data, None
+    kept, combos = _slice_combos(session, exp, total, list(counts.units))
+    # as analysis.service.analyse sums them: every summed metric, quantiles read apart
+    whole: dict[str, dict[str, MetricSums]] = {
+        spec.key: {} for spec in metric_specs(session, exp) if spec.type != "quantile"
+    }
+    for per_metric in combos.values():
+        for metric, per_variant in per_metric.items():
+            if metric in whole:
+                slot = whole[metric]
+                for variant, sums in per_variant.items():
+                    slot[variant] = _add(slot.get(variant), sums)
+    results, data = analyse(session, exp.key, data=AnalysisData(counts, whole))
+    return results, data, compute_slices(session, exp, results, data, (kept, combos))
+
+
+def compute_slices(
+    session: Session,
+    exp: Experiment,
+    current: ResultsPublic,
+    data: AnalysisData,
+    combos_: tuple[list[tuple[str, Sequence[str]]], Combos] | None = None,
+) -> SlicesPublic | None:
+    """Every metric's comparisons per slice value of each dimension (exploratory).
+
+    ``combos_``: the kept values and the sums per combination, when already aggregated."""
+    dims = dimensions_of(exp)
+    if not dims or current.units == 0:
+        return None
+    kept, combos = (
+        combos_
+        if combos_ is not None
+        else _slice_combos(session, exp, current.units, list(data.counts.units))
     )
     correction = current.correction
     out: list[DimensionSlices] = []
@@ -479,12 +536,16 @@ def _stored_days(session: Session, exp: Experiment, fp: str) -> dict[int, Timese
     return {r.day: TimeseriesPoint.model_validate(r.point) for r in rows}
 
 
-def _compute(session: Session, exp: Experiment, *, series: bool = True) -> dict[str, Any]:
+def _compute(
+    session: Session, exp: Experiment, *, series: bool = True, slices_: bool = True
+) -> dict[str, Any]:
     """Everything a snapshot stores, read in ``session`` (one consistent cut)."""
     now = utcnow()
     ex, cv, until = _watermark(session)
-    results, data = analyse(session, exp.key)
-    slices = compute_slices(session, exp, results, data)
+    if slices_:
+        results, data, slices = analyse_sliced(session, exp)
+    else:
+        (results, data), slices = analyse(session, exp.key), None
     points: list[TimeseriesPoint] | None = None
     new: list[TimeseriesPoint] = []
     day_fp = fingerprint(session, exp, with_status=False)
@@ -520,6 +581,10 @@ def _store(session: Session, row: ResultsSnapshot, exp: Experiment, got: dict[st
         setattr(row, name, got[name])
     row.state = "ready"
     session.add(row)
+    if row.id is None:
+        session.flush()
+    # serialized once here, so that a read is a lookup (see latest_response)
+    row.response = render(_public(row, exp, status=STATUS_PLACEHOLDER))
     assert exp.id is not None
     for point in got["new_days"]:
         if session.get(ResultsDay, (exp.id, exp.phase, point.day, got["day_fingerprint"])) is None:
@@ -595,10 +660,11 @@ def request_refresh(key: str, trigger: str) -> tuple[RefreshAccepted, str | None
         ), token
 
 
-def run_refresh(snapshot_id: int, token: str, *, series: bool = True) -> None:
+def run_refresh(snapshot_id: int, token: str, *, series: bool = True, slices: bool = True) -> None:
     """Compute a claimed snapshot and store it; release the claim whatever happens.
 
-    ``series=False`` leaves the series out (bench/results.py times the refresh without it)."""
+    ``series=False`` / ``slices=False`` leave the series / the slices out (bench/results.py
+    times the plain refresh without them)."""
     got: dict[str, Any] | None = None
     error: str | None = None
     exp_id: int | None = None
@@ -609,7 +675,7 @@ def run_refresh(snapshot_id: int, token: str, *, series: bool = True) -> None:
             exp_id = row.experiment_id
             exp = session.get(Experiment, row.experiment_id)
             assert exp is not None
-            got = _compute(session, exp, series=series)
+            got = _compute(session, exp, series=series, slices_=slices)
     except Exception as exc:
         log.exception("refresh of snapshot %s failed", snapshot_id)
         error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -660,17 +726,83 @@ def _latest(session: Session, exp: Experiment, fp: str | None = None) -> Results
     if fp is not None:
         q = q.where(ResultsSnapshot.fingerprint == fp)
     # The sufficient statistics and the series are not read to serve the results.
-    q = q.options(defer(ResultsSnapshot.data), defer(ResultsSnapshot.timeseries))  # type: ignore[arg-type]  # SQLModel types a column as its value
+    q = q.options(
+        defer(ResultsSnapshot.data),  # type: ignore[arg-type]  # SQLModel types a column as its value
+        defer(ResultsSnapshot.timeseries),  # type: ignore[arg-type]  # SQLModel types a column as its value
+        defer(ResultsSnapshot.response),  # type: ignore[arg-type]  # SQLModel types a column as its value
+    )
     return session.exec(q.order_by(col(ResultsSnapshot.id).desc()).limit(1)).first()
 
 
-def _public(row: ResultsSnapshot, exp: Experiment) -> SnapshotResultsPublic:
+def _public(
+    row: ResultsSnapshot, exp: Experiment, *, status: str | None = None
+) -> SnapshotResultsPublic:
     assert row.results is not None and row.id is not None
     body = dict(row.results)
-    body["status"] = exp.status  # a label: the analysis depends only on stopped or not
+    # a label: the analysis depends only on stopped or not
+    body["status"] = exp.status if status is None else status
     return SnapshotResultsPublic.model_validate(
         body | {"snapshot_id": row.id, "data_until": row.data_until, "slices": row.slices}
     )
+
+
+def render(results: SnapshotResultsPublic) -> str:
+    """The JSON text FastAPI's ``JSONResponse`` makes of the route's response model."""
+    return json.dumps(
+        results.model_dump(mode="json"),
+        ensure_ascii=False,
+        allow_nan=False,
+        indent=None,
+        separators=(",", ":"),
+    )
+
+
+def _fill(response: str, status: str) -> bytes:
+    return response.replace(_PLACEHOLDER_JSON, json.dumps(status), 1).encode()
+
+
+def etag(snapshot_id: int, status: str) -> str:
+    """The strong entity tag of a results body: a ready snapshot never changes, its label may."""
+    return f'"snapshot-{snapshot_id}-{status}"'
+
+
+def latest_response(session: Session, exp: Experiment) -> tuple[int, bytes]:
+    """:func:`latest_results` as its JSON body: (snapshot id, body).
+
+    The stored response of the latest snapshot, with its status label; reading it decodes,
+    validates and serializes nothing (at 1M units the snapshot's results and slices decode and
+    re-validate in tens of ms, FastAPI's validation and serialization of the model as much
+    again; bench/results.py). A snapshot without one (from before migration 0008), or none at
+    all, goes the model's way."""
+    fp = fingerprint(session, exp)
+    hit = session.exec(
+        select(ResultsSnapshot.id, ResultsSnapshot.response)
+        .where(
+            ResultsSnapshot.experiment_id == exp.id,
+            ResultsSnapshot.phase == exp.phase,
+            ResultsSnapshot.state == "ready",
+            ResultsSnapshot.fingerprint == fp,
+        )
+        .order_by(col(ResultsSnapshot.id).desc())
+        .limit(1)
+    ).first()
+    if hit is not None and hit[0] is not None and hit[1] is not None:
+        return hit[0], _fill(hit[1], exp.status)
+    got = latest_results(session, exp)
+    return got.snapshot_id, render(got).encode()
+
+
+def snapshot_response(session: Session, key: str, snapshot_id: int) -> tuple[int, bytes, str]:
+    """:func:`read_snapshot` as its JSON body: (snapshot id, body, the experiment's status)."""
+    exp = experiments.get_row(session, key)
+    hit = session.exec(
+        select(
+            ResultsSnapshot.experiment_id, ResultsSnapshot.state, ResultsSnapshot.response
+        ).where(ResultsSnapshot.id == snapshot_id)
+    ).first()
+    if hit is not None and hit[0] == exp.id and hit[1] == "ready" and hit[2] is not None:
+        return snapshot_id, _fill(hit[2], exp.status), exp.status
+    return snapshot_id, render(read_snapshot(session, key, snapshot_id)).encode(), exp.status
 
 
 def _in_write_transaction(session: Session) -> bool:
@@ -734,6 +866,13 @@ def list_snapshots(session: Session, key: str, limit: int, offset: int) -> Snaps
     rows = session.exec(
         select(ResultsSnapshot)
         .where(ResultsSnapshot.experiment_id == exp.id)
+        # a summary reads the results only: not the statistics, slices, series or response
+        .options(
+            defer(ResultsSnapshot.data),  # type: ignore[arg-type]
+            defer(ResultsSnapshot.slices),  # type: ignore[arg-type]
+            defer(ResultsSnapshot.timeseries),  # type: ignore[arg-type]
+            defer(ResultsSnapshot.response),  # type: ignore[arg-type]
+        )
         .order_by(col(ResultsSnapshot.id).desc())
         .offset(offset)
         .limit(limit)

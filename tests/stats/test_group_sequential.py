@@ -22,14 +22,50 @@ from stats.summaries import MeanSummary
 ALPHA = 0.05
 
 
-@pytest.mark.parametrize("case", ["obrien_fleming_five_equal_looks", "obrien_fleming_two_looks"])
-def test_obrien_fleming_bounds_match_published_values(
-    reference: Callable[[str], Any], case: str
-) -> None:
+@pytest.mark.parametrize(
+    "case",
+    ["obrien_fleming_five_equal_looks", "obrien_fleming_two_looks", "obrien_fleming_uneven_looks"],
+)
+def test_obrien_fleming_bounds_match_r_ldbounds(reference: Callable[[str], Any], case: str) -> None:
     v = reference("group_sequential")[case]
     got = efficacy_bounds(v["information_fractions"], alpha=v["alpha"])
     assert_allclose([b.bound for b in got], v["bounds"], atol=v["tolerance"])
     assert_allclose(got[-1].alpha_spent, v["alpha"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_power_family_bounds_match_r_ldbounds_and_spotify_confidence(
+    reference: Callable[[str], Any], index: int
+) -> None:
+    v = reference("group_sequential")["power_family"]
+    case = v["cases"][index]
+    got = efficacy_bounds(
+        case["information_fractions"], alpha=v["alpha"], spending="power", rho=case["rho"]
+    )
+    assert_allclose([b.bound for b in got], case["ldbounds"], atol=v["tolerance"])
+    assert_allclose([b.bound for b in got], case["spotify_confidence"], atol=v["tolerance"])
+
+
+def test_where_ldbounds_grid_misses_the_spending_ours_spends_it(
+    reference: Callable[[str], Any],
+) -> None:
+    # ten equal looks: ldbounds' second bound (4.8989) spends less than alpha(0.2); ours spends
+    # it (scipy's multivariate normal of the first two looks), and from look 4 on they agree
+    v = reference("group_sequential")["obrien_fleming_ten_equal_looks_ldbounds_grid_error"]
+    t = v["information_fractions"]
+    got = [b.bound for b in efficacy_bounds(t, alpha=v["alpha"])]
+    start = v["agree_from_look"] - 1
+    assert_allclose(got[start:], v["bounds"][start:], atol=v["tolerance"])
+    cov = np.sqrt(np.minimum.outer(t[:2], t[:2]) / np.maximum.outer(t[:2], t[:2]))
+    mvn = multivariate_normal(np.zeros(2), cov, abseps=1e-12, releps=1e-10)
+    target = spent_alpha(t[1], alpha=v["alpha"])
+
+    def spent(bounds: list[float]) -> float:
+        c = np.array(bounds[:2])
+        return float(1.0 - mvn.cdf(c, lower_limit=-c))
+
+    assert_allclose(spent(got), target, rtol=1e-6)
+    assert abs(spent(v["bounds"]) - target) > 0.05 * target
 
 
 def test_power_family_maximum_information_matches_jennison_turnbull(

@@ -181,6 +181,54 @@ def test_results_are_served_from_the_latest_snapshot_until_a_refresh(
     assert old["units"] == 100 and old["snapshot_id"] == first["snapshot_id"]
 
 
+def test_results_are_served_from_the_stored_response_with_the_current_status_and_an_etag(
+    client: Any, admin: dict[str, str], keys: Any, bodies: Any, make_metric: Any, ingest: Any
+) -> None:
+    from service.snapshots import service as snapshots
+    from service.snapshots.models import ResultsSnapshot
+
+    _setup(client, admin, bodies, make_metric, dimensions=["country"])
+    events = _events(80, 4)
+    for i, e in enumerate(events):
+        if e["type"] == "exposure":
+            e["attributes"] = {"country": ["se", "de", "fr"][i % 3]}
+    ingest(events)
+    url = f"/v1/experiments/{KEY}/results"
+    stored = client.get(url, headers=keys["viewer"])
+    assert stored.status_code == 200 and stored.headers["content-type"] == "application/json"
+    body = stored.json()
+    assert body["status"] == "running" and body["slices"]["dimensions"]
+    assert stored.headers["etag"] == f'"snapshot-{body["snapshot_id"]}-running"'
+    _assert_same(body, _live(KEY))
+
+    # the same body as the model's own serialization (a snapshot stored without a response)
+    session = open_session(write=True)
+    try:
+        row = session.get(ResultsSnapshot, body["snapshot_id"])
+        assert row is not None and row.response is not None
+        assert snapshots.STATUS_PLACEHOLDER not in stored.text
+        row.response = None
+        session.add(row)
+        session.commit()
+    finally:
+        session.close()
+    rendered = client.get(url, headers=keys["viewer"])
+    assert rendered.content == stored.content
+    assert rendered.headers["etag"] == stored.headers["etag"]
+    by_id = client.get(f"{url}?snapshot={body['snapshot_id']}", headers=keys["viewer"])
+    assert by_id.content == stored.content
+
+    # a matching If-None-Match gets 304; pausing changes the label (and the tag), not the snapshot
+    again = client.get(url, headers=keys["viewer"] | {"If-None-Match": stored.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    assert client.post(f"/v1/experiments/{KEY}/pause", headers=admin).status_code == 200
+    paused = client.get(url, headers=keys["viewer"] | {"If-None-Match": stored.headers["etag"]})
+    assert paused.status_code == 200 and paused.json()["status"] == "paused"
+    assert paused.json()["snapshot_id"] == body["snapshot_id"]
+    assert paused.headers["etag"] == f'"snapshot-{body["snapshot_id"]}-paused"'
+    _assert_same(paused.json(), body)
+
+
 def test_snapshot_routes_refuse_bad_input_with_problems(
     client: Any, admin: dict[str, str], keys: Any, bodies: Any, make_metric: Any
 ) -> None:
