@@ -34,6 +34,7 @@ from service.templates.routes import approval_router
 from service.templates.routes import router as templates_router
 from service.text import refuse_control_characters_in_parameters
 from service.throttle import AuthThrottle
+from service.warehouse.routes import router as data_sources_router
 from service.webhooks.routes import router as webhooks_router
 
 log = logging.getLogger("trialbook")
@@ -54,6 +55,7 @@ ROUTERS = [
     alerts_router,
     webhooks_router,
     insights_router,
+    data_sources_router,
 ]
 
 

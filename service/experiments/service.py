@@ -49,6 +49,7 @@ from service.experiments.models import (
     VariantIn,
 )
 from service.metrics.models import Metric
+from service.warehouse.models import data_source_problem
 from stats.power import planned_duration_days, sample_size_per_variant
 
 WEIGHT_TOLERANCE = 1e-6
@@ -340,6 +341,9 @@ def protocol_problems(
         errors.append(
             FieldError(field="layer_allocation", message="layer_allocation needs a `layer`")
         )
+    source = data.get("data_source")
+    if isinstance(source, str) and (message := data_source_problem(session, source)):
+        errors.append(FieldError(field="data_source", message=message, type="unknown_data_source"))
     return errors, metrics
 
 

@@ -55,15 +55,15 @@ import stats
 from service.analysis.aggregate import (
     OTHER,
     UNKNOWN,
+    Aggregator,
     ExposureCounts,
     MetricSums,
-    slice_counts,
-    slice_sums,
+    StoreAggregator,
 )
 from service.analysis.models import ResultsPublic
 from service.analysis.service import AnalysisData, analyse, analysis_window, metric_specs
 from service.db import IMMEDIATE, get_engine, utcnow
-from service.errors import ConflictError, NotFoundError
+from service.errors import AppError, ConflictError, NotFoundError
 from service.events.models import Conversion, Exposure
 from service.experiments import service as experiments
 from service.experiments.models import Experiment, Status
@@ -87,6 +87,7 @@ from service.snapshots.models import (
     TimeseriesPoint,
     TimeseriesPublic,
 )
+from service.warehouse.source import aggregator_for
 
 log = logging.getLogger("trialbook.snapshots")
 
@@ -101,6 +102,15 @@ CLAIM_STALE_SECONDS = 1800.0
 TOP_VALUES = 10
 # How long a read waits for a refresh another process runs, seconds.
 READ_WAIT_SECONDS = 120.0
+
+
+class SnapshotFailedError(AppError):
+    """The refresh failed (a data source refused or timed out): the stored error, as 502."""
+
+    status = 502
+    code = "snapshot_failed"
+    title = "The results could not be computed"
+
 
 STOPPED = frozenset({Status.stopped.value, Status.concluded.value})
 
@@ -140,6 +150,7 @@ def fingerprint(session: Session, exp: Experiment, *, with_status: bool = True) 
         "overrides": sorted(exp.overrides or {}),
         "attribution_window_hours": exp.attribution_window_hours,
         "dimensions": dimensions_of(exp),
+        "data_source": getattr(exp, "data_source", None),
     }
     if with_status:
         definition["stopped"] = exp.status in STOPPED
@@ -284,6 +295,7 @@ def compute_series(
     now: datetime,
     current: ResultsPublic,
     stored: dict[int, TimeseriesPoint],
+    source: Aggregator | None = None,
 ) -> tuple[list[TimeseriesPoint], list[TimeseriesPoint]]:
     """The points of every day of the phase, and those newly final (to store).
 
@@ -306,7 +318,10 @@ def compute_series(
             points.append(_point(day, until, False, current))
             continue
         point = _point(
-            day, until, until <= now - FINAL_AFTER, analyse(session, exp.key, until=until)[0]
+            day,
+            until,
+            until <= now - FINAL_AFTER,
+            analyse(session, exp.key, until=until, source=source)[0],
         )
         points.append(point)
         if point.final:
@@ -332,7 +347,11 @@ def cochran_q(estimates: Sequence[float], std_errors: Sequence[float]) -> tuple[
 
 
 def compute_slices(
-    session: Session, exp: Experiment, current: ResultsPublic, data: AnalysisData
+    session: Session,
+    exp: Experiment,
+    current: ResultsPublic,
+    data: AnalysisData,
+    source: Aggregator | None = None,
 ) -> SlicesPublic | None:
     """Every metric's comparisons per slice value of each dimension (exploratory)."""
     dims = dimensions_of(exp)
@@ -340,15 +359,15 @@ def compute_slices(
         return None
     window = analysis_window(session, exp)
     specs = metric_specs(session, exp)
+    agg = StoreAggregator(session) if source is None else source
     kept: list[tuple[str, Sequence[str]]] = []
     for dim in dims:
-        by_value = slice_counts(session, window, dim)
+        by_value = agg.slice_counts(window, dim)
         ranked = sorted(
             ((v, n) for v, n in by_value.items() if v is not None), key=lambda x: (-x[1], x[0])
         )
         kept.append((dim, [v for v, _ in ranked[:TOP_VALUES]]))
-    combos = slice_sums(
-        session,
+    combos = agg.slice_sums(
         specs,
         replace(window, dimensions=tuple(kept)),
         current.units,
@@ -483,13 +502,16 @@ def _compute(session: Session, exp: Experiment, *, series: bool = True) -> dict[
     """Everything a snapshot stores, read in ``session`` (one consistent cut)."""
     now = utcnow()
     ex, cv, until = _watermark(session)
-    results, data = analyse(session, exp.key)
-    slices = compute_slices(session, exp, results, data)
-    points: list[TimeseriesPoint] | None = None
-    new: list[TimeseriesPoint] = []
-    day_fp = fingerprint(session, exp, with_status=False)
-    if series:
-        points, new = compute_series(session, exp, now, results, _stored_days(session, exp, day_fp))
+    # The experiment's data source (§13), open for the whole refresh; None: the built-in store.
+    with aggregator_for(session, exp) as source:
+        results, data = analyse(session, exp.key, source=source)
+        slices = compute_slices(session, exp, results, data, source)
+        points: list[TimeseriesPoint] | None = None
+        new: list[TimeseriesPoint] = []
+        day_fp = fingerprint(session, exp, with_status=False)
+        if series:
+            stored = _stored_days(session, exp, day_fp)
+            points, new = compute_series(session, exp, now, results, stored, source)
     return {
         "fingerprint": fingerprint(session, exp),
         "day_fingerprint": day_fp,
@@ -610,6 +632,9 @@ def run_refresh(snapshot_id: int, token: str, *, series: bool = True) -> None:
             exp = session.get(Experiment, row.experiment_id)
             assert exp is not None
             got = _compute(session, exp, series=series)
+    except AppError as exc:  # a data source's refusal (§13): its problem, said as it is
+        log.warning("refresh of snapshot %s failed: %s", snapshot_id, exc.detail)
+        error = f"{exc.code}: {exc.detail}"[:2000]
     except Exception as exc:
         log.exception("refresh of snapshot %s failed", snapshot_id)
         error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -701,6 +726,11 @@ def latest_results(
     with consistent_read() as other:
         got = other.get(ResultsSnapshot, snapshot_id)
         fresh = other.get(Experiment, exp.id)
+        if got is not None and got.state == "failed" and got.error:
+            raise SnapshotFailedError(
+                f"The results of '{exp.key}' could not be computed (snapshot {snapshot_id}):"
+                f" {got.error}"
+            )
         if got is None or got.state != "ready" or fresh is None:
             raise ConflictError(
                 f"The results of '{exp.key}' are being computed (snapshot {snapshot_id}); "
