@@ -808,14 +808,9 @@ def quantile_order_statistics(
     if not metrics:
         return out
     dialect = session.get_bind().dialect.name
-    plain = Window(
-        experiment_id=window.experiment_id,
-        phase=window.phase,
-        overrides=window.overrides,
-        attribution_window_hours=window.attribution_window_hours,
-        stopped_at=window.stopped_at,
-        pre_period_days=None,
-    )
+    # The window as it is but without the pre-period and the slices: the time cut (``until``,
+    # the series' day cut) too, so the order statistics are those of the units the ranks count.
+    plain = replace(window, pre_period_days=None, dimensions=())
     head, params, binds, columns = _per_unit_sql(dialect, metrics, plain, "eu.variant = :variant")
     col_of = {m.key: col for m, col, _suffix, is_pre in columns if not is_pre}
     for variant, wanted in ranks.items():

@@ -185,7 +185,7 @@ def _exposures_cte(exposures: Side, plan: Plan, dims: Sequence[str]) -> str:
         )
         where.append(f"(s.tb_dup = 1 OR s.{eid} IS NULL)")
     return (
-        f"xs AS (SELECT CAST(s.{_q(c['unit_id'])} AS VARCHAR) AS tb_unit,"
+        f"tb_xs AS (SELECT CAST(s.{_q(c['unit_id'])} AS VARCHAR) AS tb_unit,"
         f" CAST(s.{_q(c['variant'])} AS VARCHAR) AS tb_variant, {ts} AS tb_ts{attrs}"
         f" FROM {source} WHERE {' AND '.join(where)})"
     )
@@ -205,25 +205,25 @@ def _units_cte(plan: Plan, dims: Sequence[tuple[str, Sequence[str]]], raw: bool)
     group = (
         "SELECT xs.tb_unit AS g_unit, MIN(xs.tb_variant) AS g_variant, MIN(xs.tb_ts) AS g_first,"
         " CASE WHEN COUNT(DISTINCT xs.tb_variant) > 1 THEN 1 ELSE 0 END AS g_multi"
-        " FROM xs GROUP BY xs.tb_unit"
+        " FROM tb_xs xs GROUP BY xs.tb_unit"
     )
     if not dims:
         return (
-            "eu AS (SELECT g.g_unit AS tb_unit, g.g_variant AS tb_variant, g.g_first AS tb_first,"
+            "tb_eu AS (SELECT g.g_unit AS tb_unit, g.g_variant AS tb_variant, g.g_first AS tb_first,"
             f" g.g_multi AS tb_multi FROM ({group}) g)"
         )
     order = ", ".join(f"xs.tb_a{k}" for k in range(len(dims)))
     picked = ", ".join(f"xs.tb_a{k} AS f_a{k}" for k in range(len(dims)))
     first = (
         f"SELECT xs.tb_unit AS f_unit, {picked},"
-        f" ROW_NUMBER() OVER (PARTITION BY xs.tb_unit ORDER BY xs.tb_ts, {order}) AS f_rn FROM xs"
+        f" ROW_NUMBER() OVER (PARTITION BY xs.tb_unit ORDER BY xs.tb_ts, {order}) AS f_rn FROM tb_xs xs"
     )
     cols = ""
     for k, (_name, kept) in enumerate(dims):
         value = f"f.f_a{k}" if raw else _bucket(f"f.f_a{k}", kept)
         cols += f", {value} AS tb_sv{k}"
     return (
-        "eu AS (SELECT g.g_unit AS tb_unit, g.g_variant AS tb_variant, g.g_first AS tb_first,"
+        "tb_eu AS (SELECT g.g_unit AS tb_unit, g.g_variant AS tb_variant, g.g_first AS tb_first,"
         f" g.g_multi AS tb_multi{cols} FROM ({group}) g JOIN ({first}) f"
         " ON f.f_unit = g.g_unit AND f.f_rn = 1)"
     )
@@ -246,7 +246,7 @@ def _events_cte(events: Side, names: Sequence[str]) -> str:
         )
         where.append(f"(s.tb_dup = 1 OR s.{eid} IS NULL)")
     return (
-        f"ev AS (SELECT CAST(s.{_q(c['unit_id'])} AS VARCHAR) AS c_unit,"
+        f"tb_ev AS (SELECT CAST(s.{_q(c['unit_id'])} AS VARCHAR) AS c_unit,"
         f" CAST(s.{_q(c['name'])} AS VARCHAR) AS c_name, {value} AS c_value,"
         f" {_EPOCH_FN}(s.{_q(c['timestamp'])}) AS c_ts FROM {source} WHERE {' AND '.join(where)})"
     )
@@ -324,8 +324,8 @@ def _per_unit(
         _exposures_cte(exposures, plan, [d for d, _ in dims]),
         _units_cte(plan, dims, raw=False),
         _events_cte(events, names or ["\x00none"]),
-        f"v AS (SELECT eu.tb_unit AS tb_unit, eu.tb_variant AS tb_variant{sv}, {selected}"
-        " FROM eu LEFT JOIN ev c ON c.c_unit = eu.tb_unit"
+        f"tb_v AS (SELECT eu.tb_unit AS tb_unit, eu.tb_variant AS tb_variant{sv}, {selected}"
+        " FROM tb_eu eu LEFT JOIN tb_ev c ON c.c_unit = eu.tb_unit"
         f" WHERE {_analysed(plan)} GROUP BY eu.tb_unit, eu.tb_variant{sv})",
     ]
     return _PerUnit("WITH " + ", ".join(ctes), columns)
@@ -391,7 +391,7 @@ def sums_sql(
     selected = ", ".join(f"{expr} AS {alias}" for expr, alias in unique.items())
     sv = "".join(f", v.tb_sv{k}" for k in range(len(plan.dimensions)))
     sql = (
-        f"{per_unit.sql} SELECT v.tb_variant AS variant{sv}, {selected} FROM v"
+        f"{per_unit.sql} SELECT v.tb_variant AS variant{sv}, {selected} FROM tb_v v"
         f" GROUP BY v.tb_variant{sv}"
     )
     return render(dialect, sql, exposures, events), alias_of
@@ -432,7 +432,7 @@ def cuts_sql(
             off = math.floor(h)
             selects.append(
                 f"SELECT {k} AS k, r.rn AS rn, r.x AS x FROM (SELECT v.{col} AS x,"
-                f" ROW_NUMBER() OVER (ORDER BY v.{col}) AS rn FROM v) r"
+                f" ROW_NUMBER() OVER (ORDER BY v.{col}) AS rn FROM tb_v v) r"
                 f" WHERE r.rn IN ({off + 1}, {off + 2})"
             )
             meta.append(((m.key, suffix), side, h))
@@ -470,7 +470,7 @@ def order_statistics_sql(
         selects.append(
             f"SELECT {k} AS k, r.variant AS variant, r.rn AS rn, r.x AS x FROM"
             f" (SELECT v.tb_variant AS variant, v.{col} AS x, ROW_NUMBER() OVER"
-            f" (PARTITION BY v.tb_variant ORDER BY v.{col}) AS rn FROM v) r"
+            f" (PARTITION BY v.tb_variant ORDER BY v.{col}) AS rn FROM tb_v v) r"
             f" WHERE {' OR '.join(conds)}"
         )
         keys.append(m.key)
@@ -494,7 +494,7 @@ def counts_sql(dialect: str, exposures: Side, plan: Plan) -> str:
         " SELECT eu.tb_variant AS variant, COUNT(*) AS total, SUM(eu.tb_multi) AS multiple,"
         f" SUM({overridden}) AS overridden,"
         f" SUM(CASE WHEN eu.tb_multi = 0 AND {overridden} = 0 THEN 1 ELSE 0 END) AS analysed"
-        f" FROM eu{cut} GROUP BY eu.tb_variant"
+        f" FROM tb_eu eu{cut} GROUP BY eu.tb_variant"
     )
     return render(dialect, sql, exposures, None)
 
@@ -505,7 +505,7 @@ def slice_counts_sql(dialect: str, exposures: Side, plan: Plan, dimension: str) 
     sql = (
         f"WITH {_exposures_cte(exposures, flat, [dimension])},"
         f" {_units_cte(flat, flat.dimensions, raw=True)}"
-        " SELECT eu.tb_sv0 AS value, COUNT(*) AS n FROM eu"
+        " SELECT eu.tb_sv0 AS value, COUNT(*) AS n FROM tb_eu eu"
         f" WHERE {_analysed(flat)} GROUP BY eu.tb_sv0"
     )
     return render(dialect, sql, exposures, None)
