@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
@@ -200,8 +201,10 @@ def simulate(
     seed: int,
     prefix: str,
     progress: TextIO | None = None,
+    sink: Callable[[list[dict[str, Any]]], int] | None = None,
 ) -> tuple[int, int]:
-    """Simulate ``units`` users of experiment ``key`` and send their events.
+    """Simulate ``units`` users of experiment ``key`` and send their events (to ``sink`` when
+    given: it keeps them and returns how many it took; the warehouse demo writes them to DuckDB).
 
     Returns
     -------
@@ -279,7 +282,9 @@ def simulate(
                         "timestamp": converted_at,
                     }
                 )
-        if events:
+        if events and sink is not None:
+            accepted += sink(events)
+        elif events:
             body = _check(client.post("/v1/events", json={"events": events}), "sending events")
             if body.get("rejected"):
                 raise DemoError(f"the server rejected events: {body['rejected'][:3]}")
@@ -299,6 +304,7 @@ def run_demo(
     seed: int = 7,
     suffix: str | None = None,
     progress: TextIO | None = None,
+    warehouse: Path | None = None,
 ) -> DemoSummary:
     """Create, start and fill a demo experiment, then fetch its results.
 
@@ -316,6 +322,9 @@ def run_demo(
         Experiment key suffix; default: the time and a random part (a new key every run).
     progress : text stream, optional
         Where to draw the progress bar.
+    warehouse : pathlib.Path, optional
+        A DuckDB file to write the events to (instead of ``/v1/events``), registered as the
+        experiment's data source (``service.warehouse.demo``).
 
     Returns
     -------
@@ -330,14 +339,46 @@ def run_demo(
     key = f"demo-checkout-{suffix}"
     ensure_metrics(client)
     template = ensure_demo_template(client)
-    _check(
-        client.post("/v1/experiments", json=experiment_body(key, units, template)),
-        "creating the experiment",
-    )
+    body = experiment_body(key, units, template)
+    kept: list[dict[str, Any]] = []
+    if warehouse is not None:
+        from service.warehouse.demo import DEMO_SOURCE
+
+        body["data_source"] = DEMO_SOURCE
+        if client.get(f"/v1/data-sources/{DEMO_SOURCE}").status_code == 200:
+            _check(
+                client.delete(f"/v1/data-sources/{DEMO_SOURCE}"),
+                "replacing the demo source",
+                (204, 409),
+            )
+    if warehouse is not None and client.get(f"/v1/data-sources/{DEMO_SOURCE}").status_code == 404:
+        from service.warehouse.demo import source_body
+
+        _check(
+            client.post("/v1/data-sources", json=source_body(warehouse)),
+            "registering the DuckDB source",
+        )
+    _check(client.post("/v1/experiments", json=body), "creating the experiment")
     _check(client.post(f"/v1/experiments/{key}/start"), "starting the experiment")
+
+    def keep(events: list[dict[str, Any]]) -> int:
+        kept.extend(events)
+        return len(events)
+
     users, events = simulate(
-        client, key, units=units, seed=seed, prefix=f"u-{suffix}", progress=progress
+        client,
+        key,
+        units=units,
+        seed=seed,
+        prefix=f"u-{suffix}",
+        progress=progress,
+        sink=keep if warehouse is not None else None,
     )
+    if warehouse is not None:
+        from service.warehouse.demo import write_duckdb
+
+        # every run rewrites the file (earlier experiments' rows go with it)
+        write_duckdb(warehouse, kept)
     results = _check(client.get(f"/v1/experiments/{key}/results"), "fetching the results")
     return DemoSummary(
         experiment=key,
@@ -403,6 +444,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--units", type=int, default=20_000, help="users to simulate (default 20000)")
     p.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+    p.add_argument(
+        "--warehouse",
+        choices=["duckdb"],
+        default=os.environ.get("WAREHOUSE") or None,
+        help="write the events to a warehouse file and analyse them there (product.md §13)",
+    )
+    p.add_argument(
+        "--warehouse-path",
+        default="trialbook-demo.duckdb",
+        help="the DuckDB file the warehouse demo writes (default trialbook-demo.duckdb)",
+    )
 
 
 def resolve_key(
@@ -480,8 +532,20 @@ def run(args: argparse.Namespace) -> int:
                     f"trialbook demo against {args.url}: simulating {args.units:,} users",
                     file=sys.stderr,
                 )
+                warehouse = (
+                    Path(args.warehouse_path).resolve()
+                    if getattr(args, "warehouse", None)
+                    else None
+                )
+                if warehouse is not None:
+                    print(f"  events written to the DuckDB file {warehouse}", file=sys.stderr)
                 summary = run_demo(
-                    client, base_url=args.url, units=args.units, seed=args.seed, progress=sys.stderr
+                    client,
+                    base_url=args.url,
+                    units=args.units,
+                    seed=args.seed,
+                    progress=sys.stderr,
+                    warehouse=warehouse,
                 )
     except DatabaseNotReadyError as exc:
         print(no_key_message("demo", exc), file=sys.stderr)

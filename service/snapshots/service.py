@@ -399,7 +399,7 @@ def compute_slices(
                 units=per_variant_units, multiple_exposures=0, overridden_units=0
             )
             analysed[value] = analyse(
-                session, exp.key, data=AnalysisData(slice_units, slice_stats)
+                session, exp.key, data=AnalysisData(slice_units, slice_stats), source=source
             )[0]
         metrics: list[SliceMetric] = []
         heterogeneity: list[Heterogeneity] = []

@@ -209,14 +209,15 @@ def _units_cte(plan: Plan, dims: Sequence[tuple[str, Sequence[str]]], raw: bool)
     )
     if not dims:
         return (
-            "tb_eu AS (SELECT g.g_unit AS tb_unit, g.g_variant AS tb_variant, g.g_first AS tb_first,"
-            f" g.g_multi AS tb_multi FROM ({group}) g)"
+            "tb_eu AS (SELECT g.g_unit AS tb_unit, g.g_variant AS tb_variant,"
+            f" g.g_first AS tb_first, g.g_multi AS tb_multi FROM ({group}) g)"
         )
     order = ", ".join(f"xs.tb_a{k}" for k in range(len(dims)))
     picked = ", ".join(f"xs.tb_a{k} AS f_a{k}" for k in range(len(dims)))
     first = (
         f"SELECT xs.tb_unit AS f_unit, {picked},"
-        f" ROW_NUMBER() OVER (PARTITION BY xs.tb_unit ORDER BY xs.tb_ts, {order}) AS f_rn FROM tb_xs xs"
+        f" ROW_NUMBER() OVER (PARTITION BY xs.tb_unit ORDER BY xs.tb_ts, {order}) AS f_rn"
+        " FROM tb_xs xs"
     )
     cols = ""
     for k, (_name, kept) in enumerate(dims):
