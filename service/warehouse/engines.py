@@ -335,7 +335,9 @@ class _Spark:
                     .appName("trialbook")
                     .config("spark.sql.session.timeZone", "UTC")
                     .config("spark.ui.enabled", "false")
-                    .config("spark.sql.shuffle.partitions", "4")
+                    # the statements return a few rows: few shuffle partitions (a cluster's
+                    # defaults come from its own configuration when the session exists there)
+                    .config("spark.sql.shuffle.partitions", "2")
                     .getOrCreate()
                 )
                 for name, path in dict(connection.get("files") or {}).items():
