@@ -532,15 +532,22 @@ def _source(dialect: str, side: Side) -> exp.Expression:
 
 def render(dialect: str, sql: str, exposures: Side | None, events: Side | None) -> str:
     """The canonical ``sql`` with its placeholders replaced, rendered in ``dialect``."""
+    key = (dialect, sql, repr(exposures), repr(events))
+    cached = _RENDERED.get(key)
+    if cached is not None:
+        return cached
     tree = sqlglot.parse_one(sql, read=_CANONICAL)
-    template = _EPOCH_US[dialect]
+    template = _epoch_template(dialect)
     sources: dict[str, Side | None] = {_EXPOSURES: exposures, _EVENTS: events}
 
     def substitute(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Anonymous) and str(node.this).lower() == _EPOCH_FN:
-            arg = node.expressions[0].sql(dialect=dialect)
-            epoch = sqlglot.parse_one(template.format(x=arg), read=dialect)
-            return epoch  # type: ignore[return-value]
+            arg = node.expressions[0]
+            epoch = template.copy()
+            for col in list(epoch.find_all(exp.Column)):
+                if col.name == _EPOCH_ARG:
+                    col.replace(arg.copy())
+            return epoch
         if isinstance(node, exp.Table) and node.name in sources and not node.args.get("db"):
             side = sources[node.name]
             assert side is not None
@@ -554,7 +561,25 @@ def render(dialect: str, sql: str, exposures: Side | None, events: Side | None) 
         return node
 
     out: exp.Expression = tree.transform(substitute, copy=True)
-    return out.sql(dialect=dialect)
+    rendered: str = out.sql(dialect=dialect)
+    if len(_RENDERED) > 256:  # the statements of a few experiments' refreshes
+        _RENDERED.clear()
+    _RENDERED[key] = rendered
+    return rendered
+
+
+_RENDERED: dict[tuple[str, str, str, str], str] = {}
+_EPOCH_ARG = "tb_epoch_argument"
+_EPOCH_TREES: dict[str, exp.Expression] = {}
+
+
+def _epoch_template(dialect: str) -> exp.Expression:
+    """The dialect's epoch-microseconds expression over a placeholder column, parsed once."""
+    tree = _EPOCH_TREES.get(dialect)
+    if tree is None:
+        tree = sqlglot.parse_one(_EPOCH_US[dialect].format(x=_EPOCH_ARG), read=dialect)
+        _EPOCH_TREES[dialect] = tree
+    return tree
 
 
 _Reader = Callable[[str], list[tuple[object, ...]]]

@@ -136,6 +136,7 @@ def assert_same(got: dict[str, Any], want: dict[str, Any], what: str) -> None:
             assert y == x, f"{what} {path}: {y!r} != {x!r}"
 
 
+@pytest.mark.slow
 def test_every_live_engine_analyses_the_dataset_as_the_built_in_store_does(
     live: Any, keys: dict[str, dict[str, str]], tmp_path: Path
 ) -> None:
