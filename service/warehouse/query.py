@@ -298,36 +298,41 @@ def _per_unit(
     if plan.until_us is not None:
         common.append(f"c.c_ts < {int(plan.until_us)}")
     periods = (False, True) if pre and plan.pre_us is not None else (False,)
+    # Each joined event's period, computed once per row: 1 in the window, 2 in the pre-period,
+    # 0 neither (and for the one NULL row of a unit without events).
+    bounds = " AND ".join(common)
+    period = (
+        f"CASE WHEN {bounds} AND c.c_ts >= eu.tb_first THEN 1"
+        f" WHEN {bounds} AND c.c_ts < eu.tb_first THEN 2 ELSE 0 END"
+    )
     agg_cols: dict[str, str] = {}
     columns: list[tuple[MetricSpec, str, str, bool]] = []
     for m in metrics:
         for suffix, event in m.parts:
             for is_pre in periods:
-                when = " AND ".join(
-                    [
-                        f"c.c_name = {_s(event)}",
-                        *common,
-                        "c.c_ts < eu.tb_first" if is_pre else "c.c_ts >= eu.tb_first",
-                    ]
-                )
+                when = f"j.c_name = {_s(event)} AND j.tb_p = {2 if is_pre else 1}"
                 kind = _kind(m)
                 if kind == "any":
                     expr = f"MAX(CASE WHEN {when} THEN {ONE} ELSE {ZERO} END)"
                 elif kind == "count":
                     expr = f"SUM(CASE WHEN {when} THEN {ONE} ELSE {ZERO} END)"
                 else:
-                    expr = f"SUM(CASE WHEN {when} THEN c.c_value ELSE {ZERO} END)"
+                    expr = f"SUM(CASE WHEN {when} THEN j.c_value ELSE {ZERO} END)"
                 col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
                 columns.append((m, col, suffix, is_pre))
     sv = "".join(f", eu.tb_sv{k}" for k in range(len(dims)))
+    jsv = "".join(f", j.tb_sv{k}" for k in range(len(dims)))
     selected = ", ".join(f"{expr} AS {col}" for expr, col in agg_cols.items())
     ctes = [
         _exposures_cte(exposures, plan, [d for d, _ in dims]),
         _units_cte(plan, dims, raw=False),
         _events_cte(events, names or ["\x00none"]),
-        f"tb_v AS (SELECT eu.tb_unit AS tb_unit, eu.tb_variant AS tb_variant{sv}, {selected}"
+        f"tb_j AS (SELECT eu.tb_unit AS tb_unit, eu.tb_variant AS tb_variant{sv},"
+        f" c.c_name AS c_name, c.c_value AS c_value, {period} AS tb_p"
         " FROM tb_eu eu LEFT JOIN tb_ev c ON c.c_unit = eu.tb_unit"
-        f" WHERE {_analysed(plan)} GROUP BY eu.tb_unit, eu.tb_variant{sv})",
+        f" WHERE {_analysed(plan)})",
+        f"tb_v AS (SELECT j.tb_unit AS tb_unit, j.tb_variant AS tb_variant{jsv}, {selected}"
+        f" FROM tb_j j GROUP BY j.tb_unit, j.tb_variant{jsv})",
     ]
     return _PerUnit("WITH " + ", ".join(ctes), columns)
 
