@@ -199,7 +199,7 @@ def main() -> None:
         generate(db, args.units, args.events_per_unit, args.duckdb_memory)
         n_events = args.units * args.events_per_unit
         print(
-            f"{args.units:,} units / {n_events:,} events generated in {time.perf_counter() - t0:.1f} s"
+            f"{args.units:,} units / {n_events:,} events generated in {time.perf_counter() - t0:.1f} s"  # noqa: E501
         )
         rows: list[tuple[str, dict[str, float]]] = []
         if "duckdb" in wanted:
@@ -234,7 +234,7 @@ def main() -> None:
             s.query("CREATE DATABASE IF NOT EXISTS wh")
             for name, path in (("exposures", parquet[0]), ("events", parquet[1])):
                 s.query(
-                    f"CREATE TABLE wh.{name} ENGINE = MergeTree ORDER BY tuple() AS SELECT * FROM file('{path}', Parquet)"
+                    f"CREATE TABLE wh.{name} ENGINE = MergeTree ORDER BY tuple() AS SELECT * FROM file('{path}', Parquet)"  # noqa: E501
                 )
             s.close()
             ch_xs = Side(columns=EXPOSURES.columns, table="wh.exposures")
@@ -258,21 +258,21 @@ def main() -> None:
         print(f"\n{'engine':<20}{'refresh s':>11}{'bare scan s':>13}{'ratio':>8}{'py heap MB':>12}")
         for name, m in rows:
             print(
-                f"{name:<20}{m['refresh']:>11.2f}{m['scan']:>13.2f}{m['refresh'] / m['scan']:>8.2f}{m['heap_mb']:>12.2f}"
+                f"{name:<20}{m['refresh']:>11.2f}{m['scan']:>13.2f}{m['refresh'] / m['scan']:>8.2f}{m['heap_mb']:>12.2f}"  # noqa: E501
             )
         if sqlite_s is not None:
             print(
-                f"{'built-in SQLite':<20}{sqlite_s:>11.2f}   at {args.sqlite_units:,} units / {args.sqlite_units * 5:,} events"
+                f"{'built-in SQLite':<20}{sqlite_s:>11.2f}   at {args.sqlite_units:,} units / {args.sqlite_units * 5:,} events"  # noqa: E501
             )
             duck = next((m for name, m in rows if name == "duckdb"), None)
             if duck is not None:
                 scale = args.units / args.sqlite_units
                 print(
-                    f"DuckDB at {args.units:,} units vs the built-in SQLite store at {args.sqlite_units:,}:"
+                    f"DuckDB at {args.units:,} units vs the built-in SQLite store at {args.sqlite_units:,}:"  # noqa: E501
                     f" {sqlite_s / duck['refresh']:.1f}x faster with {scale:g}x the data"
                 )
         print(
-            f"process peak RSS {rss_mb:,.0f} MB (in-process engines included; DuckDB memory_limit {args.duckdb_memory})"
+            f"process peak RSS {rss_mb:,.0f} MB (in-process engines included; DuckDB memory_limit {args.duckdb_memory})"  # noqa: E501
         )
     finally:
         engines.close_chdb()

@@ -40,6 +40,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -580,11 +581,10 @@ _EPOCH_TREES: dict[str, exp.Expression] = {}
 
 def _epoch_template(dialect: str) -> exp.Expression:
     """The dialect's epoch-microseconds expression over a placeholder column, parsed once."""
-    tree = _EPOCH_TREES.get(dialect)
-    if tree is None:
-        tree = sqlglot.parse_one(_EPOCH_US[dialect].format(x=_EPOCH_ARG), read=dialect)
-        _EPOCH_TREES[dialect] = tree
-    return tree
+    if dialect not in _EPOCH_TREES:
+        parsed: Any = sqlglot.parse_one(_EPOCH_US[dialect].format(x=_EPOCH_ARG), read=dialect)
+        _EPOCH_TREES[dialect] = parsed
+    return _EPOCH_TREES[dialect]
 
 
 _Reader = Callable[[str], list[tuple[object, ...]]]

@@ -2,8 +2,9 @@
 Databricks) and those that do: each statement parses back in its dialect, and equals its golden
 file (a change of the SQL is a reviewed change of the file).
 
-Regenerate after an intended change:
-    TRIALBOOK_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest tests/service/warehouse/test_golden_sql.py
+Regenerate after an intended change (from the checkout):
+    TRIALBOOK_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest \
+        tests/service/warehouse/test_golden_sql.py
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ def event_tuples(data: list[Row]) -> list[tuple[Any, ...]]:
     ]
 
 
-EXPOSURES_DDL = "uid VARCHAR, exp_key VARCHAR, arm VARCHAR, seen_at {ts}, evt_id VARCHAR, country_code VARCHAR, plan VARCHAR"
+EXPOSURES_DDL = "uid VARCHAR, exp_key VARCHAR, arm VARCHAR, seen_at {ts}, evt_id VARCHAR, country_code VARCHAR, plan VARCHAR"  # noqa: E501
 EVENTS_DDL = "user_ref VARCHAR, ev_name VARCHAR, amount DOUBLE, happened_at {ts}, evt_id VARCHAR"
 
 
@@ -221,7 +221,7 @@ def load_sqlite(path: Path, data: list[Row], experiment: str) -> None:
     con = sqlite3.connect(path)
     con.execute(f"CREATE TABLE exposures ({EXPOSURES_DDL.format(ts='TEXT')})")
     con.execute(
-        "CREATE TABLE ev (user_ref TEXT, name_id INTEGER, amount REAL, happened_at TEXT, evt_id TEXT)"
+        "CREATE TABLE ev (user_ref TEXT, name_id INTEGER, amount REAL, happened_at TEXT, evt_id TEXT)"  # noqa: E501
     )
     con.execute("CREATE TABLE ev_names (id INTEGER PRIMARY KEY, label TEXT)")
     con.executemany("INSERT INTO ev_names VALUES (?, ?)", [(1, "purchase"), (2, "visit")])
@@ -254,7 +254,7 @@ def load_postgres(url: str, schema: str, data: list[Row], experiment: str) -> No
         con.execute(f"CREATE SCHEMA {schema}")
         con.execute(f"CREATE TABLE {schema}.exposures ({EXPOSURES_DDL.format(ts='TIMESTAMPTZ')})")
         con.execute(
-            f"CREATE TABLE {schema}.events ({EVENTS_DDL.format(ts='TIMESTAMPTZ').replace('DOUBLE', 'DOUBLE PRECISION')})"
+            f"CREATE TABLE {schema}.events ({EVENTS_DDL.format(ts='TIMESTAMPTZ').replace('DOUBLE', 'DOUBLE PRECISION')})"  # noqa: E501
         )
         with con.cursor() as cur:
             cur.executemany(
@@ -281,8 +281,8 @@ def load_chdb(path: Path, data: list[Row], experiment: str) -> None:
         " plan Nullable(String)) ENGINE = MergeTree ORDER BY tuple()"
     )
     s.query(
-        "CREATE TABLE wh.events (user_ref Nullable(String), ev_name String, amount Nullable(Float64),"
-        " happened_at DateTime64(6, 'UTC'), evt_id Nullable(String)) ENGINE = MergeTree ORDER BY tuple()"
+        "CREATE TABLE wh.events (user_ref Nullable(String), ev_name String, amount Nullable(Float64),"  # noqa: E501
+        " happened_at DateTime64(6, 'UTC'), evt_id Nullable(String)) ENGINE = MergeTree ORDER BY tuple()"  # noqa: E501
     )
 
     def lit(v: Any) -> str:
