@@ -50,8 +50,9 @@ typecheck: install ## mypy on stats, the SDK and the service
 openapi: install ## rewrite openapi/openapi.json from the code
 	$(BIN)/trialbook openapi > openapi/openapi.json
 
-demo: install ## simulate a demo experiment on the running server (no key needed here)
-	$(BIN)/trialbook demo
+# `make demo WAREHOUSE=duckdb`: the events go to a DuckDB file analysed where it lies (§13).
+demo: install ## simulate a demo experiment on the running server (WAREHOUSE=duckdb: in DuckDB)
+	$(BIN)/trialbook demo $(if $(WAREHOUSE),--warehouse $(WAREHOUSE))
 
 clean: ## remove .venv and the local SQLite database
 	rm -rf $(VENV) trialbook.db trialbook.db-wal trialbook.db-shm

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import numpy as np
@@ -201,8 +202,10 @@ def simulate(
     seed: int,
     prefix: str,
     progress: TextIO | None = None,
+    sink: Callable[[list[dict[str, Any]]], int] | None = None,
 ) -> tuple[int, int]:
-    """Simulate ``units`` users of experiment ``key`` and send their events.
+    """Simulate ``units`` users of experiment ``key`` and send their events (to ``sink`` when
+    given: it keeps them and returns how many it took; the warehouse demo writes them to DuckDB).
 
     Returns
     -------
@@ -280,7 +283,9 @@ def simulate(
                         "timestamp": converted_at,
                     }
                 )
-        if events:
+        if events and sink is not None:
+            accepted += sink(events)
+        elif events:
             body = _check(client.post("/v1/events", json={"events": events}), "sending events")
             if body.get("rejected"):
                 raise DemoError(f"the server rejected events: {body['rejected'][:3]}")
@@ -300,6 +305,7 @@ def run_demo(
     seed: int = 7,
     suffix: str | None = None,
     progress: TextIO | None = None,
+    warehouse: Path | None = None,
 ) -> DemoSummary:
     """Create, start and fill a demo experiment, then fetch its results.
 
@@ -317,6 +323,9 @@ def run_demo(
         Experiment key suffix; default: the time and a random part (a new key every run).
     progress : text stream, optional
         Where to draw the progress bar.
+    warehouse : pathlib.Path, optional
+        A DuckDB file to write the events to (instead of ``/v1/events``), registered as the
+        experiment's data source (``service.warehouse.demo``).
 
     Returns
     -------
@@ -331,14 +340,46 @@ def run_demo(
     key = f"demo-checkout-{suffix}"
     ensure_metrics(client)
     template = ensure_demo_template(client)
-    _check(
-        client.post("/v1/experiments", json=experiment_body(key, units, template)),
-        "creating the experiment",
-    )
+    body = experiment_body(key, units, template)
+    kept: list[dict[str, Any]] = []
+    if warehouse is not None:
+        from service.warehouse.demo import DEMO_SOURCE
+
+        body["data_source"] = DEMO_SOURCE
+        if client.get(f"/v1/data-sources/{DEMO_SOURCE}").status_code == 200:
+            _check(
+                client.delete(f"/v1/data-sources/{DEMO_SOURCE}"),
+                "replacing the demo source",
+                (204, 409),
+            )
+    if warehouse is not None and client.get(f"/v1/data-sources/{DEMO_SOURCE}").status_code == 404:
+        from service.warehouse.demo import source_body
+
+        _check(
+            client.post("/v1/data-sources", json=source_body(warehouse)),
+            "registering the DuckDB source",
+        )
+    _check(client.post("/v1/experiments", json=body), "creating the experiment")
     _check(client.post(f"/v1/experiments/{key}/start"), "starting the experiment")
+
+    def keep(events: list[dict[str, Any]]) -> int:
+        kept.extend(events)
+        return len(events)
+
     users, events = simulate(
-        client, key, units=units, seed=seed, prefix=f"u-{suffix}", progress=progress
+        client,
+        key,
+        units=units,
+        seed=seed,
+        prefix=f"u-{suffix}",
+        progress=progress,
+        sink=keep if warehouse is not None else None,
     )
+    if warehouse is not None:
+        from service.warehouse.demo import write_duckdb
+
+        # every run rewrites the file (earlier experiments' rows go with it)
+        write_duckdb(warehouse, kept)
     results = _check(client.get(f"/v1/experiments/{key}/results"), "fetching the results")
     return DemoSummary(
         experiment=key,
@@ -402,9 +443,32 @@ def demo(
     ] = None,
     units: Annotated[int, typer.Option(help="users to simulate (default 20000)")] = 20_000,
     seed: Annotated[int, typer.Option(help="simulation seed (default 7)")] = 7,
+    warehouse: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WAREHOUSE",
+            help="duckdb: write the events to a warehouse file and analyse them there (§13)",
+        ),
+    ] = None,
+    warehouse_path: Annotated[
+        str, typer.Option(help="the DuckDB file the warehouse demo writes")
+    ] = "trialbook-demo.duckdb",
 ) -> int:
     """Create and simulate a demo experiment against a running server."""
-    return run(argparse.Namespace(url=url, key=key, units=units, seed=seed))
+    if warehouse not in (None, "", "duckdb"):
+        raise typer.BadParameter(
+            "the only warehouse the demo writes is 'duckdb'", param_hint="--warehouse"
+        )
+    return run(
+        argparse.Namespace(
+            url=url,
+            key=key,
+            units=units,
+            seed=seed,
+            warehouse=warehouse or None,
+            warehouse_path=warehouse_path,
+        )
+    )
 
 
 def resolve_key(
@@ -482,8 +546,20 @@ def run(args: argparse.Namespace) -> int:
                     f"trialbook demo against {args.url}: simulating {args.units:,} users",
                     file=sys.stderr,
                 )
+                warehouse = (
+                    Path(args.warehouse_path).resolve()
+                    if getattr(args, "warehouse", None)
+                    else None
+                )
+                if warehouse is not None:
+                    print(f"  events written to the DuckDB file {warehouse}", file=sys.stderr)
                 summary = run_demo(
-                    client, base_url=args.url, units=args.units, seed=args.seed, progress=sys.stderr
+                    client,
+                    base_url=args.url,
+                    units=args.units,
+                    seed=args.seed,
+                    progress=sys.stderr,
+                    warehouse=warehouse,
                 )
     except DatabaseNotReadyError as exc:
         print(no_key_message("demo", exc), file=sys.stderr)

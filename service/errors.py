@@ -197,6 +197,9 @@ STATUS_TITLES = {
     413: ("payload_too_large", "Request body too large"),
     415: ("unsupported_media_type", "Unsupported media type"),
     429: ("too_many_requests", "Too many requests"),
+    502: ("bad_gateway", "The data source failed"),
+    503: ("unavailable", "Unavailable"),
+    504: ("gateway_timeout", "The data source did not answer in time"),
 }
 
 

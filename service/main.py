@@ -29,6 +29,7 @@ from service.reports.routes import router as reports_router
 from service.templates.routes import approval_router
 from service.templates.routes import router as templates_router
 from service.text import refuse_control_characters_in_parameters
+from service.warehouse.routes import router as data_sources_router
 from service.webhooks.routes import router as webhooks_router
 from service.wiring import lifespan, wire
 
@@ -50,6 +51,7 @@ ROUTERS = [
     alerts_router,
     webhooks_router,
     insights_router,
+    data_sources_router,
 ]
 
 

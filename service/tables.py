@@ -15,4 +15,5 @@ from service.keys.models import ApiKey  # noqa: F401
 from service.metrics.models import Metric  # noqa: F401
 from service.snapshots.models import RefreshClaim, ResultsDay, ResultsSnapshot  # noqa: F401
 from service.templates.models import ProtocolTemplate, ProtocolTemplateVersion  # noqa: F401
+from service.warehouse.models import DataSource  # noqa: F401
 from service.webhooks.models import WebhookDelivery, WebhookSubscription  # noqa: F401

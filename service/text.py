@@ -42,6 +42,7 @@ MULTILINE_FIELDS = frozenset(
         "note",
         "text",
         "reason",
+        "sql",
     }
 )
 

@@ -38,6 +38,7 @@ from service.reports import cli as report_cli
 from service.snapshots import service as snapshots
 from service.templates import service as templates
 from service.throttle import AuthThrottle
+from service.warehouse.models import data_source_problem
 from service.webhooks import service as webhooks
 
 # ------------------------------------------------------------------------------------------ hooks
@@ -47,6 +48,7 @@ def install_hooks() -> None:
     """Set the experiment lifecycle hooks (idempotent: the lists are replaced, not appended)."""
     experiments.protocol_hooks[:] = [templates.protocol_hook]
     experiments.protocol_problem_hooks[:] = [templates.template_problems]
+    experiments.data_source_checks[:] = [data_source_problem]
     experiments.update_hooks[:] = [templates.update_hook]
     experiments.phase_hooks[:] = [templates.phase_hook]
     experiments.start_checks[:] = [templates.approval_check]

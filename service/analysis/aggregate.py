@@ -52,7 +52,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.exc import DBAPIError
@@ -62,9 +62,11 @@ from sqlmodel import Session
 from service.db import UTCDateTime
 
 __all__ = [
+    "Aggregator",
     "ExposureCounts",
     "MetricSpec",
     "MetricSums",
+    "StoreAggregator",
     "Window",
     "count_exposures",
     "percentile_linear",
@@ -806,14 +808,9 @@ def quantile_order_statistics(
     if not metrics:
         return out
     dialect = session.get_bind().dialect.name
-    plain = Window(
-        experiment_id=window.experiment_id,
-        phase=window.phase,
-        overrides=window.overrides,
-        attribution_window_hours=window.attribution_window_hours,
-        stopped_at=window.stopped_at,
-        pre_period_days=None,
-    )
+    # The window as it is but without the pre-period and the slices: the time cut (``until``,
+    # the series' day cut) too, so the order statistics are those of the units the ranks count.
+    plain = replace(window, pre_period_days=None, dimensions=())
     head, params, binds, columns = _per_unit_sql(dialect, metrics, plain, "eu.variant = :variant")
     col_of = {m.key: col for m, col, _suffix, is_pre in columns if not is_pre}
     for variant, wanted in ranks.items():
@@ -850,3 +847,78 @@ def quantile_order_statistics(
             for i, value in enumerate(values):
                 target[first + i] = value
     return out
+
+
+# ------------------------------------------------------------------------------ aggregators
+
+
+class Aggregator(Protocol):
+    """Where the sufficient statistics come from: the built-in store (:class:`StoreAggregator`,
+    the functions above) or a data source (``service.warehouse.source.SourceAggregator``, the
+    same aggregation rendered in the source's SQL dialect). Same arguments, same numbers."""
+
+    def count_exposures(self, window: Window) -> ExposureCounts: ...
+
+    def variant_sums(
+        self,
+        metrics: Sequence[MetricSpec],
+        window: Window,
+        n_units: int,
+        variants: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, MetricSums]]: ...
+
+    def slice_sums(
+        self,
+        metrics: Sequence[MetricSpec],
+        window: Window,
+        n_units: int,
+        variants: Sequence[str] | None = None,
+    ) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]: ...
+
+    def slice_counts(self, window: Window, dimension: str) -> dict[str | None, int]: ...
+
+    def quantile_order_statistics(
+        self,
+        metrics: Sequence[MetricSpec],
+        window: Window,
+        ranks: dict[str, dict[str, tuple[int, ...]]],
+    ) -> dict[str, dict[str, dict[int, float]]]: ...
+
+
+class StoreAggregator:
+    """The built-in store's aggregation (this module's SQL) read in ``session``."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def count_exposures(self, window: Window) -> ExposureCounts:
+        return count_exposures(self.session, window)
+
+    def variant_sums(
+        self,
+        metrics: Sequence[MetricSpec],
+        window: Window,
+        n_units: int,
+        variants: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, MetricSums]]:
+        return variant_sums(self.session, metrics, window, n_units, variants)
+
+    def slice_sums(
+        self,
+        metrics: Sequence[MetricSpec],
+        window: Window,
+        n_units: int,
+        variants: Sequence[str] | None = None,
+    ) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]:
+        return slice_sums(self.session, metrics, window, n_units, variants)
+
+    def slice_counts(self, window: Window, dimension: str) -> dict[str | None, int]:
+        return slice_counts(self.session, window, dimension)
+
+    def quantile_order_statistics(
+        self,
+        metrics: Sequence[MetricSpec],
+        window: Window,
+        ranks: dict[str, dict[str, tuple[int, ...]]],
+    ) -> dict[str, dict[str, dict[int, float]]]:
+        return quantile_order_statistics(self.session, metrics, window, ranks)

@@ -20,14 +20,13 @@ from sqlmodel import Session, col, select
 
 import stats
 from service.analysis.aggregate import (
+    Aggregator,
     ExposureCounts,
     MetricSpec,
     MetricSums,
+    StoreAggregator,
     Window,
-    count_exposures,
     percentile_linear,
-    quantile_order_statistics,
-    variant_sums,
 )
 from service.analysis.looks import look_fractions
 from service.analysis.models import (
@@ -106,7 +105,7 @@ def _summary(
 
 
 def _quantile_summaries(
-    session: Session,
+    source: Aggregator,
     specs: list[MetricSpec],
     window: Window,
     units: dict[str, int],
@@ -127,7 +126,7 @@ def _quantile_summaries(
         for v, r in by_variant.items():
             picks = (r.point, min(r.point + 1, r.n), r.lower, r.upper)
             wanted.setdefault(v, {})[key] = picks
-    got = quantile_order_statistics(session, specs, window, wanted) if wanted else {}
+    got = source.quantile_order_statistics(specs, window, wanted) if wanted else {}
     out: dict[str, dict[str, stats.QuantileSummary]] = {}
     for spec in specs:
         q = float(spec.quantile or 0.5)
@@ -374,6 +373,7 @@ def analyse(
     *,
     until: datetime | None = None,
     data: AnalysisData | None = None,
+    source: Aggregator | None = None,
 ) -> tuple[ResultsPublic, AnalysisData]:
     """Analyse the current phase of an experiment.
 
@@ -387,6 +387,9 @@ def analyse(
         Cut the data there (exclusive): units first exposed and events before it only.
     data : AnalysisData or None
         Sufficient statistics computed earlier: analyse them instead of the events.
+    source : Aggregator or None
+        Where the events are aggregated: the experiment's data source (§13); None: the
+        built-in store read in ``session``.
 
     Returns
     -------
@@ -423,7 +426,8 @@ def analyse(
     specs = [metric_spec(catalogue[key]) for key, _, _ in protocol if key in catalogue]
 
     window = analysis_window(session, exp, until)
-    counts = count_exposures(session, window) if data is None else data.counts
+    agg = StoreAggregator(session) if source is None else source
+    counts = agg.count_exposures(window) if data is None else data.counts
     units = {v: counts.units.get(v, 0) for v in weights}
     if any(v not in weights and n > 0 for v, n in counts.units.items()):
         warnings.append(UNKNOWN_VARIANT_EXPOSURES)
@@ -436,10 +440,10 @@ def analyse(
     if data is not None:  # a stored snapshot re-analysed: its sums, not the events
         sums = data.sums
     else:
-        sums = variant_sums(session, summed, window, total, list(counts.units)) if total else {}
+        sums = agg.variant_sums(summed, window, total, list(counts.units)) if total else {}
     # quantile metrics read their order statistics from the events (a snapshot stores no sums)
     quantiles = _quantile_summaries(
-        session, [spec for spec in specs if spec.type == "quantile"], window, units, exp.alpha
+        agg, [spec for spec in specs if spec.type == "quantile"], window, units, exp.alpha
     )
 
     design: stats.GroupSequentialDesign | None = None

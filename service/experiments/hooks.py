@@ -44,3 +44,7 @@ phase_hooks: list[PhaseHook] = []
 # in the same 422 (templates: an unknown or unusable template).
 ProtocolProblemHook = Callable[[Session, dict[str, Any]], list[FieldError]]
 protocol_problem_hooks: list[ProtocolProblemHook] = []
+# Called with (session, the protocol's `data_source` key): why that source cannot be named, or
+# None (the warehouse domain: an unknown source, product.md §13).
+DataSourceCheck = Callable[[Session, str], str | None]
+data_source_checks: list[DataSourceCheck] = []

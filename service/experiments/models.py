@@ -148,6 +148,8 @@ class Experiment(SQLModel, table=True):
     dimensions: list[str] = Field(
         default_factory=list, sa_column=Column(ValidatedJSON(list[str]), nullable=True)
     )
+    # The data source analysed (product.md §13; migration 0009); None: the built-in store.
+    data_source: str | None = Field(default=None, max_length=80)
     layer_allocation: float | None = None
     layer_range: list[float] | None = Field(
         default=None, sa_column=Column(ValidatedJSON(list[float]), nullable=True)
@@ -442,6 +444,11 @@ class ProtocolFields(RequestModel):
         default_factory=list,
         description="up to 5 exposure attribute names to slice the results by (§12)",
     )
+    data_source: str | None = PField(
+        default=None,
+        pattern=KEY_PATTERN,
+        description="data source key (§13, /v1/data-sources); default the built-in store",
+    )
 
 
 class ExperimentCreate(ProtocolFields):
@@ -479,6 +486,7 @@ class ExperimentUpdate(RequestModel):
     layer_allocation: Fraction | None = None
     tags: Annotated[list[Tag], PField(max_length=50)] | NoNull = None
     dimensions: Dimensions | NoNull = None
+    data_source: str | None = PField(default=None, pattern=KEY_PATTERN)
 
 
 class TransitionIn(RequestModel):
@@ -631,6 +639,7 @@ class ExperimentPublic(BaseModel):
     layer_range: list[float] | None
     tags: list[str]
     dimensions: list[str] = PField(default_factory=list)
+    data_source: str | None = None
     notes: list[dict[str, Any]]
     status: Status
     phase: int

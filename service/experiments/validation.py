@@ -13,7 +13,7 @@ from service.errors import (
     FieldError,
     ValidationFailedError,
 )
-from service.experiments.hooks import protocol_problem_hooks
+from service.experiments.hooks import data_source_checks, protocol_problem_hooks
 from service.experiments.models import (
     Baseline,
     Experiment,
@@ -245,6 +245,13 @@ def protocol_problems(
         errors.append(
             FieldError(field="layer_allocation", message="layer_allocation needs a `layer`")
         )
+    source = data.get("data_source")
+    if isinstance(source, str):
+        for check in data_source_checks:
+            if message := check(session, source):
+                errors.append(
+                    FieldError(field="data_source", message=message, type="unknown_data_source")
+                )
     return errors, metrics
 
 

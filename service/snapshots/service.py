@@ -55,16 +55,15 @@ import stats
 from service.analysis.aggregate import (
     OTHER,
     UNKNOWN,
+    Aggregator,
     ExposureCounts,
     MetricSums,
-    count_exposures,
-    slice_counts,
-    slice_sums,
+    StoreAggregator,
 )
 from service.analysis.models import ResultsPublic
 from service.analysis.service import AnalysisData, analyse, analysis_window, metric_specs
 from service.db import IMMEDIATE, get_engine, utcnow
-from service.errors import ConflictError, NotFoundError
+from service.errors import AppError, ConflictError, NotFoundError
 from service.events.models import Conversion, Exposure
 from service.experiments import service as experiments
 from service.experiments.models import Experiment, Status
@@ -88,6 +87,7 @@ from service.snapshots.models import (
     TimeseriesPoint,
     TimeseriesPublic,
 )
+from service.warehouse.source import aggregator_for
 
 log = logging.getLogger("trialbook.snapshots")
 
@@ -102,6 +102,15 @@ CLAIM_STALE_SECONDS = 1800.0
 TOP_VALUES = 10
 # How long a read waits for a refresh another process runs, seconds.
 READ_WAIT_SECONDS = 120.0
+
+
+class SnapshotFailedError(AppError):
+    """The refresh failed (a data source refused or timed out): the stored error, as 502."""
+
+    status = 502
+    code = "snapshot_failed"
+    title = "The results could not be computed"
+
 
 STOPPED = frozenset({Status.stopped.value, Status.concluded.value})
 # The status label in a stored response (``results_snapshot.response``), filled in on read: an
@@ -146,6 +155,7 @@ def fingerprint(session: Session, exp: Experiment, *, with_status: bool = True) 
         "overrides": sorted(exp.overrides or {}),
         "attribution_window_hours": exp.attribution_window_hours,
         "dimensions": dimensions_of(exp),
+        "data_source": getattr(exp, "data_source", None),
     }
     if with_status:
         definition["stopped"] = exp.status in STOPPED
@@ -290,6 +300,7 @@ def compute_series(
     now: datetime,
     current: ResultsPublic,
     stored: dict[int, TimeseriesPoint],
+    source: Aggregator | None = None,
 ) -> tuple[list[TimeseriesPoint], list[TimeseriesPoint]]:
     """The points of every day of the phase, and those newly final (to store).
 
@@ -312,7 +323,10 @@ def compute_series(
             points.append(_point(day, until, False, current))
             continue
         point = _point(
-            day, until, until <= now - FINAL_AFTER, analyse(session, exp.key, until=until)[0]
+            day,
+            until,
+            until <= now - FINAL_AFTER,
+            analyse(session, exp.key, until=until, source=source)[0],
         )
         points.append(point)
         if point.final:
@@ -341,25 +355,30 @@ Combos = dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]
 
 
 def _slice_combos(
-    session: Session, exp: Experiment, units: int, variants: list[str]
+    session: Session,
+    exp: Experiment,
+    units: int,
+    variants: list[str],
+    source: Aggregator | None = None,
 ) -> tuple[list[tuple[str, Sequence[str]]], Combos]:
     """Each dimension's kept values, and the sufficient statistics per combination of the
     dimensions' buckets (one pass over the units, :func:`slice_sums`)."""
     window = analysis_window(session, exp)
     specs = metric_specs(session, exp)
+    agg = StoreAggregator(session) if source is None else source
     kept: list[tuple[str, Sequence[str]]] = []
     for dim in dimensions_of(exp):
-        by_value = slice_counts(session, window, dim)
+        by_value = agg.slice_counts(window, dim)
         ranked = sorted(
             ((v, n) for v, n in by_value.items() if v is not None), key=lambda x: (-x[1], x[0])
         )
         kept.append((dim, [v for v, _ in ranked[:TOP_VALUES]]))
-    combos = slice_sums(session, specs, replace(window, dimensions=tuple(kept)), units, variants)
+    combos = agg.slice_sums(specs, replace(window, dimensions=tuple(kept)), units, variants)
     return kept, combos
 
 
 def analyse_sliced(
-    session: Session, exp: Experiment
+    session: Session, exp: Experiment, source: Aggregator | None = None
 ) -> tuple[ResultsPublic, AnalysisData, SlicesPublic | None]:
     """The analysis and its slices from one aggregation of the units.
 
@@ -369,16 +388,17 @@ def analyse_sliced(
     the whole and once more for the slices (bench/results.py: the sliced refresh then costs the
     plain one plus the per-dimension value counts)."""
     if not dimensions_of(exp):
-        results, data = analyse(session, exp.key)
+        results, data = analyse(session, exp.key, source=source)
         return results, data, None
-    counts = count_exposures(session, analysis_window(session, exp))
+    agg = StoreAggregator(session) if source is None else source
+    counts = agg.count_exposures(analysis_window(session, exp))
     phase = experiments.current_phase(session, exp)
     configured = {str(v["key"]) for v in (phase.variants if phase is not None else exp.variants)}
     total = sum(n for v, n in counts.units.items() if v in configured)
     if total == 0:
-        results, data = analyse(session, exp.key)
+        results, data = analyse(session, exp.key, source=source)
         return results, data, None
-    kept, combos = _slice_combos(session, exp, total, list(counts.units))
+    kept, combos = _slice_combos(session, exp, total, list(counts.units), source)
     # as analysis.service.analyse sums them: every summed metric, quantiles read apart
     whole: dict[str, dict[str, MetricSums]] = {
         spec.key: {} for spec in metric_specs(session, exp) if spec.type != "quantile"
@@ -389,8 +409,8 @@ def analyse_sliced(
                 slot = whole[metric]
                 for variant, sums in per_variant.items():
                     slot[variant] = _add(slot.get(variant), sums)
-    results, data = analyse(session, exp.key, data=AnalysisData(counts, whole))
-    return results, data, compute_slices(session, exp, results, data, (kept, combos))
+    results, data = analyse(session, exp.key, data=AnalysisData(counts, whole), source=source)
+    return results, data, compute_slices(session, exp, results, data, (kept, combos), source)
 
 
 def compute_slices(
@@ -399,6 +419,7 @@ def compute_slices(
     current: ResultsPublic,
     data: AnalysisData,
     combos_: tuple[list[tuple[str, Sequence[str]]], Combos] | None = None,
+    source: Aggregator | None = None,
 ) -> SlicesPublic | None:
     """Every metric's comparisons per slice value of each dimension (exploratory).
 
@@ -409,7 +430,7 @@ def compute_slices(
     kept, combos = (
         combos_
         if combos_ is not None
-        else _slice_combos(session, exp, current.units, list(data.counts.units))
+        else _slice_combos(session, exp, current.units, list(data.counts.units), source)
     )
     correction = current.correction
     out: list[DimensionSlices] = []
@@ -437,7 +458,7 @@ def compute_slices(
                 units=per_variant_units, multiple_exposures=0, overridden_units=0
             )
             analysed[value] = analyse(
-                session, exp.key, data=AnalysisData(slice_units, slice_stats)
+                session, exp.key, data=AnalysisData(slice_units, slice_stats), source=source
             )[0]
         metrics: list[SliceMetric] = []
         heterogeneity: list[Heterogeneity] = []
@@ -542,15 +563,18 @@ def _compute(
     """Everything a snapshot stores, read in ``session`` (one consistent cut)."""
     now = utcnow()
     ex, cv, until = _watermark(session)
-    if slices_:
-        results, data, slices = analyse_sliced(session, exp)
-    else:
-        (results, data), slices = analyse(session, exp.key), None
-    points: list[TimeseriesPoint] | None = None
-    new: list[TimeseriesPoint] = []
-    day_fp = fingerprint(session, exp, with_status=False)
-    if series:
-        points, new = compute_series(session, exp, now, results, _stored_days(session, exp, day_fp))
+    # The experiment's data source (§13), open for the whole refresh; None: the built-in store.
+    with aggregator_for(session, exp) as source:
+        if slices_:
+            results, data, slices = analyse_sliced(session, exp, source)
+        else:
+            (results, data), slices = analyse(session, exp.key, source=source), None
+        points: list[TimeseriesPoint] | None = None
+        new: list[TimeseriesPoint] = []
+        day_fp = fingerprint(session, exp, with_status=False)
+        if series:
+            stored = _stored_days(session, exp, day_fp)
+            points, new = compute_series(session, exp, now, results, stored, source)
     return {
         "fingerprint": fingerprint(session, exp),
         "day_fingerprint": day_fp,
@@ -676,6 +700,9 @@ def run_refresh(snapshot_id: int, token: str, *, series: bool = True, slices: bo
             exp = session.get(Experiment, row.experiment_id)
             assert exp is not None
             got = _compute(session, exp, series=series, slices_=slices)
+    except AppError as exc:  # a data source's refusal (§13): its problem, said as it is
+        log.warning("refresh of snapshot %s failed: %s", snapshot_id, exc.detail)
+        error = f"{exc.code}: {exc.detail}"[:2000]
     except Exception as exc:
         log.exception("refresh of snapshot %s failed", snapshot_id)
         error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -833,6 +860,11 @@ def latest_results(
     with consistent_read() as other:
         got = other.get(ResultsSnapshot, snapshot_id)
         fresh = other.get(Experiment, exp.id)
+        if got is not None and got.state == "failed" and got.error:
+            raise SnapshotFailedError(
+                f"The results of '{exp.key}' could not be computed (snapshot {snapshot_id}):"
+                f" {got.error}"
+            )
         if got is None or got.state != "ready" or fresh is None:
             raise ConflictError(
                 f"The results of '{exp.key}' are being computed (snapshot {snapshot_id}); "

@@ -169,3 +169,24 @@ def test_a_key_minted_in_another_database_gets_a_message_naming_the_cause(server
     assert "serves another database" in done.stderr and "other.db" in done.stderr
     printed = shlex.split(done.stderr)  # no traceback
     assert "Traceback" not in printed
+
+
+def test_the_warehouse_demo_writes_a_duckdb_file_and_analyses_it_there(server, engine, tmp_path):
+    """``trialbook demo --warehouse duckdb`` (``make demo WAREHOUSE=duckdb``): the events go to a
+    DuckDB file, registered as the experiment's data source, and the results come from it."""
+    path = tmp_path / "demo.duckdb"
+    done = run_cli(
+        "demo", "--url", server.url, "--units", "2000", "--warehouse", "duckdb",
+        "--warehouse-path", str(path), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert str(path) in done.stderr
+    assert path.exists()
+    key = re.search(r"report (demo-checkout-\S+)", done.stdout).group(1)
+    admin = make_admin(engine)
+    exp = httpx.get(f"{server.url}/v1/experiments/{key}", headers=admin).json()
+    assert exp["data_source"] == "demo-duckdb"
+    results = httpx.get(f"{server.url}/v1/experiments/{key}/results", headers=admin, timeout=60)
+    assert results.status_code == 200 and results.json()["units"] > 1500
+    with engine.connect() as conn:  # nothing went to the built-in store
+        assert conn.execute(text("SELECT COUNT(*) FROM exposure")).scalar_one() == 0

@@ -1,0 +1,630 @@
+"""The §6/§12 aggregation written once, rendered in every engine's SQL dialect (sqlglot).
+
+Each statement is written once in one canonical form, parsed by sqlglot into an expression tree,
+then the two engine-specific pieces are substituted into the tree (the organisation's tables or
+SQL, parsed in the engine's own dialect, and the conversion of a timestamp to epoch
+microseconds) and the tree is rendered in the engine's dialect. Only aggregates leave the
+engine: per-variant sufficient statistics, a few order statistics, unit counts.
+
+The statements (CTEs shared by all of them):
+
+- ``xs``: the experiment's exposures from the organisation's table or SQL, columns mapped to
+  ``tb_unit, tb_variant, tb_ts`` (epoch µs) and one ``tb_a{k}`` per sliced attribute; rows with
+  a NULL unit, variant or time are ignored, duplicates of a mapped ``event_id`` count once.
+  A mapped ``phase`` column selects the phase; without one, phase 1 takes every exposure and a
+  later phase those from its start.
+- ``eu``: one row per unit (as the built-in ``exposure_unit``): first exposure time, variant,
+  ``tb_multi`` = 1 when the unit saw more than one variant, and the slice bucket of each
+  dimension's value at the first exposure (kept values as themselves, any other ``other``, none
+  ``unknown``).
+- ``ev``: the conversions of the metrics' event names; a NULL ``value`` is 1 (the §5 default),
+  duplicates of a mapped ``event_id`` count once.
+- ``v``: one row per analysed unit (not multiple, not overridden, first exposed before the time
+  cut) ``LEFT JOIN ev`` on the unit (an equality join: every engine, ClickHouse included, runs
+  it as a hash join) with each per-unit value a ``CASE`` on the event's name and the unit's
+  window: ``[first, first + attribution window)``, ``≤ stop``, ``< cut``; the pre-period twin
+  ``[first − pre_period_days, first)``. A unit without events is 0.
+
+and then, over ``v``: the sums per variant (and slice combination), the winsorization order
+statistics pooled over all arms, the quantile metrics' order statistics per variant, and (over
+``eu``) the unit counts per variant. The numbers are those of ``service.analysis.aggregate``
+(the built-in store's SQL), proved equal by tests/service/warehouse.
+
+Timestamps are compared as integer epoch microseconds, so no engine's interval arithmetic,
+calendar or session time zone enters the window (a naive timestamp is read as UTC).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from service.analysis.aggregate import OTHER, UNKNOWN, MetricSpec
+
+__all__ = [
+    "DIALECTS",
+    "Plan",
+    "Side",
+    "counts_sql",
+    "cuts_sql",
+    "epoch_us",
+    "order_statistics_sql",
+    "probe_sql",
+    "read_only_problem",
+    "slice_counts_sql",
+    "sums_sql",
+]
+
+# engine name -> sqlglot dialect
+DIALECTS: dict[str, str] = {
+    "sqlite": "sqlite",
+    "postgresql": "postgres",
+    "duckdb": "duckdb",
+    "clickhouse": "clickhouse",
+    "spark": "spark",
+    "bigquery": "bigquery",
+    "snowflake": "snowflake",
+    "trino": "trino",
+    "databricks": "databricks",
+}
+
+# Epoch microseconds of a timestamp column, per dialect ({x} is the column). Integer, exact.
+_EPOCH_US: dict[str, str] = {
+    "duckdb": "epoch_us({x})",
+    "clickhouse": "toUnixTimestamp64Micro(toDateTime64({x}, 6, 'UTC'))",
+    "spark": "unix_micros(CAST({x} AS TIMESTAMP))",
+    "databricks": "unix_micros(CAST({x} AS TIMESTAMP))",
+    # EXTRACT(EPOCH …) is numeric (exact) since PostgreSQL 14; a timestamp without zone as UTC
+    "postgres": "CAST(EXTRACT(EPOCH FROM {x}) * 1000000 AS BIGINT)",
+    # ISO-8601 text (Trialbook's and Python's form: 6 fraction digits, optional offset)
+    "sqlite": (
+        "(CAST(strftime('%s', {x}) AS INTEGER) * 1000000 + CASE WHEN substr({x}, 20, 1) = '.'"
+        " THEN CAST(substr({x} || '000000', 21, 6) AS INTEGER) ELSE 0 END)"
+    ),
+    "bigquery": "UNIX_MICROS(CAST({x} AS TIMESTAMP))",
+    "snowflake": "DATE_PART(EPOCH_MICROSECOND, {x})",
+    "trino": "CAST(round(to_unixtime({x}) * 1000000) AS BIGINT)",
+}
+
+_EPOCH_FN = "tb_epoch_us"  # placeholder function of the canonical form, replaced per dialect
+_EXPOSURES = "tb_exposures_source"  # placeholder tables
+_EVENTS = "tb_events_source"
+_CANONICAL = "duckdb"  # the dialect the canonical text is written in
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a data source's mapping: a table or a SELECT, and our column -> theirs."""
+
+    columns: dict[str, str]
+    table: str | None = None
+    sql: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)  # dimension -> column
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to aggregate: the experiment's window, in epoch microseconds."""
+
+    experiment: str
+    phase: int
+    phase_start_us: int | None = None
+    overrides: Sequence[str] = ()
+    window_us: int | None = None
+    stopped_us: int | None = None
+    pre_us: int | None = None
+    until_us: int | None = None
+    dimensions: Sequence[tuple[str, Sequence[str]]] = ()
+    # Slice buckets only: the raw attribute values (slice_counts_sql) need no buckets.
+    metrics: Sequence[MetricSpec] = ()
+
+
+def epoch_us(t: datetime) -> int:
+    """Epoch microseconds of an aware (or UTC-naive) datetime, exactly."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    delta = t - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# ----------------------------------------------------------------------------- canonical text
+
+
+def _q(name: str) -> str:
+    """A quoted identifier of the canonical form."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _s(value: str) -> str:
+    """A string literal of the canonical form."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _f(value: float) -> str:
+    """A double literal, exact (repr round-trips)."""
+    return f"CAST({value!r} AS DOUBLE)"
+
+
+def _in_list(values: Sequence[str]) -> str:
+    return "(" + ", ".join(_s(v) for v in values) + ")"
+
+
+ONE = "CAST(1 AS DOUBLE)"
+ZERO = "CAST(0 AS DOUBLE)"
+
+
+def _exposures_cte(exposures: Side, plan: Plan, dims: Sequence[str]) -> str:
+    c = exposures.columns
+    ts = f"{_EPOCH_FN}(s.{_q(c['timestamp'])})"
+    attrs = ""
+    for k, name in enumerate(dims):
+        column = exposures.attributes.get(name)
+        value = f"CAST(s.{_q(column)} AS VARCHAR)" if column else "CAST(NULL AS VARCHAR)"
+        attrs += f", {value} AS tb_a{k}"
+    where = [
+        f"CAST(s.{_q(c['experiment'])} AS VARCHAR) = {_s(plan.experiment)}",
+        f"s.{_q(c['unit_id'])} IS NOT NULL",
+        f"s.{_q(c['variant'])} IS NOT NULL",
+        f"s.{_q(c['timestamp'])} IS NOT NULL",
+    ]
+    if "phase" in c:
+        where.append(f"s.{_q(c['phase'])} = {int(plan.phase)}")
+    elif plan.phase > 1 and plan.phase_start_us is not None:
+        where.append(f"{ts} >= {int(plan.phase_start_us)}")
+    source = f"{_EXPOSURES} s"
+    if "event_id" in c:  # duplicates of an event id count once (the earliest)
+        eid = _q(c["event_id"])
+        source = (
+            f"(SELECT d.*, ROW_NUMBER() OVER (PARTITION BY d.{eid} ORDER BY d.{_q(c['timestamp'])})"
+            f" AS tb_dup FROM {_EXPOSURES} d) s"
+        )
+        where.append(f"(s.tb_dup = 1 OR s.{eid} IS NULL)")
+    return (
+        f"tb_xs AS (SELECT CAST(s.{_q(c['unit_id'])} AS VARCHAR) AS tb_unit,"
+        f" CAST(s.{_q(c['variant'])} AS VARCHAR) AS tb_variant, {ts} AS tb_ts{attrs}"
+        f" FROM {source} WHERE {' AND '.join(where)})"
+    )
+
+
+def _bucket(raw: str, kept: Sequence[str]) -> str:
+    if kept:
+        return (
+            f"CASE WHEN {raw} IS NULL THEN {_s(UNKNOWN)} WHEN {raw} IN {_in_list(kept)}"
+            f" THEN {raw} ELSE {_s(OTHER)} END"
+        )
+    return f"CASE WHEN {raw} IS NULL THEN {_s(UNKNOWN)} ELSE {_s(OTHER)} END"
+
+
+def _units_cte(plan: Plan, dims: Sequence[tuple[str, Sequence[str]]], raw: bool) -> str:
+    """``eu``: one row per unit. ``raw``: the dimensions' values unbucketed (``tb_a{k}``)."""
+    group = (
+        "SELECT xs.tb_unit AS g_unit, MIN(xs.tb_variant) AS g_variant, MIN(xs.tb_ts) AS g_first,"
+        " CASE WHEN COUNT(DISTINCT xs.tb_variant) > 1 THEN 1 ELSE 0 END AS g_multi"
+        " FROM tb_xs xs GROUP BY xs.tb_unit"
+    )
+    if not dims:
+        return (
+            "tb_eu AS (SELECT g.g_unit AS tb_unit, g.g_variant AS tb_variant,"
+            f" g.g_first AS tb_first, g.g_multi AS tb_multi FROM ({group}) g)"
+        )
+    order = ", ".join(f"xs.tb_a{k}" for k in range(len(dims)))
+    picked = ", ".join(f"xs.tb_a{k} AS f_a{k}" for k in range(len(dims)))
+    first = (
+        f"SELECT xs.tb_unit AS f_unit, {picked},"
+        f" ROW_NUMBER() OVER (PARTITION BY xs.tb_unit ORDER BY xs.tb_ts, {order}) AS f_rn"
+        " FROM tb_xs xs"
+    )
+    cols = ""
+    for k, (_name, kept) in enumerate(dims):
+        value = f"f.f_a{k}" if raw else _bucket(f"f.f_a{k}", kept)
+        cols += f", {value} AS tb_sv{k}"
+    return (
+        "tb_eu AS (SELECT g.g_unit AS tb_unit, g.g_variant AS tb_variant, g.g_first AS tb_first,"
+        f" g.g_multi AS tb_multi{cols} FROM ({group}) g JOIN ({first}) f"
+        " ON f.f_unit = g.g_unit AND f.f_rn = 1)"
+    )
+
+
+def _events_cte(events: Side, names: Sequence[str]) -> str:
+    c = events.columns
+    value = f"CAST(COALESCE(s.{_q(c['value'])}, 1) AS DOUBLE)" if "value" in c else ONE
+    where = [
+        f"CAST(s.{_q(c['name'])} AS VARCHAR) IN {_in_list(names)}",
+        f"s.{_q(c['unit_id'])} IS NOT NULL",
+        f"s.{_q(c['timestamp'])} IS NOT NULL",
+    ]
+    source = f"{_EVENTS} s"
+    if "event_id" in c:
+        eid = _q(c["event_id"])
+        source = (
+            f"(SELECT d.*, ROW_NUMBER() OVER (PARTITION BY d.{eid} ORDER BY d.{_q(c['timestamp'])})"
+            f" AS tb_dup FROM {_EVENTS} d) s"
+        )
+        where.append(f"(s.tb_dup = 1 OR s.{eid} IS NULL)")
+    return (
+        f"tb_ev AS (SELECT CAST(s.{_q(c['unit_id'])} AS VARCHAR) AS c_unit,"
+        f" CAST(s.{_q(c['name'])} AS VARCHAR) AS c_name, {value} AS c_value,"
+        f" {_EPOCH_FN}(s.{_q(c['timestamp'])}) AS c_ts FROM {source} WHERE {' AND '.join(where)})"
+    )
+
+
+def _kind(m: MetricSpec) -> str:
+    if m.type == "binomial":
+        return "any"
+    if m.type in ("mean", "quantile") and m.aggregation == "count":
+        return "count"
+    return "sum"
+
+
+def _analysed(plan: Plan) -> str:
+    cond = "eu.tb_multi = 0"
+    if plan.overrides:
+        cond += f" AND NOT eu.tb_unit IN {_in_list(list(plan.overrides))}"
+    if plan.until_us is not None:
+        cond += f" AND eu.tb_first < {int(plan.until_us)}"
+    return cond
+
+
+@dataclass
+class _PerUnit:
+    sql: str  # the CTEs, from WITH up to and including v
+    columns: list[tuple[MetricSpec, str, str, bool]]  # (metric, column of v, part, is pre)
+
+
+def _per_unit(
+    exposures: Side, events: Side, plan: Plan, metrics: Sequence[MetricSpec], pre: bool
+) -> _PerUnit:
+    dims = list(plan.dimensions)
+    names: list[str] = []
+    for m in metrics:
+        for _suffix, event in m.parts:
+            if event not in names:
+                names.append(event)
+    # the bounds every event of the unit must meet (the built-in join's conditions)
+    common = []
+    if pre and plan.pre_us is not None:
+        common.append(f"c.c_ts >= eu.tb_first - {int(plan.pre_us)}")
+    else:
+        common.append("c.c_ts >= eu.tb_first")
+    if plan.window_us is not None:
+        common.append(f"c.c_ts < eu.tb_first + {int(plan.window_us)}")
+    if plan.stopped_us is not None:
+        common.append(f"c.c_ts <= {int(plan.stopped_us)}")
+    if plan.until_us is not None:
+        common.append(f"c.c_ts < {int(plan.until_us)}")
+    periods = (False, True) if pre and plan.pre_us is not None else (False,)
+    # Each joined event's period, computed once per row: 1 in the window, 2 in the pre-period,
+    # 0 neither (and for the one NULL row of a unit without events).
+    bounds = " AND ".join(common)
+    period = (
+        f"CASE WHEN {bounds} AND c.c_ts >= eu.tb_first THEN 1"
+        f" WHEN {bounds} AND c.c_ts < eu.tb_first THEN 2 ELSE 0 END"
+    )
+    agg_cols: dict[str, str] = {}
+    columns: list[tuple[MetricSpec, str, str, bool]] = []
+    for m in metrics:
+        for suffix, event in m.parts:
+            for is_pre in periods:
+                when = f"j.c_name = {_s(event)} AND j.tb_p = {2 if is_pre else 1}"
+                kind = _kind(m)
+                if kind == "any":
+                    expr = f"MAX(CASE WHEN {when} THEN {ONE} ELSE {ZERO} END)"
+                elif kind == "count":
+                    expr = f"SUM(CASE WHEN {when} THEN {ONE} ELSE {ZERO} END)"
+                else:
+                    expr = f"SUM(CASE WHEN {when} THEN j.c_value ELSE {ZERO} END)"
+                col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
+                columns.append((m, col, suffix, is_pre))
+    sv = "".join(f", eu.tb_sv{k}" for k in range(len(dims)))
+    jsv = "".join(f", j.tb_sv{k}" for k in range(len(dims)))
+    selected = ", ".join(f"{expr} AS {col}" for expr, col in agg_cols.items())
+    ctes = [
+        _exposures_cte(exposures, plan, [d for d, _ in dims]),
+        _units_cte(plan, dims, raw=False),
+        _events_cte(events, names or ["\x00none"]),
+        f"tb_j AS (SELECT eu.tb_unit AS tb_unit, eu.tb_variant AS tb_variant{sv},"
+        f" c.c_name AS c_name, c.c_value AS c_value, {period} AS tb_p"
+        " FROM tb_eu eu LEFT JOIN tb_ev c ON c.c_unit = eu.tb_unit"
+        f" WHERE {_analysed(plan)})",
+        f"tb_v AS (SELECT j.tb_unit AS tb_unit, j.tb_variant AS tb_variant{jsv}, {selected}"
+        f" FROM tb_j j GROUP BY j.tb_unit, j.tb_variant{jsv})",
+    ]
+    return _PerUnit("WITH " + ", ".join(ctes), columns)
+
+
+# ------------------------------------------------------------------------------- statements
+
+Cuts = dict[tuple[str, str], tuple[float | None, float | None]]
+
+
+def sums_sql(
+    dialect: str, exposures: Side, events: Side, plan: Plan, cuts: Cuts
+) -> tuple[str, dict[str, str]]:
+    """Per variant (and slice combination): ``n`` and every sum of the plan's metrics.
+
+    Returns the SQL and ``{alias: column}`` (two metrics may share a column; ``m{i}_sum_x`` …
+    as in ``service.analysis.aggregate``)."""
+    per_unit = _per_unit(exposures, events, plan, plan.metrics, pre=True)
+    values: dict[tuple[str, str, bool], str] = {}
+    for m, col, suffix, is_pre in per_unit.columns:
+        cut = cuts.get((m.key, suffix)) if m.winsorized else None
+        values[(m.key, suffix, is_pre)] = _capped(f"v.{col}", cut)
+    aggs: list[tuple[str, str]] = [("COUNT(*)", "n")]
+    for i, m in enumerate(plan.metrics):
+        if m.type == "ratio":
+            num, den = values[(m.key, "num", False)], values[(m.key, "den", False)]
+            aggs += [
+                (f"SUM({num})", f"m{i}_sum_num"),
+                (f"SUM({den})", f"m{i}_sum_den"),
+                (f"SUM({num} * {num})", f"m{i}_sum_num2"),
+                (f"SUM({den} * {den})", f"m{i}_sum_den2"),
+                (f"SUM({num} * {den})", f"m{i}_sum_num_den"),
+            ]
+            num_pre, den_pre = values.get((m.key, "num", True)), values.get((m.key, "den", True))
+            if num_pre is not None and den_pre is not None:
+                aggs += [
+                    (f"SUM({num_pre})", f"m{i}_pre_sum_num"),
+                    (f"SUM({den_pre})", f"m{i}_pre_sum_den"),
+                    (f"SUM({num_pre} * {num_pre})", f"m{i}_pre_sum_num2"),
+                    (f"SUM({den_pre} * {den_pre})", f"m{i}_pre_sum_den2"),
+                    (f"SUM({num_pre} * {den_pre})", f"m{i}_pre_sum_num_den"),
+                    (f"SUM({num} * {num_pre})", f"m{i}_pre_sum_num_x_num_pre"),
+                    (f"SUM({num} * {den_pre})", f"m{i}_pre_sum_num_x_den_pre"),
+                    (f"SUM({den} * {num_pre})", f"m{i}_pre_sum_den_x_num_pre"),
+                    (f"SUM({den} * {den_pre})", f"m{i}_pre_sum_den_x_den_pre"),
+                ]
+            continue
+        x = values[(m.key, "x", False)]
+        x2 = x if m.type == "binomial" else f"{x} * {x}"
+        aggs += [(f"SUM({x})", f"m{i}_sum_x"), (f"SUM({x2})", f"m{i}_sum_x2")]
+        pre = values.get((m.key, "x", True))
+        if pre is not None:
+            pre2 = pre if m.type == "binomial" else f"{pre} * {pre}"
+            aggs += [
+                (f"SUM({pre})", f"m{i}_sum_pre"),
+                (f"SUM({pre2})", f"m{i}_sum_pre2"),
+                (f"SUM({x} * {pre})", f"m{i}_sum_x_pre"),
+            ]
+    alias_of: dict[str, str] = {}
+    unique: dict[str, str] = {}
+    for expr, alias in aggs:
+        alias_of[alias] = unique.setdefault(expr, alias)
+    selected = ", ".join(f"{expr} AS {alias}" for expr, alias in unique.items())
+    sv = "".join(f", v.tb_sv{k}" for k in range(len(plan.dimensions)))
+    sql = (
+        f"{per_unit.sql} SELECT v.tb_variant AS variant{sv}, {selected} FROM tb_v v"
+        f" GROUP BY v.tb_variant{sv}"
+    )
+    return render(dialect, sql, exposures, events), alias_of
+
+
+def _capped(expr: str, cut: tuple[float | None, float | None] | None) -> str:
+    if cut is None:
+        return expr
+    low, high = cut
+    out = expr
+    if low is not None:
+        out = f"CASE WHEN {out} < {_f(low)} THEN {_f(low)} ELSE {out} END"
+    if high is not None:
+        out = f"CASE WHEN {out} > {_f(high)} THEN {_f(high)} ELSE {out} END"
+    return f"({out})"
+
+
+def cuts_sql(
+    dialect: str, exposures: Side, events: Side, plan: Plan, n_units: int
+) -> tuple[str, list[tuple[tuple[str, str], str, float]]] | None:
+    """The two order statistics around each winsorization cut point, pooled over all arms.
+
+    Returns the SQL (rows ``k, rn, x``) and per ``k``: ((metric key, part), side, h); None when
+    no metric is winsorized."""
+    wanted = [m for m in plan.metrics if m.winsorized]
+    if not wanted or n_units == 0:
+        return None
+    flat = replace(plan, dimensions=())
+    per_unit = _per_unit(exposures, events, flat, wanted, pre=False)
+    selects: list[str] = []
+    meta: list[tuple[tuple[str, str], str, float]] = []
+    for m, col, suffix, _is_pre in per_unit.columns:
+        for side, p in (("low", m.winsorize_lower), ("high", m.winsorize_upper)):
+            if p is None:
+                continue
+            h = p * (n_units - 1)
+            k = len(meta)
+            off = math.floor(h)
+            selects.append(
+                f"SELECT {k} AS k, r.rn AS rn, r.x AS x FROM (SELECT v.{col} AS x,"
+                f" ROW_NUMBER() OVER (ORDER BY v.{col}) AS rn FROM tb_v v) r"
+                f" WHERE r.rn IN ({off + 1}, {off + 2})"
+            )
+            meta.append(((m.key, suffix), side, h))
+    sql = per_unit.sql + " " + " UNION ALL ".join(selects)
+    return render(dialect, sql, exposures, events), meta
+
+
+def order_statistics_sql(
+    dialect: str,
+    exposures: Side,
+    events: Side,
+    plan: Plan,
+    ranks: dict[str, dict[str, Sequence[int]]],
+) -> tuple[str, list[str]] | None:
+    """Order statistics of quantile metrics per variant: rows ``k, variant, rn, x``.
+
+    ``ranks``: ``{variant: {metric key: 1-based ranks}}``. Returns the SQL and the metric key
+    of each ``k``; None when nothing is wanted."""
+    metrics = [m for m in plan.metrics if m.type == "quantile"]
+    flat = replace(plan, dimensions=(), pre_us=None)
+    per_unit = _per_unit(exposures, events, flat, metrics, pre=False)
+    selects: list[str] = []
+    keys: list[str] = []
+    for m, col, _suffix, _is_pre in per_unit.columns:
+        conds = []
+        for variant, wanted in ranks.items():
+            rs = sorted({int(r) for r in wanted.get(m.key, ())})
+            if rs:
+                conds.append(
+                    f"(r.variant = {_s(variant)} AND r.rn IN ({', '.join(str(r) for r in rs)}))"
+                )
+        if not conds:
+            continue
+        k = len(keys)
+        selects.append(
+            f"SELECT {k} AS k, r.variant AS variant, r.rn AS rn, r.x AS x FROM"
+            f" (SELECT v.tb_variant AS variant, v.{col} AS x, ROW_NUMBER() OVER"
+            f" (PARTITION BY v.tb_variant ORDER BY v.{col}) AS rn FROM tb_v v) r"
+            f" WHERE {' OR '.join(conds)}"
+        )
+        keys.append(m.key)
+    if not selects:
+        return None
+    sql = per_unit.sql + " " + " UNION ALL ".join(selects)
+    return render(dialect, sql, exposures, events), keys
+
+
+def counts_sql(dialect: str, exposures: Side, plan: Plan) -> str:
+    """Units per variant: ``variant, total, multiple, overridden, analysed``."""
+    flat = replace(plan, dimensions=())
+    overridden = (
+        f"CASE WHEN eu.tb_unit IN {_in_list(list(plan.overrides))} THEN 1 ELSE 0 END"
+        if plan.overrides
+        else "0"
+    )
+    cut = f" WHERE eu.tb_first < {int(plan.until_us)}" if plan.until_us is not None else ""
+    sql = (
+        f"WITH {_exposures_cte(exposures, flat, [])}, {_units_cte(flat, [], raw=False)}"
+        " SELECT eu.tb_variant AS variant, COUNT(*) AS total, SUM(eu.tb_multi) AS multiple,"
+        f" SUM({overridden}) AS overridden,"
+        f" SUM(CASE WHEN eu.tb_multi = 0 AND {overridden} = 0 THEN 1 ELSE 0 END) AS analysed"
+        f" FROM tb_eu eu{cut} GROUP BY eu.tb_variant"
+    )
+    return render(dialect, sql, exposures, None)
+
+
+def slice_counts_sql(dialect: str, exposures: Side, plan: Plan, dimension: str) -> str:
+    """Analysed units per raw value of one dimension: ``value, n`` (NULL: no value)."""
+    flat = replace(plan, dimensions=((dimension, ()),))
+    sql = (
+        f"WITH {_exposures_cte(exposures, flat, [dimension])},"
+        f" {_units_cte(flat, flat.dimensions, raw=True)}"
+        " SELECT eu.tb_sv0 AS value, COUNT(*) AS n FROM tb_eu eu"
+        f" WHERE {_analysed(flat)} GROUP BY eu.tb_sv0"
+    )
+    return render(dialect, sql, exposures, None)
+
+
+def probe_sql(dialect: str, side: Side, events: bool) -> str:
+    """A statement that reads no row of a side's table or SQL (its columns, for the mapping)."""
+    placeholder = _EVENTS if events else _EXPOSURES
+    sql = f"SELECT * FROM {placeholder} s WHERE 1 = 0"
+    return render(dialect, sql, None if events else side, side if events else None)
+
+
+# ------------------------------------------------------------------------------- rendering
+
+
+def _source(dialect: str, side: Side) -> exp.Expression:
+    """The organisation's table or SQL, parsed in its engine's dialect."""
+    if side.sql is not None:
+        return exp.Subquery(this=sqlglot.parse_one(side.sql, read=dialect))
+    assert side.table is not None
+    return exp.to_table(side.table, dialect=dialect)
+
+
+def render(dialect: str, sql: str, exposures: Side | None, events: Side | None) -> str:
+    """The canonical ``sql`` with its placeholders replaced, rendered in ``dialect``."""
+    key = (dialect, sql, repr(exposures), repr(events))
+    cached = _RENDERED.get(key)
+    if cached is not None:
+        return cached
+    tree = sqlglot.parse_one(sql, read=_CANONICAL)
+    template = _epoch_template(dialect)
+    sources: dict[str, Side | None] = {_EXPOSURES: exposures, _EVENTS: events}
+
+    def substitute(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Anonymous) and str(node.this).lower() == _EPOCH_FN:
+            arg = node.expressions[0]
+            epoch = template.copy()
+            for col in list(epoch.find_all(exp.Column)):
+                if col.name == _EPOCH_ARG:
+                    col.replace(arg.copy())
+            return epoch
+        if isinstance(node, exp.Table) and node.name in sources and not node.args.get("db"):
+            side = sources[node.name]
+            assert side is not None
+            src = _source(dialect, side)
+            alias = node.args.get("alias")
+            if isinstance(src, exp.Subquery):
+                src.set("alias", alias)
+                return src
+            src.set("alias", alias)
+            return src
+        return node
+
+    out: exp.Expression = tree.transform(substitute, copy=True)
+    rendered: str = out.sql(dialect=dialect)
+    if len(_RENDERED) > 256:  # the statements of a few experiments' refreshes
+        _RENDERED.clear()
+    _RENDERED[key] = rendered
+    return rendered
+
+
+_RENDERED: dict[tuple[str, str, str, str], str] = {}
+_EPOCH_ARG = "tb_epoch_argument"
+_EPOCH_TREES: dict[str, exp.Expression] = {}
+
+
+def _epoch_template(dialect: str) -> exp.Expression:
+    """The dialect's epoch-microseconds expression over a placeholder column, parsed once."""
+    if dialect not in _EPOCH_TREES:
+        parsed: Any = sqlglot.parse_one(_EPOCH_US[dialect].format(x=_EPOCH_ARG), read=dialect)
+        _EPOCH_TREES[dialect] = parsed
+    return _EPOCH_TREES[dialect]
+
+
+_Reader = Callable[[str], list[tuple[object, ...]]]
+
+# Statement types that read only (a WITH is an attribute of its SELECT in sqlglot).
+_READ_ONLY = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery)
+_WRITES = (
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Merge,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.Command,
+    exp.TruncateTable,
+    exp.Into,
+    exp.Set,
+    exp.Pragma,
+    exp.Use,
+    exp.Copy,
+    exp.LoadData,
+)
+
+
+def read_only_problem(sql: str, dialect: str) -> str | None:
+    """Why ``sql`` is not one read-only SELECT (None when it is): parsed with sqlglot in the
+    engine's dialect; anything but a single SELECT (WITH, UNION …) without a write inside is
+    refused."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except sqlglot.errors.ParseError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        return f"it does not parse as {dialect} SQL ({first[:200]})"
+    if len(statements) != 1:
+        return f"it holds {len(statements)} statements; give exactly one SELECT"
+    stmt = statements[0]
+    if not isinstance(stmt, _READ_ONLY):
+        return f"it is a {stmt.key.upper()} statement; only SELECT (or WITH … SELECT) is allowed"
+    for node in stmt.walk():
+        if isinstance(node, _WRITES):
+            return f"it contains a {node.key.upper()}; only reads are allowed"
+    return None

@@ -1,0 +1,322 @@
+"""The analysis of an experiment on its data source: an ``Aggregator`` over the warehouse.
+
+:class:`SourceAggregator` answers what ``service.analysis.aggregate`` answers for the built-in
+store (unit counts, per-variant sums with the winsorization cut points, slice sums and counts,
+quantile order statistics) with the statements of :mod:`service.warehouse.query` rendered in the
+source's dialect and run there; only those aggregates come back.
+
+Before its first statement it reads the columns of both sides (a statement that returns no row)
+and refuses a mapping to a column the table or SQL does not have (:class:`ColumnNotFoundError`,
+naming the field), resolving the names' case as the engine spells them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlmodel import Session, select
+
+from service.analysis.aggregate import (
+    Aggregator,
+    ExposureCounts,
+    MetricSpec,
+    MetricSums,
+    Window,
+    percentile_linear,
+)
+from service.errors import FieldError, NotFoundError
+from service.warehouse import engines
+from service.warehouse.engines import Engine, WarehouseError
+from service.warehouse.models import BUILTIN, DataSource
+from service.warehouse.query import (
+    DIALECTS,
+    Plan,
+    Side,
+    counts_sql,
+    cuts_sql,
+    epoch_us,
+    order_statistics_sql,
+    probe_sql,
+    slice_counts_sql,
+    sums_sql,
+)
+
+__all__ = [
+    "ColumnNotFoundError",
+    "SourceAggregator",
+    "aggregator_for",
+    "check_columns",
+    "open_source",
+    "sides_of",
+]
+
+MICROS_PER_SECOND = 1_000_000
+
+
+class ColumnNotFoundError(WarehouseError):
+    status = 422
+    code = "column_not_found"
+    title = "The mapping names a column the source does not have"
+
+
+def sides_of(row: DataSource) -> tuple[Side, Side]:
+    """The stored mapping as the query builder's two sides."""
+
+    def side(blob: Mapping[str, Any], attributes: bool) -> Side:
+        cols = dict(blob.get("columns") or {})
+        attrs = dict(cols.pop("attributes", None) or {}) if attributes else {}
+        return Side(
+            columns={k: str(v) for k, v in cols.items() if v is not None},
+            table=blob.get("table"),
+            sql=blob.get("sql"),
+            attributes={str(k): str(v) for k, v in attrs.items()},
+        )
+
+    return side(row.exposures, True), side(row.events, False)
+
+
+def check_columns(
+    key: str, conn: Engine, exposures: Side, events: Side, timeout: float
+) -> tuple[Side, Side, dict[str, list[str]], dict[str, str]]:
+    """Both sides with their column names as the source spells them; the source's columns;
+    the probe statements. Raises :class:`ColumnNotFoundError` naming every unknown column."""
+    errors: list[FieldError] = []
+    found: dict[str, list[str]] = {}
+    probes: dict[str, str] = {}
+    resolved: list[Side] = []
+    for name, side, is_events in (("exposures", exposures, False), ("events", events, True)):
+        sql = probe_sql(conn.dialect, side, is_events)
+        probes[name] = sql
+        columns, _rows = engines.run(key, conn, sql, timeout)
+        found[name] = columns
+
+        cols = {
+            field: _real(name, field, column, columns, errors)
+            for field, column in side.columns.items()
+        }
+        attrs = {
+            a: _real(name, f"attributes.{a}", column, columns, errors)
+            for a, column in side.attributes.items()
+        }
+        resolved.append(Side(columns=cols, table=side.table, sql=side.sql, attributes=attrs))
+    if errors:
+        raise ColumnNotFoundError(
+            f"The mapping of data source '{key}' names "
+            f"{len(errors)} column(s) its tables do not have: "
+            + "; ".join(f"{e.field}: {e.message}" for e in errors),
+            errors=errors,
+        )
+    return resolved[0], resolved[1], found, probes
+
+
+def _real(side: str, field: str, column: str, columns: list[str], errors: list[FieldError]) -> str:
+    """The source's spelling of ``column`` (case-insensitive match), or an error noted."""
+    if column in columns:
+        return column
+    by_lower = {c.lower(): c for c in columns}
+    if column.lower() in by_lower:
+        return by_lower[column.lower()]
+    errors.append(
+        FieldError(
+            field=f"{side}.columns.{field}",
+            message=f"no column {column!r} in the source's {side}; its columns are "
+            f"{', '.join(columns) or '(none)'}",
+            type="column_not_found",
+        )
+    )
+    return column
+
+
+@contextmanager
+def open_source(row: DataSource) -> Iterator[tuple[Engine, Side, Side]]:
+    """A connection to the source and its checked mapping."""
+    exposures, events = sides_of(row)
+    timeout = float(row.timeout_seconds)
+    with engines.connect(row.key, row.engine, row.connection, timeout) as conn:
+        exposures, events, _found, _probes = check_columns(
+            row.key, conn, exposures, events, timeout
+        )
+        yield conn, exposures, events
+
+
+@dataclass
+class SourceAggregator:
+    """An experiment's aggregation on its data source (see the module docstring)."""
+
+    key: str  # the source's key
+    conn: Engine
+    exposures: Side
+    events: Side
+    experiment: str  # the experiment's key, as the source's exposures name it
+    phase_start_us: int | None
+    timeout: float
+
+    @property
+    def dialect(self) -> str:
+        return DIALECTS[self.engine_name]
+
+    @property
+    def engine_name(self) -> str:
+        return {v: k for k, v in DIALECTS.items()}[self.conn.dialect]
+
+    def _plan(self, window: Window, metrics: Sequence[MetricSpec] = ()) -> Plan:
+        hours = window.attribution_window_hours
+        return Plan(
+            experiment=self.experiment,
+            phase=window.phase,
+            phase_start_us=self.phase_start_us,
+            overrides=tuple(window.overrides),
+            window_us=None if hours is None else round(hours * 3600 * MICROS_PER_SECOND),
+            stopped_us=None if window.stopped_at is None else epoch_us(window.stopped_at),
+            pre_us=None
+            if window.pre_period_days is None
+            else int(window.pre_period_days) * 86_400 * MICROS_PER_SECOND,
+            until_us=None if window.until is None else epoch_us(window.until),
+            dimensions=tuple(window.dimensions),
+            metrics=tuple(metrics),
+        )
+
+    def _run(self, sql: str) -> list[tuple[Any, ...]]:
+        return engines.run(self.key, self.conn, sql, self.timeout)[1]
+
+    def count_exposures(self, window: Window) -> ExposureCounts:
+        rows = self._run(counts_sql(self.conn.dialect, self.exposures, self._plan(window)))
+        return ExposureCounts(
+            units={str(r[0]): int(r[4] or 0) for r in rows},
+            multiple_exposures=sum(int(r[2] or 0) for r in rows),
+            overridden_units=sum(int(r[3] or 0) for r in rows),
+        )
+
+    def _cuts(
+        self, plan: Plan, n_units: int
+    ) -> dict[tuple[str, str], tuple[float | None, float | None]]:
+        got = cuts_sql(self.conn.dialect, self.exposures, self.events, plan, n_units)
+        if got is None:
+            return {}
+        sql, meta = got
+        values: dict[int, dict[int, float]] = {}
+        for k, rn, x in self._run(sql):
+            values.setdefault(int(k), {})[int(rn)] = float(x)
+        cuts: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+        for k, (part, side, h) in enumerate(meta):
+            ordered = [values.get(k, {})[r] for r in sorted(values.get(k, {}))]
+            if not ordered:
+                continue
+            cut = percentile_linear(ordered[0], ordered[1] if len(ordered) > 1 else None, h)
+            low, high = cuts.get(part, (None, None))
+            cuts[part] = (cut, high) if side == "low" else (low, cut)
+        return cuts
+
+    def slice_sums(
+        self,
+        metrics: Sequence[MetricSpec],
+        window: Window,
+        n_units: int,
+        variants: Sequence[str] | None = None,
+    ) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]:
+        if not metrics:
+            return {}
+        plan = self._plan(window, metrics)
+        cuts = self._cuts(plan, n_units)
+        sql, alias_of = sums_sql(self.conn.dialect, self.exposures, self.events, plan, cuts)
+        columns, rows = engines.run(self.key, self.conn, sql, self.timeout)
+        index = {c.lower(): i for i, c in enumerate(columns)}
+        n_dims = len(plan.dimensions)
+        out: dict[tuple[str, ...], dict[str, dict[str, MetricSums]]] = {}
+        for row in rows:
+            n = int(row[index["n"]])
+            if n == 0:
+                continue
+            variant = str(row[0])
+            combo = tuple(str(row[1 + k]) for k in range(n_dims))
+            per_metric = out.setdefault(combo, {m.key: {} for m in metrics})
+            for i, m in enumerate(metrics):
+                prefix = f"m{i}_"
+                sums = {
+                    alias.removeprefix(prefix): _float(row[index[column.lower()]])
+                    for alias, column in alias_of.items()
+                    if alias.startswith(prefix)
+                }
+                per_metric[m.key][variant] = MetricSums(n, sums)
+        return out
+
+    def variant_sums(
+        self,
+        metrics: Sequence[MetricSpec],
+        window: Window,
+        n_units: int,
+        variants: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, MetricSums]]:
+        flat = replace(window, dimensions=())
+        grouped = self.slice_sums(metrics, flat, n_units, variants)
+        return grouped.get((), {m.key: {} for m in metrics})
+
+    def slice_counts(self, window: Window, dimension: str) -> dict[str | None, int]:
+        sql = slice_counts_sql(self.conn.dialect, self.exposures, self._plan(window), dimension)
+        return {(None if r[0] is None else str(r[0])): int(r[1]) for r in self._run(sql)}
+
+    def quantile_order_statistics(
+        self,
+        metrics: Sequence[MetricSpec],
+        window: Window,
+        ranks: dict[str, dict[str, tuple[int, ...]]],
+    ) -> dict[str, dict[str, dict[int, float]]]:
+        out: dict[str, dict[str, dict[int, float]]] = {m.key: {} for m in metrics}
+        if not metrics:
+            return out
+        plan = self._plan(window, metrics)
+        got = order_statistics_sql(
+            self.conn.dialect,
+            self.exposures,
+            self.events,
+            plan,
+            {v: dict(r) for v, r in ranks.items()},
+        )
+        if got is None:
+            return out
+        sql, keys = got
+        for k, variant, rn, x in self._run(sql):
+            out[keys[int(k)]].setdefault(str(variant), {})[int(rn)] = float(x)
+        return out
+
+
+def _float(value: Any) -> float:
+    if value is None:  # a NaN sum some engines read as NULL (n > 0, so never an empty sum)
+        return math.nan
+    return float(value)
+
+
+def source_row(session: Session, key: str) -> DataSource:
+    row = session.exec(select(DataSource).where(DataSource.key == key)).first()
+    if row is None:
+        raise NotFoundError(f"No data source '{key}'.", code="data_source_not_found")
+    return row
+
+
+@contextmanager
+def aggregator_for(session: Session, exp: Any) -> Iterator[Aggregator | None]:
+    """The experiment's data source as an aggregator, open for a refresh; None for the
+    built-in store."""
+    key = getattr(exp, "data_source", None)
+    if key is None or key == BUILTIN:
+        yield None
+        return
+    row = source_row(session, key)
+    from service.experiments import service as experiments
+
+    phase = experiments.current_phase(session, exp)
+    started = phase.started_at if phase is not None else exp.started_at
+    with open_source(row) as (conn, exposures, events):
+        yield SourceAggregator(
+            key=row.key,
+            conn=conn,
+            exposures=exposures,
+            events=events,
+            experiment=exp.key,
+            phase_start_us=None if started is None else epoch_us(started),
+            timeout=float(row.timeout_seconds),
+        )
