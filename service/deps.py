@@ -14,6 +14,7 @@ from service.db import open_session
 from service.errors import PermissionDeniedError, UnauthorizedError
 from service.keys.models import Role
 from service.keys.service import authenticate
+from service.sessions.service import key_of_request
 from service.throttle import client_of, throttle_of
 
 
@@ -49,6 +50,9 @@ def get_principal(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    if credentials is None and (row := key_of_request(session, request)) is not None:
+        assert row.id is not None  # a browser session (service.sessions): GET and HEAD only
+        return Principal(key_id=row.id, name=row.name, role=Role(row.role))
     return principal_for(session, credentials, request)
 
 
