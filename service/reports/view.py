@@ -1117,12 +1117,12 @@ class IndexRow:
     title: str
     owner: str
     status: str
-    tags: tuple[str, ...]
     srm: str  # "ok", "mismatch" or "" when unknown
     multiple_exposures: int | None
     recommendation: str | None
     progress: float | None
     open_alerts: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
     created_at: str = ""
     decision: str | None = None
 
