@@ -381,16 +381,20 @@ class _Cells:
 
 
 def progress_sentence(units_so_far: int | None, needed: int | None, progress: float | None) -> str:
-    """Power progress in words: the smallest arm against the planned sample per variant."""
+    """Power progress in words: the smallest arm's units, then the plan's units per variant.
+
+    Never "9952 of 6690 units per variant": past the plan, it says the plan is reached.
+    """
     if needed is None:
-        return "No planned sample size (the protocol gives no baseline)."
+        return "no planned sample size (the protocol gives no baseline)."
     if units_so_far is None:
-        return f"Planned: {needed:,} units per variant; no units yet."
-    reached = progress is not None and progress >= 1.0
-    return (
-        f"{'Planned sample reached' if reached else 'Smallest arm'}: {units_so_far:,} units in "
-        f"the smallest arm, {needed:,} planned per variant ({share(progress)})."
-    )
+        return f"no units yet; the plan needs {needed:,} per variant."
+    if progress is not None and progress >= 1.0:
+        return (
+            f"planned sample reached: the smallest arm has {units_so_far:,} units, the plan "
+            f"needed {needed:,} per variant."
+        )
+    return f"the smallest arm has {units_so_far:,} units; the plan needs {needed:,} per variant."
 
 
 def _hypothesis(h: str | StructuredHypothesisOut) -> list[Fact] | str:
