@@ -96,6 +96,7 @@ EXPERIMENT: dict[str, Any] = {
     "concluded_at": None,
 }
 
+
 def _metric(key: str, name: str, type_: str, higher: bool = True, **extra: Any) -> dict[str, Any]:
     return {
         "key": key,

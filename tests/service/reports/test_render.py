@@ -176,7 +176,11 @@ def test_charts_are_inline_svg_with_a_size(ctx, fixture_results):
         vb = [float(x) for x in re.search(r'viewBox="([^"]+)"', tag).group(1).split()]
         assert width > 0 and height > 0
         assert vb == [0, 0, width, height]
-    forest = html[html.index('class="chart forest"') : html.index("</svg>", html.index('class="chart forest"'))]
+    forest = html[
+        html.index('class="chart forest"') : html.index(
+            "</svg>", html.index('class="chart forest"')
+        )
+    ]
     rows = sum(len(m["comparisons"]) for m in fixture_results["metrics"])
     assert forest.count('<circle class="estimate"') == rows
     assert "MDE +10.00%" in html  # the primary's MDE is marked
