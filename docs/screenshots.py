@@ -18,8 +18,8 @@ import sqlite3
 import sys
 import tempfile
 import uuid
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -123,7 +123,9 @@ def sample_data(client: httpx.Client, db_path: Path, *, users: int = 4000, seed:
         later = _iso(at + timedelta(minutes=2))
         if rng.random() < p_buy * (1.3 if platform == "ios" else 1.0):
             events.append(_conv("demo_purchase", unit, later))
-            events.append(_conv("demo_revenue", unit, later, round(float(rng.lognormal(3.5, 0.6)), 2)))
+            events.append(
+                _conv("demo_revenue", unit, later, round(float(rng.lognormal(3.5, 0.6)), 2))
+            )
         if rng.random() < p_err:
             events.append(_conv("demo_checkout_error", unit, later))
         # the SRM experiment: every unit, but only half of the treatment's exposures are logged
@@ -227,9 +229,12 @@ def shoot(base_url: str, out: Path) -> list[Path]:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="tb-shots-") as tmp, sample_server(Path(tmp)) as (
-        url,
-        _,
+    with (
+        tempfile.TemporaryDirectory(prefix="tb-shots-") as tmp,
+        sample_server(Path(tmp)) as (
+            url,
+            _,
+        ),
     ):
         for path in shoot(url, ROOT / "docs"):
             print(f"wrote {path.relative_to(ROOT)}")

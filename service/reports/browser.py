@@ -14,6 +14,7 @@ or an answer does not come within the timeout.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -152,10 +153,8 @@ class Chromium:
     def close(self) -> None:
         ws = getattr(self, "_ws", None)
         if ws is not None:
-            try:
+            with contextlib.suppress(Exception):  # the browser may be gone already
                 ws.close()
-            except Exception:  # the browser may be gone already
-                pass
         if self._proc.poll() is None:
             self._proc.terminate()
             try:

@@ -248,7 +248,7 @@ def _sorted(rows: list[IndexRow], f: IndexFilters) -> list[IndexRow]:
         "progress": lambda r: -1.0 if r.progress is None else r.progress,
         "recommendation": lambda r: r.recommendation or "",
     }
-    return sorted(rows, key=keys[f.sort], reverse=f.order == "desc")  # type: ignore[arg-type]
+    return sorted(rows, key=keys[f.sort], reverse=f.order == "desc")
 
 
 def with_shared(inputs: ReportInputs) -> ReportInputs:

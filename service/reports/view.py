@@ -807,7 +807,7 @@ def _series(inp: ReportInputs, invalid: bool) -> list[SeriesView]:
     out = []
     cells = _Cells(invalid)
     for label, rows in treatments.items():
-        seq = any(s is not None for *_, s, _p in rows)
+        has_seq = any(s is not None for *_, s, _p in rows)
         chart = charts.lift_over_time(
             f"Cumulative relative lift of {_metric_name(inp, key)} ({label}) per day",
             charts.SeriesInput(
@@ -816,8 +816,8 @@ def _series(inp: ReportInputs, invalid: bool) -> list[SeriesView]:
                 estimate=[e.estimate for _d, _u, _n, e, _s, _p in rows],
                 ci_low=[e.ci_low for _d, _u, _n, e, _s, _p in rows],
                 ci_high=[e.ci_high for _d, _u, _n, e, _s, _p in rows],
-                seq_low=[s.ci_low if s else None for *_, s, _p in rows] if seq else None,
-                seq_high=[s.ci_high if s else None for *_, s, _p in rows] if seq else None,
+                seq_low=[s.ci_low if s else None for *_, s, _p in rows] if has_seq else None,
+                seq_high=[s.ci_high if s else None for *_, s, _p in rows] if has_seq else None,
             ),
         )
         days_ = [

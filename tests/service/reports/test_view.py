@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import re
 from html.parser import HTMLParser
-from typing import Any
 
 from service.reports.render import render_html, render_markdown
 from service.reports.view import progress_sentence
@@ -52,7 +51,10 @@ def test_a_reached_plan_is_worded_the_same_in_html_and_markdown(
     }
     view = make_view(fixture_experiment, fixture_metrics, fixture_results)
     html, md = visible(render_html(view)), render_markdown(view)
-    sentence = "planned sample reached: the smallest arm has 9,952 units, the plan needed 6,690 per variant."
+    sentence = (
+        "planned sample reached: the smallest arm has 9,952 units, the plan needed 6,690 per "
+        "variant."
+    )
     assert sentence in html and sentence in md
     assert not re.search(r"9,?952 of 6,?690", html + md)
 
@@ -252,7 +254,9 @@ def test_slices_show_the_heterogeneity_verdict(
     view = make_view(fixture_experiment, fixture_metrics, results)
     html, md = render_html(view), render_markdown(view)
     section = html[html.index('<section id="slices">') : html.index('<section id="health">')]
-    assert "the effect differs between segments (Cochran&#39;s Q = 7.1, df 1, p = 0.0077)" in section
+    assert (
+        "the effect differs between segments (Cochran&#39;s Q = 7.1, df 1, p = 0.0077)" in section
+    )
     assert "<td>ios</td>" in section and "+31.00%" in section
     assert 'title="zero_control_mean"' in section and "exploratory" in section
     assert "| ios | 400 | treatment vs control | +31.00% |" in md
@@ -352,8 +356,8 @@ def test_the_overlaps_checked_are_listed(fixture_experiment, fixture_metrics, fi
         "NONE FOUND" in table and "INTERACTION" in table and "fewer than 200 shared units" in table
     )
     assert (
-        "| banner | banner's effect across this experiment's arms | click | 1,200 | 0.0002 | INTERACTION |"
-        in md
+        "| banner | banner's effect across this experiment's arms | click | 1,200 | 0.0002 "
+        "| INTERACTION |" in md
     )
     none = make_view(fixture_experiment, fixture_metrics, fixture_results, interactions=[])
     assert "No running experiment shares units with this one." in render_html(none)
