@@ -86,9 +86,10 @@ class Chromium:
                 raise BrowserError("chromium did not open its DevTools port")
             time.sleep(0.05)
         port, path = port_file.read_text().split()[:2]
+        # entered as a context manager (closed in close()): websockets warns otherwise
         self._ws: ClientConnection = connect(
             f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=timeout
-        )
+        ).__enter__()
         self._next = 0
         self._events: list[dict[str, Any]] = []
 

@@ -1,5 +1,9 @@
-"""``trialbook report KEY --out report.html``: save a report (it needs the API key as a header,
-which a browser does not send by itself; open the saved file instead)."""
+"""``trialbook report KEY --out report.html``: save a report as HTML, Markdown or PDF.
+
+A browser reads reports directly after signing in at ``/login``; this command is for files: an
+archive, an e-mail attachment. ``--format pdf`` prints the HTML with headless Chromium
+(:mod:`service.reports.browser`, Debian's ``chromium``) on A4 or ``--paper letter``.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``trialbook report``."""
     p.add_argument("experiment", help="experiment key")
     p.add_argument("--out", help="file to write (default: stdout)")
-    p.add_argument("--format", choices=["html", "md"], default="html")
+    p.add_argument("--format", choices=["html", "md", "pdf"], default="html")
+    p.add_argument("--paper", choices=["a4", "letter"], default="a4", help="PDF paper size")
     p.add_argument("--url", default=os.environ.get("TRIALBOOK_URL", DEFAULT_URL))
     p.add_argument(
         "--key",
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         with resolve_key(args.key, "viewer", "trialbook report") as key:
             r = httpx.get(
                 f"{args.url.rstrip('/')}/v1/experiments/{args.experiment}/report",
-                params={"format": args.format},
+                params={"format": "md" if args.format == "md" else "html"},
                 headers={"Authorization": f"Bearer {key}"},
                 timeout=120.0,
             )
@@ -62,11 +67,36 @@ def run(args: argparse.Namespace) -> int:
     if r.status_code != 200:
         print(f"trialbook report: HTTP {r.status_code}: {r.text[:500]}", file=sys.stderr)
         return 1
+    if args.format == "pdf":
+        if not args.out:
+            print("trialbook report: --format pdf needs --out FILE.pdf", file=sys.stderr)
+            return 2
+        return _save_pdf(r.text, Path(args.out), getattr(args, "paper", "a4"))
     if args.out:
         Path(args.out).write_text(r.text, encoding="utf-8")
         print(f"saved {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(r.text)
+    return 0
+
+
+def _save_pdf(html: str, out: Path, paper: str) -> int:
+    """Print the report's HTML to ``out`` with headless Chromium."""
+    import tempfile
+
+    from service.reports.browser import A4, LETTER, BrowserError, Chromium
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="tb-pdf-") as tmp, Chromium() as browser:
+            page_file = Path(tmp) / "report.html"
+            page_file.write_text(html, encoding="utf-8")
+            page = browser.new_page()
+            page.goto(page_file.as_uri())
+            out.write_bytes(page.pdf(LETTER if paper == "letter" else A4))
+    except BrowserError as exc:
+        print(f"trialbook report: cannot print to PDF ({exc})", file=sys.stderr)
+        return 1
+    print(f"saved {out}", file=sys.stderr)
     return 0
 
 

@@ -251,3 +251,21 @@ def test_the_demo_command_fills_a_report_whose_markdown_has_the_json_numbers(
             tools.assert_shown(row[1], c["absolute"]["estimate"])
             tools.assert_shown(row[3], c["relative"]["estimate"])
             tools.assert_shown(row[6], c["p_value_adjusted"])
+
+
+@pytest.mark.parametrize("paper", ["a4", "letter"])
+def test_trialbook_report_saves_a_pdf_printed_by_chromium(
+    server: Any, tmp_path: Path, paper: str
+) -> None:
+    from service.reports import cli
+
+    out = tmp_path / f"report-{paper}.pdf"
+    args = argparse.Namespace(
+        experiment=MAIN, out=str(out), format="pdf", paper=paper, url=server[0], key=KEY
+    )
+    assert cli.run(args) == 0
+    pdf = out.read_bytes()
+    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) >= 2
+    width, height = (595, 842) if paper == "a4" else (612, 792)  # points
+    box = re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)", pdf)
+    assert box and abs(float(box.group(1)) - width) < 2 and abs(float(box.group(2)) - height) < 2
