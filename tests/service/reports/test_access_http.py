@@ -287,3 +287,27 @@ def test_the_index_filters_sorts_and_searches_hypotheses_and_decisions(
     page = client.get("/", headers=viewer).text
     row = page[page.index('data-key="beta-exp"') :].split("</tr>")[0]
     assert 'class="badge info">Keep running<' in row  # the recommendation as a coloured badge
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"api_key=%ff%fe&csrf=x", 403),  # undecodable bytes are replaced, then no CSRF match
+        (b"\xff\xfe", 422),  # not UTF-8 at all
+        (b"a=" + b"x" * 9000, 422),  # larger than a sign-in form
+        (b"&".join(b"f%d=1" % i for i in range(50)), 422),  # more fields than a form has
+        (b"", 403),
+    ],
+)
+def test_a_malformed_login_form_is_refused_without_a_500(
+    client: Any, body: bytes, status: int
+) -> None:
+    r = client.post(
+        "/login", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == status, r.text
+
+
+def test_logout_without_a_session_just_goes_to_login(client: Any) -> None:
+    r = client.post("/logout", data={}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
