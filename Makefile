@@ -26,8 +26,12 @@ migrate: install ## bring the database (TRIALBOOK_DATABASE_URL) to the latest mi
 run: migrate ## migrate and serve on 127.0.0.1:8000 (a first start prints the admin key)
 	$(BIN)/trialbook serve
 
+# Parallel workers (pytest-xdist): many tests wait on live servers and subprocesses, so more
+# workers than cores pays; PYTEST_WORKERS=0 runs in this process (for a debugger).
+PYTEST_WORKERS ?= 4
+
 test: install ## run the whole test suite (the docs' walk-throughs included)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 lint: install ## ruff check and ruff format --check
 	$(BIN)/ruff check .

@@ -15,10 +15,32 @@ from sqlmodel import SQLModel
 TEST_DB_DIR = Path(os.environ.get("TRIALBOOK_TEST_TMP", "/tmp")) / f"trialbook-test-{os.getpid()}"
 
 
+def _worker_database(url: str, worker: str) -> str:
+    """One PostgreSQL database per pytest-xdist worker (`<database>_<worker>`), created here on
+    the same server, so parallel workers never empty each other's tables."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
 def _database_url() -> str:
     url = os.environ.get("TRIALBOOK_TEST_DATABASE_URL")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
     if url:
-        return url
+        return _worker_database(url, worker) if worker else url
     TEST_DB_DIR.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{TEST_DB_DIR / 'test.db'}"
 

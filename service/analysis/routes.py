@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, FastAPI, Query
 
 from service.config import get_settings
-from service.deps import EditorDep, Offset, ReaderDep, SessionDep
+from service.deps import MAX_ROW_ID, EditorDep, Offset, ReaderDep, SessionDep
 from service.errors import responses
 from service.experiments.service import get_row
 from service.periodic import running
@@ -32,7 +32,7 @@ router = APIRouter(
 
 SnapshotId = Annotated[
     int | None,
-    Query(ge=1, le=2**63 - 1, description="read this snapshot instead of the latest"),
+    Query(ge=1, le=MAX_ROW_ID, description="read this snapshot instead of the latest"),
 ]
 
 

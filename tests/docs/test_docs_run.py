@@ -54,7 +54,9 @@ from service.testing import REPO, LiveServer
 DOCS_URL = "http://127.0.0.1:8000"  # the address the docs use (make run's default)
 SHELLS = {"sh", "bash", "shell"}
 PYTHONS = {"python", "py"}
-BLOCK_TIMEOUT_S = 120
+# A bound against a hung block, not a speed check: a loaded CI machine (parallel workers) can take
+# a minute for three CLI calls.
+BLOCK_TIMEOUT_S = 300
 MARKER = re.compile(r"^<!--\s*(not-run|expect-error):(.*?)-->\s*$")
 FENCE = re.compile(r"^(```+)\s*([\w+-]*)")
 KEY_LINE = re.compile(r"^ {4}(tb_[A-Za-z0-9_-]{40,})$", re.MULTILINE)
