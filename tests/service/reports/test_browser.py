@@ -22,9 +22,13 @@ import pytest
 
 from service.reports.browser import A4, LETTER, Chromium, Page, find_chromium
 
-pytestmark = pytest.mark.skipif(
-    find_chromium() is None, reason="chromium is not installed (Debian package `chromium`)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        find_chromium() is None, reason="chromium is not installed (Debian package `chromium`)"
+    ),
+    # one server and one browser for the module: its tests go to one xdist worker (--dist loadgroup)
+    pytest.mark.xdist_group("report-browser"),
+]
 
 ROOT = Path(__file__).resolve().parents[3]
 _spec = importlib.util.spec_from_file_location("screenshots", ROOT / "docs" / "screenshots.py")
