@@ -29,7 +29,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         f"style-src {style_source(CSS)}",
         "frame-ancestors 'none'",
         "base-uri 'none'",
-        "form-action 'none'",
+        "form-action 'self'",
     )
 )
 

@@ -13,6 +13,8 @@ from service.experiments.models import (  # noqa: F401
 from service.insights.models import ExperimentOutcome  # noqa: F401
 from service.keys.models import ApiKey  # noqa: F401
 from service.metrics.models import Metric  # noqa: F401
+from service.reports.models import ShareLink  # noqa: F401
+from service.sessions.models import BrowserSession  # noqa: F401
 from service.snapshots.models import RefreshClaim, ResultsDay, ResultsSnapshot  # noqa: F401
 from service.templates.models import ProtocolTemplate, ProtocolTemplateVersion  # noqa: F401
 from service.warehouse.models import DataSource  # noqa: F401

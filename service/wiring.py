@@ -35,6 +35,7 @@ from service.experiments import hooks as experiments
 from service.insights import service as insights
 from service.keys.service import bootstrap_admin
 from service.reports import cli as report_cli
+from service.sessions.service import principal_of_cookie
 from service.snapshots import service as snapshots
 from service.templates import service as templates
 from service.throttle import AuthThrottle
@@ -73,7 +74,7 @@ COMMANDS: list[Callable[..., int]] = [
 # ------------------------------------------------------------------------------------ credentials
 
 # Asked in order for a request that carries no Bearer key (service.auth.resolve_other_credential).
-CREDENTIAL_RESOLVERS: list[CredentialResolver] = []
+CREDENTIAL_RESOLVERS: list[CredentialResolver] = [principal_of_cookie]
 
 # ---------------------------------------------------------------------------------------- workers
 

@@ -36,7 +36,7 @@ from service.metrics.models import Metric
 
 log = logging.getLogger("trialbook.alerts")
 
-__all__ = ["check_interactions", "interaction_findings"]
+__all__ = ["check_interactions", "interaction_findings", "interactions_of"]
 
 
 def _variants(session: Session, exp: Experiment) -> list[VariantRow]:
@@ -213,3 +213,38 @@ def check_interactions(alpha: float, min_units: int, now: datetime) -> list[Inte
     finally:
         session.close()
     return checked
+
+
+def interactions_of(
+    session: Session, key: str, alpha: float, min_units: int
+) -> list[InteractionChecked]:
+    """The overlaps of one running experiment with every other running one, both ways, as the
+    scheduled check sees them (read-only: raises no alert). Used by the report."""
+    exp = session.exec(select(Experiment).where(Experiment.key == key)).first()
+    if exp is None or exp.status != Status.running.value:
+        return []
+    others = session.exec(
+        select(Experiment)
+        .where(Experiment.status == Status.running.value, Experiment.id != exp.id)
+        .order_by(col(Experiment.id))
+    ).all()
+    out: list[InteractionChecked] = []
+    for other in others:
+        shared = _shared_units(session, exp, other)
+        if shared == 0:
+            continue
+        for target, against in ((exp, other), (other, exp)):
+            try:
+                out.append(_direction(session, target, against, shared, alpha, min_units))
+            except Exception as exc:  # one pair must not hide the others
+                log.exception("interaction check %s x %s failed", target.key, against.key)
+                out.append(
+                    InteractionChecked(
+                        experiment=target.key,
+                        other=against.key,
+                        shared_units=shared,
+                        metric=target.primary_metric,
+                        error=str(exc)[:500],
+                    )
+                )
+    return out

@@ -96,20 +96,30 @@ EXPERIMENT: dict[str, Any] = {
     "concluded_at": None,
 }
 
+
+def _metric(key: str, name: str, type_: str, higher: bool = True, **extra: Any) -> dict[str, Any]:
+    return {
+        "key": key,
+        "name": name,
+        "description": None,
+        "type": type_,
+        "event": key,
+        "aggregation": "sum" if type_ == "mean" else None,
+        "numerator_event": None,
+        "denominator_event": None,
+        "higher_is_better": higher,
+        "winsorize_lower": None,
+        "winsorize_upper": None,
+        "quantile": None,
+        "created_at": "2024-12-01T00:00:00Z",
+        "updated_at": "2024-12-01T00:00:00Z",
+    } | extra
+
+
 METRICS: dict[str, dict[str, Any]] = {
-    "purchase": {
-        "key": "purchase",
-        "name": "Purchase",
-        "type": "binomial",
-        "higher_is_better": True,
-    },
-    "revenue": {"key": "revenue", "name": "Revenue", "type": "mean", "higher_is_better": True},
-    "errors": {
-        "key": "errors",
-        "name": "Checkout errors",
-        "type": "binomial",
-        "higher_is_better": False,
-    },
+    "purchase": _metric("purchase", "Purchase", "binomial"),
+    "revenue": _metric("revenue", "Revenue", "mean"),
+    "errors": _metric("errors", "Checkout errors", "binomial", higher=False),
 }
 
 

@@ -15,7 +15,7 @@ from scipy.stats import chisquare
 from service.reports.format import when
 
 XSS = '<script>alert("x")</script>&'
-XSS_HTML = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;"
+XSS_HTML = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&amp;"  # markupsafe
 # Anything a browser would fetch (the same guard as test_render.py).
 EXTERNAL = re.compile(
     r"<script|<link|<img|<iframe|<object|<embed|\bsrc\s*=|url\(|@import"
@@ -159,8 +159,9 @@ def test_report_shows_template_version_approval_and_alerts(
     assert f"reviewed {XSS_HTML}" in reg["Approval"]
     assert "<script" not in html
     # the registration sits in the protocol section, the alerts in the health section
-    protocol = html[html.index('<section id="protocol">') : html.index('<section id="health">')]
-    health = html[html.index('<section id="health">') : html.index('<section id="scorecard">')]
+    # (product.md §14 order: verdict, over time, scorecard, slices, health, protocol, ...)
+    protocol = html[html.index('<section id="protocol">') : html.index('<section id="deviations">')]
+    health = html[html.index('<section id="health">') : html.index('<section id="protocol">')]
     assert 'id="registration"' in protocol and 'id="alerts"' in health
     assert 'id="alert-summary">1 open, 1 resolved<' in health
     rows = table_rows(html, "alerts")
@@ -185,8 +186,8 @@ def test_markdown_report_shows_the_same(client: Any, keys: Any, watched: dict[st
     r = client.get("/v1/experiments/watched/report?format=md", headers=keys["viewer"])
     assert r.status_code == 200
     md = r.text
-    protocol = md[md.index("## 1. Protocol") : md.index("## 2. Health")]
-    health = md[md.index("## 2. Health") : md.index("## 3. Scorecard")]
+    protocol = md[md.index("## 5. Protocol") : md.index("## 6. Deviations")]
+    health = md[md.index("## 4. Health") : md.index("## 5. Protocol")]
     assert "- **Template:** gated v1 — Gated \\<script\\>" in protocol
     assert "- **Approval:** approved by test-editor (key " in protocol
     assert "<script>" not in md
@@ -221,7 +222,7 @@ def test_report_without_template_or_alerts_keeps_the_layout(
         client.get("/v1/experiments/watched/report", headers=keys["viewer"]).text, "registration"
     )
     assert list(other) == list(reg)
-    health = html[html.index('<section id="health">') : html.index('<section id="scorecard">')]
+    health = html[html.index('<section id="health">') : html.index('<section id="protocol">')]
     assert 'id="alert-summary">0 open, 0 resolved<' in health and 'id="no-alerts"' in health
     md = client.get("/v1/experiments/plain-one/report?format=md", headers=keys["viewer"]).text
     assert "- **Template:** none" in md and "0 open, 0 resolved" in md

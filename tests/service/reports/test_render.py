@@ -9,16 +9,11 @@ from typing import Any
 import pytest
 
 from service.analysis.models import ResultsPublic
-from service.reports.chart import ChartRow, Marker, ci_chart
-from service.reports.deviations import find_deviations, plan_vs_actual
-from service.reports.render import (
-    SECTIONS,
-    IndexRow,
-    ReportContext,
-    render_html,
-    render_index,
-    render_markdown,
-)
+from service.reports.charts import ForestInput, forest_plot
+from service.reports.render import render_html, render_index, render_markdown
+from service.reports.view import SECTIONS, IndexRow, ReportView
+
+from .render_helpers import make_view
 
 NOW = datetime(2025, 1, 9, tzinfo=UTC)
 # Anything a browser would fetch: scripts, stylesheets, images, frames, CSS urls.
@@ -35,22 +30,12 @@ def make_ctx(
     results: dict[str, Any] | None,
     audit: list[dict[str, Any]] | None = None,
     note: str | None = None,
-) -> ReportContext:
-    audit = audit or []
-    return ReportContext(
-        experiment=experiment,
-        metrics=metrics,
-        results=results,
-        results_note=note,
-        deviations=find_deviations(experiment, audit, results, NOW),
-        plan=plan_vs_actual(experiment, results, NOW),
-        generated_at=NOW,
-        audit=audit,
-    )
+) -> ReportView:
+    return make_view(experiment, metrics, results, audit=audit, note=note)
 
 
 @pytest.fixture
-def ctx(fixture_experiment, fixture_metrics, fixture_results) -> ReportContext:
+def ctx(fixture_experiment, fixture_metrics, fixture_results) -> ReportView:
     return make_ctx(fixture_experiment, fixture_metrics, fixture_results)
 
 
@@ -146,7 +131,9 @@ def test_markdown_numbers_equal_the_results_json(ctx, fixture_results, tools):
 
 def test_guardrail_verdict_and_margin_are_shown(ctx):
     html = render_html(ctx)
-    guard = html[html.index('<section id="guardrails">') : html.index('<section id="deviations">')]
+    # product.md §14: every guardrail's verdict is in the verdict block at the top
+    verdict = html[html.index('<section id="verdict"') : html.index('<section id="over-time">')]
+    guard = verdict[verdict.index('<table id="guardrails">') :]
     assert "FAIL ✗" in guard and "Checkout errors" in guard and "5.00%" in guard
     md = render_markdown(ctx)
     assert "| errors | treatment | 5.00% | +29.62% | [+15.58%, +43.66%] | FAIL ✗ |" in md
@@ -172,22 +159,30 @@ def test_every_user_string_is_escaped(fixture_experiment, fixture_metrics, fixtu
     ctx = make_ctx(exp, fixture_metrics, fixture_results)
     html = render_html(ctx)
     assert "<script" not in html
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;" in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&amp;"  # markupsafe in html
     md = render_markdown(ctx)
     assert "<script>" not in md
     assert "\\<script\\>" in md
 
 
 def test_charts_are_inline_svg_with_a_size(ctx, fixture_results):
+    # product.md §14: one forest plot of every metric (it was one chart per metric before)
     html = render_html(ctx)
-    charts = re.findall(r'<svg[^>]*class="ci-chart"[^>]*>', html)
-    assert len(charts) == len(fixture_results["metrics"])
+    charts = re.findall(r'<svg[^>]*class="chart[^"]*"[^>]*>', html)
+    assert any('class="chart forest"' in tag for tag in charts)
     for tag in charts:
         width = float(re.search(r'width="([\d.]+)"', tag).group(1))
         height = float(re.search(r'height="([\d.]+)"', tag).group(1))
         vb = [float(x) for x in re.search(r'viewBox="([^"]+)"', tag).group(1).split()]
         assert width > 0 and height > 0
         assert vb == [0, 0, width, height]
+    forest = html[
+        html.index('class="chart forest"') : html.index(
+            "</svg>", html.index('class="chart forest"')
+        )
+    ]
+    rows = sum(len(m["comparisons"]) for m in fixture_results["metrics"])
+    assert forest.count('<circle class="estimate"') == rows
     assert "MDE +10.00%" in html  # the primary's MDE is marked
     assert "margin +5.00%" in html  # the guardrail's margin, on the harm side (lower is better)
     assert "@media print" in html
@@ -206,23 +201,24 @@ def test_external_check_would_catch_a_remote_asset():
 
 
 def test_chart_places_estimates_on_the_axis_and_marks_significance():
-    svg = ci_chart(
+    plot = forest_plot(
         "t",
-        [ChartRow("b vs a", 0.1, 0.0, 0.2, True), ChartRow("c vs a", -0.05, -0.1, 0.0, False)],
-        [Marker(0.15, "MDE +15.00%")],
+        [
+            ForestInput("b vs a", 0.1, 0.0, 0.2, True, 0.15, "MDE +15.00%"),
+            ForestInput("c vs a", -0.05, -0.1, 0.0, False),
+        ],
     )
-    circles = re.findall(r'<circle class="estimate" cx="([\d.]+)"[^>]*fill="(#\w+)"', svg)
-    zero = float(re.search(r'<line class="zero" x1="([\d.]+)"', svg).group(1))
-    (x_b, fill_b), (x_c, fill_c) = circles
-    assert float(x_c) < zero < float(x_b)  # negative lift left of zero, positive right
-    assert fill_b == "#000" and fill_c == "#fff"  # filled = significant, hollow = not
-    assert "significant" in svg and "n.s." in svg  # said in words as well
+    b, c = plot.rows
+    assert c.x_est < plot.zero_x < b.x_est  # negative lift left of zero, positive right
+    assert b.filled and not c.filled  # filled = significant, hollow = not
+    assert "significant" in b.text and "n.s." in c.text  # said in words as well
+    assert b.x_low < b.x_est < b.marker_x < b.x_high  # the MDE (+15%) inside the CI, right of +10%
 
 
 def test_chart_says_when_an_interval_is_not_computable():
-    svg = ci_chart("t", [ChartRow("b vs a", None, None, None, False)], [])
-    assert "not computable" in svg
-    assert 'height="' in svg
+    plot = forest_plot("t", [ForestInput("b vs a", None, None, None, False)])
+    assert plot.rows[0].text == "not computable" and plot.rows[0].x_est is None
+    assert plot.height > 0
 
 
 def test_recorded_decision_is_shown_and_flagged_when_it_differs(

@@ -5,15 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from service.reports.deviations import find_deviations, plan_vs_actual
-from service.reports.render import (
-    IndexRow,
-    ReportContext,
-    open_alert_text,
-    render_html,
-    render_index,
-    render_markdown,
-)
+from service.insights.models import InsightsPublic
+from service.reports.render import render_html, render_index, render_markdown
+from service.reports.view import IndexRow, ReportView, open_alert_text
+
+from .render_helpers import make_view
 
 NOW = datetime(2025, 1, 9, tzinfo=UTC)
 
@@ -33,16 +29,8 @@ def alert(id_: int, type_: str, message: str, resolved: bool = False) -> dict[st
     }
 
 
-def make_ctx(exp: dict[str, Any], metrics: Any, results: Any, **extra: Any) -> ReportContext:
-    return ReportContext(
-        experiment=exp,
-        metrics=metrics,
-        results=results,
-        deviations=find_deviations(exp, [], results, NOW),
-        plan=plan_vs_actual(exp, results, NOW),
-        generated_at=NOW,
-        **extra,
-    )
+def make_ctx(exp: dict[str, Any], metrics: Any, results: Any, **extra: Any) -> ReportView:
+    return make_view(exp, metrics, results, **extra)
 
 
 def test_open_alert_text_counts_each_type():
@@ -80,6 +68,11 @@ def test_template_and_approval_rows_are_escaped(
         "key": "std",
         "version": 3,
         "latest_version": 3,
+        "is_default": False,
+        "description": None,
+        "defaults": {},
+        "created_by": "admin",
+        "created_at": "2025-01-01T00:00:00Z",
         "name": xss,
         "rules": {
             "required_guardrails": [{"metric": "errors", "max_margin": 0.02}],
@@ -90,7 +83,17 @@ def test_template_and_approval_rows_are_escaped(
             "approval_required": True,
         },
     }
-    audit = [{"action": "approve", "at": "2025-01-02T08:00:00Z", "note": xss, "actor": xss}]
+    audit = [
+        {
+            "action": "approve",
+            "at": "2025-01-02T08:00:00Z",
+            "note": xss,
+            "actor": xss,
+            "from_status": None,
+            "to_status": None,
+            "details": None,
+        }
+    ]
     ctx = make_ctx(exp, fixture_metrics, fixture_results, template=template, audit=audit)
     html = render_html(ctx)
     assert "<script" not in html
@@ -125,7 +128,7 @@ def test_index_shows_alert_column_and_insights_escaped(xss):
         "followed_recommendation": {"numerator": 2, "denominator": 2, "share": 1.0},
         "stopped_early": 1,
     }
-    html = render_index(rows, NOW, insights)
+    html = render_index(rows, NOW, InsightsPublic.model_validate(insights))
     assert "<script" not in html
     assert 'data-open-alerts="2">2 open: srm, stalled<' in html
     assert 'data-open-alerts="0">none<' in html

@@ -36,7 +36,9 @@ def test_html_pages_allow_no_external_source_and_no_framing(client, keys, report
     policy = _directives(r.headers["content-security-policy"])
     assert policy["default-src"] == ["'none'"]
     assert policy["frame-ancestors"] == ["'none'"]
-    assert policy["base-uri"] == ["'none'"] and policy["form-action"] == ["'none'"]
+    assert policy["base-uri"] == ["'none'"]
+    # product.md §14: the sign-in, sign-out and share forms post to this server only
+    assert policy["form-action"] == ["'self'"]
     assert set(policy) == {"default-src", "style-src", "frame-ancestors", "base-uri", "form-action"}
     # The only source allowed: the page's own inline stylesheets, each by its hash.
     styles = re.findall(r"<style>(.*?)</style>", r.text, flags=re.S)

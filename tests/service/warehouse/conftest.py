@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from service.testing import LiveServer
+
+from tests.support.live import LiveServer
 
 # The dataset module (wh_dataset.py) beside this file, imported by name by the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent))

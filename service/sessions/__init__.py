@@ -1,0 +1,1 @@
+"""Browser sessions: an API key pasted once at ``/login`` becomes an HttpOnly session cookie."""
