@@ -149,7 +149,7 @@ class TimeseriesPublic(BaseModel):
     experiment: str
     phase: int
     snapshot_id: int
-    method: Literal["fixed", "sequential"]
+    method: Literal["fixed", "sequential", "group_sequential"]
     started_at: datetime | None
     points: list[TimeseriesPoint]
 

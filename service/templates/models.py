@@ -68,7 +68,7 @@ class AnalysisDefaults(RequestModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["fixed", "sequential"] | None = None
+    method: Literal["fixed", "sequential", "group_sequential"] | None = None
     correction: Literal["holm", "bh", "bonferroni", "none"] | None = None
     cuped: StrictBool | None = None
     pre_period_days: int | None = PField(default=None, ge=1, le=365, strict=True)

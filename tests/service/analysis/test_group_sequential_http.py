@@ -124,9 +124,10 @@ def test_group_sequential_stops_early_for_efficacy(
     viewer = {"Authorization": admin["Authorization"]}
     md = client.get(f"/v1/experiments/{KEY}/report?format=md", headers=viewer)
     assert md.status_code == 200, md.text
-    assert "Group sequential (treatment), look 1" in md.text
+    # The report's layout of product.md §14: the look is a row of the treatment's comparison.
+    assert "| treatment | Group sequential, look 1 |" in md.text
     assert "bound crossed" in md.text
-    assert f"adjusted α = {look['nominal_alpha']:.3g}"[:18] in md.text
+    assert f"adjusted α {look['nominal_alpha']:.4g}" in md.text
     html = client.get(f"/v1/experiments/{KEY}/report", headers=viewer)
     assert html.status_code == 200 and "Group sequential, look" in html.text
 
@@ -140,3 +141,35 @@ def test_power_spending_without_rho_is_refused_naming_the_field(
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "rho" in r.text
+
+
+def test_the_time_series_of_a_group_sequential_experiment_is_served(
+    client: Any,
+    admin: dict[str, str],
+    make_experiment: Any,
+    ingest: Any,
+    raw: Any,
+    base: Any,
+) -> None:
+    # Regression: the series' `method` allowed only fixed and sequential, so GET …/timeseries
+    # (and the report, which draws it) answered 500 for a group-sequential experiment.
+    planned = _start(client, admin, make_experiment, spending="power", rho=2.0)
+    _batch(raw, base, 0, planned // 2, {"control": 0.15, "treatment": 0.35}, seed=3)
+    _send(ingest, raw)
+    r = client.get(f"/v1/experiments/{KEY}/results/timeseries", headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["method"] == "group_sequential"
+
+
+def test_a_template_may_default_the_method_to_group_sequential(
+    client: Any, admin: dict[str, str]
+) -> None:
+    # The templates' analysis defaults allowed only fixed and sequential (422 for the third).
+    body = {
+        "key": "gs-default",
+        "name": "GS default",
+        "defaults": {"analysis": {"method": "group_sequential"}},
+    }
+    r = client.post("/v1/templates", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["defaults"]["analysis"]["method"] == "group_sequential"
