@@ -51,8 +51,6 @@ import pytest
 
 from tests.support.live import REPO, LiveServer
 
-# The pages share one server in turn (README makes what docs/*.md reads): one xdist worker.
-pytestmark = pytest.mark.xdist_group("docs-run")
 DOCS_URL = "http://127.0.0.1:8000"  # the address the docs use (make run's default)
 SHELLS = {"sh", "bash", "shell"}
 PYTHONS = {"python", "py"}
