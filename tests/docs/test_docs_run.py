@@ -45,7 +45,6 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -211,26 +210,39 @@ class Reader:
         )
 
 
+def _docs_database(suite_url: str, tmp: Path) -> str:
+    """A database of the docs' own, migrated and empty: the pages share it in reading order, and
+    under pytest-xdist other tests of the same worker empty the suite's database between them."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from service.migrate import upgrade
+
+    if not suite_url.startswith("postgresql"):
+        url = f"sqlite:///{tmp / 'docs.db'}"
+    else:
+        base = make_url(suite_url)
+        name = f"{base.database}_docs"
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        url = base.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    return url
+
+
 @pytest.fixture(scope="module")
 def docs_server(
-    migrated_engine: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[LiveServer, str, Path]]:
-    """A first ``trialbook serve`` on the emptied suite database, and the admin key it printed."""
-    from sqlalchemy import text
-    from sqlmodel import SQLModel
-
-    import service.tables  # noqa: F401
-
-    with migrated_engine.begin() as conn:  # a fresh database: every table emptied
-        tables = [t.name for t in reversed(SQLModel.metadata.sorted_tables)]
-        if migrated_engine.dialect.name == "postgresql":
-            quoted = ", ".join(f'"{t}"' for t in tables)
-            conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
-        else:
-            for t in tables:
-                conn.execute(text(f'DELETE FROM "{t}"'))
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LiveServer, str, Path, str]]:
+    """A first ``trialbook serve`` on a fresh database of the docs' own, and the admin key it
+    printed."""
     tmp = tmp_path_factory.mktemp("docs")
-    database_url = os.environ["TRIALBOOK_DATABASE_URL"]  # the suite's (tests/conftest.py)
+    database_url = _docs_database(os.environ["TRIALBOOK_DATABASE_URL"], tmp)
     server = LiveServer(
         database_url=database_url,
         log=tmp / "server.log",
@@ -241,15 +253,18 @@ def docs_server(
     with server:
         keys = KEY_LINE.findall(server.log.read_text(errors="replace"))
         assert len(keys) == 1, f"the first start printed no admin key:\n{server.log_tail()}"
-        yield server, keys[0], scratch_checkout(tmp / "checkout")
+        yield server, keys[0], scratch_checkout(tmp / "checkout"), database_url
 
 
+# The pages share one server in reading order (docs/reports.md reads what README.md made): under
+# pytest-xdist they all run on one worker, in order (`--dist loadgroup`, pyproject.toml).
+@pytest.mark.xdist_group("docs")
 @pytest.mark.parametrize("page", documents(), ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shell_and_python_block_of_the_page_runs(
-    page: Path, docs_server: tuple[LiveServer, str, Path], tmp_path: Path
+    page: Path, docs_server: tuple[LiveServer, str, Path, str], tmp_path: Path
 ) -> None:
-    server, admin_key, checkout = docs_server
-    env = reader_environment(os.environ["TRIALBOOK_DATABASE_URL"], admin_key, server.url)
+    server, admin_key, checkout, database_url = docs_server
+    env = reader_environment(database_url, admin_key, server.url)
     reader = Reader(checkout, env, server.url, tmp_path / "state")
     ran = 0
     for block in parse_blocks(page):
@@ -326,10 +341,10 @@ def test_the_reader_fails_a_block_whose_request_fails_and_keeps_variables(tmp_pa
 
 
 def test_the_reader_fails_a_block_that_gets_an_http_error(
-    docs_server: tuple[LiveServer, str, Path], tmp_path: Path
+    docs_server: tuple[LiveServer, str, Path, str], tmp_path: Path
 ) -> None:
-    server, admin_key, checkout = docs_server
-    env = reader_environment(os.environ["TRIALBOOK_DATABASE_URL"], admin_key, server.url)
+    server, admin_key, checkout, database_url = docs_server
+    env = reader_environment(database_url, admin_key, server.url)
     reader = Reader(checkout, env, server.url, tmp_path / "state")
     auth = '-H "Authorization: Bearer $TRIALBOOK_API_KEY"'
     code = f"curl -s {DOCS_URL}/v1/experiments/no-such-experiment {auth}\n"
