@@ -235,7 +235,10 @@ def _docs_database(suite_url: str, tmp: Path) -> str:
     return url
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: under pytest-xdist other modules' tests run between the pages on their worker,
+# and a module-scoped server would be torn down and started afresh between README.md and
+# docs/reports.md (which reads what README.md made).
+@pytest.fixture(scope="session")
 def docs_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LiveServer, str, Path, str]]:

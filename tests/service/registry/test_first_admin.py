@@ -15,9 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from tests.support.live import REPO, LiveServer
+
+# Several-worker servers: one after another on one pytest-xdist worker (`--dist loadgroup`), not
+# side by side, so their workers' imports do not starve each other on a small machine.
+pytestmark = pytest.mark.xdist_group("first-admin")
+
+# A bound against a hung start, not a speed check: on a loaded 2-core CI machine, three server
+# workers importing the app at once took over 180 s.
+START_TIMEOUT_S = 420
 
 DATABASE_URL = os.environ["TRIALBOOK_DATABASE_URL"]  # the suite's database (tests/conftest.py)
 KEY_RE = re.compile(r"^ {4}(tb_[A-Za-z0-9_-]{40,})$", re.MULTILINE)
@@ -39,7 +48,9 @@ def admin_rows(engine: Any) -> list[tuple[str, str]]:
 def test_a_first_start_creates_one_admin_key_and_prints_how_to_use_it(engine, tmp_path):
     log = tmp_path / "server.log"
     server = LiveServer(database_url=DATABASE_URL, log=log, cli=True, workers=2)
-    server.start(timeout=180)  # two workers import the app at once: slow on a busy machine
+    server.start(
+        timeout=START_TIMEOUT_S
+    )  # two workers import the app at once: slow on a busy machine
     try:
         keys = printed_keys(log)
         assert len(keys) == 1, server.log_tail()
@@ -53,7 +64,7 @@ def test_a_first_start_creates_one_admin_key_and_prints_how_to_use_it(engine, tm
     finally:
         server.stop()
     # A second start finds the admin key: nothing new is created or printed.
-    server.start(timeout=180)
+    server.start(timeout=START_TIMEOUT_S)
     server.stop()
     assert len(printed_keys(log)) == 1
     assert admin_rows(engine) == [("first-admin", "admin")]
@@ -98,7 +109,9 @@ def test_a_bootstrap_key_with_several_workers_is_stored_once_and_nothing_is_prin
     server = LiveServer(
         database_url=DATABASE_URL, log=log, cli=True, workers=3, bootstrap_admin_key=token
     )
-    server.start(timeout=180)  # three workers import the app at once: slow on a busy machine
+    server.start(
+        timeout=START_TIMEOUT_S
+    )  # three workers import the app at once: slow on a busy machine
     try:
         r = httpx.get(server.url + "/v1/keys", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, server.log_tail()
