@@ -261,14 +261,31 @@ def docs_server(
 
 # The pages share one server in reading order (docs/reports.md reads what README.md made): under
 # pytest-xdist they all run on one worker, in order (`--dist loadgroup`, pyproject.toml).
+# Pages already followed on a docs server (by the server's port): a page reads what the pages
+# before it made, so each test first follows, once, every earlier page not yet followed there —
+# under pytest-xdist the order in which a worker gets the pages is not the reading order.
+_FOLLOWED: dict[int, set[Path]] = {}
+
+
 @pytest.mark.xdist_group("docs")
 @pytest.mark.parametrize("page", documents(), ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shell_and_python_block_of_the_page_runs(
     page: Path, docs_server: tuple[LiveServer, str, Path, str], tmp_path: Path
 ) -> None:
+    server = docs_server[0]
+    followed = _FOLLOWED.setdefault(server.port, set())
+    pages = documents()
+    for i, earlier in enumerate(pages[: pages.index(page) + 1]):
+        if earlier not in followed:
+            followed.add(earlier)
+            _follow(earlier, docs_server, tmp_path / f"state-{i}")
+
+
+def _follow(page: Path, docs_server: tuple[LiveServer, str, Path, str], state: Path) -> None:
+    """Run every shell and Python block of ``page`` in order, as a reader would."""
     server, admin_key, checkout, database_url = docs_server
     env = reader_environment(database_url, admin_key, server.url)
-    reader = Reader(checkout, env, server.url, tmp_path / "state")
+    reader = Reader(checkout, env, server.url, state)
     ran = 0
     for block in parse_blocks(page):
         if block.kind is None or block.not_run is not None:
