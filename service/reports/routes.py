@@ -129,17 +129,7 @@ def _filters(
     tag: Annotated[str, Query(max_length=100)] = "",
     recommendation: Annotated[str, Query(max_length=20)] = "",
     sort: Annotated[
-        Literal[
-            "key",
-            "title",
-            "owner",
-            "status",
-            "srm",
-            "alerts",
-            "progress",
-            "recommendation",
-            "created",
-        ],
+        service.SortKey,
         Query(),
     ] = "created",
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
