@@ -102,6 +102,7 @@ def serve(
         host=host,
         port=port,
         workers=workers or settings.workers,
+        timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
         log_level=settings.log_level,
         proxy_headers=False,
     )

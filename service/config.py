@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    # With several workers, uvicorn's parent pings each one and replaces any that does not answer
+    # in this many seconds. A worker answers only once its interpreter is up: uvicorn's default of
+    # 5 s killed every worker while it started on a busy machine, forever (no server ever answered).
+    worker_healthcheck_seconds: int = Field(default=60, ge=1, le=3600)
     bootstrap_admin_key: str | None = None
     # Largest accepted request body, bytes (5 MiB: the events batch limit of the product spec).
     max_body_bytes: int = 5 * 1024 * 1024

@@ -33,6 +33,8 @@ from types import TracebackType
 
 import httpx
 
+from service.config import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 
@@ -154,6 +156,7 @@ class LiveServer:
             return [sys.executable, "-m", "service.cli", "serve", *where]
         return [
             *(sys.executable, "-m", "uvicorn", "service.app:app", *where),
+            *("--timeout-worker-healthcheck", str(Settings().worker_healthcheck_seconds)),
             *("--log-level", self.log_level, "--no-access-log"),
         ]
 
