@@ -79,6 +79,34 @@ REQUEST_EXAMPLES: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
             },
         },
     },
+    ("post", "/v1/data-sources"): {
+        "duckdb": {
+            "summary": "A DuckDB file with the organisation's own column names",
+            "value": {
+                "key": "warehouse-example",
+                "engine": "duckdb",
+                "connection": {"path": "/srv/warehouse.duckdb"},
+                "exposures": {
+                    "table": "exposures",
+                    "columns": {
+                        "unit_id": "user_id",
+                        "experiment": "test",
+                        "variant": "arm",
+                        "timestamp": "seen_at",
+                    },
+                },
+                "events": {
+                    "sql": "SELECT * FROM orders WHERE amount > 0",
+                    "columns": {
+                        "unit_id": "user_id",
+                        "name": "kind",
+                        "value": "amount",
+                        "timestamp": "ordered_at",
+                    },
+                },
+            },
+        },
+    },
     ("post", "/ofrep/v1/evaluate/flags/{key}"): {
         "unit": {
             "summary": "The variant of one unit",
