@@ -66,6 +66,7 @@ __all__ = [
     "ExposureCounts",
     "MetricSpec",
     "MetricSums",
+    "SliceOf",
     "StoreAggregator",
     "Window",
     "count_exposures",
@@ -111,6 +112,17 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class SliceOf:
+    """One slice of a dimension: the units whose value of attribute ``dimension`` at their first
+    exposure buckets to ``value`` (one of ``kept``, ``other`` for any other value, ``unknown`` for
+    none), as the slice sums bucket them."""
+
+    dimension: str
+    kept: tuple[str, ...]
+    value: str
+
+
+@dataclass(frozen=True)
 class Window:
     """The analysis window shared by every unit of the experiment."""
 
@@ -129,6 +141,10 @@ class Window:
     # Only units also analysed in another experiment's phase and variant: (experiment id, phase,
     # variant). The interaction check (service/alerts/interactions.py) reads one cell at a time.
     also_in: tuple[int, int, str] | None = None
+    # Only the units of one slice (the order statistics of a quantile metric's slice). It applies
+    # to the per-unit values (sums and order statistics), not to the unit counts, and never to the
+    # winsorization cut points, which are pooled over the whole experiment.
+    slice_of: SliceOf | None = None
 
 
 OTHER = "other"
@@ -220,7 +236,7 @@ def _cut_sql(window: Window, params: dict[str, Any], binds: list[Any]) -> str:
     return " AND eu.first_ts < :until"
 
 
-def _attribute_sql(dialect: str, name: str, k: int, params: dict[str, Any]) -> str:
+def _attribute_sql(dialect: str, name: str, k: int | str, params: dict[str, Any]) -> str:
     """The raw value (text or NULL) of attribute ``name`` stored with the unit's first exposure
     (``exposure_unit.attributes``, a JSON object of strings)."""
     if dialect == "postgresql":
@@ -230,23 +246,45 @@ def _attribute_sql(dialect: str, name: str, k: int, params: dict[str, Any]) -> s
     return f"json_extract(eu.attributes, :dim{k})"
 
 
+def _bucket_sql(
+    dialect: str,
+    name: str,
+    kept: Sequence[str],
+    k: int | str,
+    params: dict[str, Any],
+    binds: list[Any],
+) -> str:
+    """Attribute ``name``'s value bucketed into the ``kept`` values, ``other`` and ``unknown``
+    (parameters named after ``k``)."""
+    raw = _attribute_sql(dialect, name, k, params)
+    if not kept:
+        return f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' ELSE '{OTHER}' END"
+    params[f"dim{k}_values"] = list(kept)
+    binds.append(bindparam(f"dim{k}_values", expanding=True))
+    return (
+        f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' WHEN {raw} IN :dim{k}_values"
+        f" THEN {raw} ELSE '{OTHER}' END"
+    )
+
+
 def _slice_columns(dialect: str, window: Window, params: dict[str, Any], binds: list[Any]) -> str:
     """``, <bucket> AS sv0, ...``: each dimension's value bucketed into the kept values,
     ``other`` and ``unknown``."""
     out = ""
     for k, (name, kept) in enumerate(window.dimensions):
-        raw = _attribute_sql(dialect, name, k, params)
-        if kept:
-            params[f"dim{k}_values"] = list(kept)
-            binds.append(bindparam(f"dim{k}_values", expanding=True))
-            bucket = (
-                f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' WHEN {raw} IN :dim{k}_values"
-                f" THEN {raw} ELSE '{OTHER}' END"
-            )
-        else:
-            bucket = f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' ELSE '{OTHER}' END"
-        out += f", {bucket} AS sv{k}"
+        out += f", {_bucket_sql(dialect, name, kept, k, params, binds)} AS sv{k}"
     return out
+
+
+def _slice_of_sql(dialect: str, window: Window, params: dict[str, Any], binds: list[Any]) -> str:
+    """`` AND <bucket> = :slice_value`` for a window of one slice, else nothing."""
+    if window.slice_of is None:
+        return ""
+    s = window.slice_of
+    params["slice_value"] = s.value
+    return (
+        f" AND {_bucket_sql(dialect, s.dimension, s.kept, 'slice', params, binds)} = :slice_value"
+    )
 
 
 def _value_sql(kind: str, event_param: str, pre: bool, dialect: str, exact: bool = False) -> str:
@@ -302,6 +340,7 @@ def _per_unit_sql(
     if unit_range:
         where += f" AND {unit_range}"
     where += _cut_sql(window, params, binds)
+    where += _slice_of_sql(dialect, window, params, binds)
     if window.overrides:
         where += " AND eu.unit_id NOT IN :overrides"
         params["overrides"] = list(window.overrides)
@@ -493,7 +532,7 @@ def _cut_points(
     if not wanted or n_units == 0:
         return {}
     head, params, binds, columns = _per_unit_sql(
-        dialect, wanted, replace(window, dimensions=()), exact=exact
+        dialect, wanted, replace(window, dimensions=(), slice_of=None), exact=exact
     )
     selects: list[str] = []
     plan: list[tuple[tuple[str, str], str, float]] = []  # ((metric, part), side, h)
@@ -785,7 +824,8 @@ def quantile_order_statistics(
     metrics : Sequence[MetricSpec]
         The quantile metrics.
     window : Window
-        The analysis window (``pre_period_days`` is ignored: quantiles have no CUPED).
+        The analysis window (``pre_period_days`` is ignored: quantiles have no CUPED); with
+        ``slice_of``, the order statistics of that slice's units only.
     ranks : dict
         ``{variant: {metric key: (rank, ...)}}``: 1-based ranks wanted among the variant's
         analysed units (``stats.quantile_ranks``: the two around the quantile and the ends of

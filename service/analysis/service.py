@@ -13,7 +13,7 @@ outside the family.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlmodel import Session, col, select
@@ -24,6 +24,7 @@ from service.analysis.aggregate import (
     ExposureCounts,
     MetricSpec,
     MetricSums,
+    SliceOf,
     StoreAggregator,
     Window,
     percentile_linear,
@@ -374,6 +375,7 @@ def analyse(
     until: datetime | None = None,
     data: AnalysisData | None = None,
     source: Aggregator | None = None,
+    slice_of: SliceOf | None = None,
 ) -> tuple[ResultsPublic, AnalysisData]:
     """Analyse the current phase of an experiment.
 
@@ -390,6 +392,9 @@ def analyse(
     source : Aggregator or None
         Where the events are aggregated: the experiment's data source (§13); None: the
         built-in store read in ``session``.
+    slice_of : SliceOf or None
+        The analysis of one slice (with its ``data``): quantile metrics read the order
+        statistics of that slice's units only.
 
     Returns
     -------
@@ -443,7 +448,11 @@ def analyse(
         sums = agg.variant_sums(summed, window, total, list(counts.units)) if total else {}
     # quantile metrics read their order statistics from the events (a snapshot stores no sums)
     quantiles = _quantile_summaries(
-        agg, [spec for spec in specs if spec.type == "quantile"], window, units, exp.alpha
+        agg,
+        [spec for spec in specs if spec.type == "quantile"],
+        replace(window, slice_of=slice_of),
+        units,
+        exp.alpha,
     )
 
     design: stats.GroupSequentialDesign | None = None

@@ -58,6 +58,7 @@ from service.analysis.aggregate import (
     Aggregator,
     ExposureCounts,
     MetricSums,
+    SliceOf,
     StoreAggregator,
 )
 from service.analysis.models import ResultsPublic
@@ -457,8 +458,14 @@ def compute_slices(
             slice_units = ExposureCounts(
                 units=per_variant_units, multiple_exposures=0, overridden_units=0
             )
+            # quantile metrics: the order statistics of this slice's units (the sums of a
+            # quantile metric are no use to its analysis)
             analysed[value] = analyse(
-                session, exp.key, data=AnalysisData(slice_units, slice_stats), source=source
+                session,
+                exp.key,
+                data=AnalysisData(slice_units, slice_stats),
+                source=source,
+                slice_of=SliceOf(dim, tuple(values), value),
             )[0]
         metrics: list[SliceMetric] = []
         heterogeneity: list[Heterogeneity] = []

@@ -45,7 +45,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from service.analysis.aggregate import OTHER, UNKNOWN, MetricSpec
+from service.analysis.aggregate import OTHER, UNKNOWN, MetricSpec, SliceOf
 
 __all__ = [
     "DIALECTS",
@@ -123,6 +123,8 @@ class Plan:
     dimensions: Sequence[tuple[str, Sequence[str]]] = ()
     # Slice buckets only: the raw attribute values (slice_counts_sql) need no buckets.
     metrics: Sequence[MetricSpec] = ()
+    # Only the units of one slice (sums and order statistics; never the cut points)
+    slice_of: SliceOf | None = None
 
 
 def epoch_us(t: datetime) -> int:
@@ -281,6 +283,12 @@ def _per_unit(
     exposures: Side, events: Side, plan: Plan, metrics: Sequence[MetricSpec], pre: bool
 ) -> _PerUnit:
     dims = list(plan.dimensions)
+    # One slice's units only: its dimension is bucketed as one more column of ``eu`` (after the
+    # grouped ones), which the join's WHERE filters on.
+    bucketed = dims + ([(plan.slice_of.dimension, plan.slice_of.kept)] if plan.slice_of else [])
+    analysed = _analysed(plan)
+    if plan.slice_of is not None:
+        analysed += f" AND eu.tb_sv{len(dims)} = {_s(plan.slice_of.value)}"
     names: list[str] = []
     for m in metrics:
         for _suffix, event in m.parts:
@@ -325,13 +333,13 @@ def _per_unit(
     jsv = "".join(f", j.tb_sv{k}" for k in range(len(dims)))
     selected = ", ".join(f"{expr} AS {col}" for expr, col in agg_cols.items())
     ctes = [
-        _exposures_cte(exposures, plan, [d for d, _ in dims]),
-        _units_cte(plan, dims, raw=False),
+        _exposures_cte(exposures, plan, [d for d, _ in bucketed]),
+        _units_cte(plan, bucketed, raw=False),
         _events_cte(events, names or ["\x00none"]),
         f"tb_j AS (SELECT eu.tb_unit AS tb_unit, eu.tb_variant AS tb_variant{sv},"
         f" c.c_name AS c_name, c.c_value AS c_value, {period} AS tb_p"
         " FROM tb_eu eu LEFT JOIN tb_ev c ON c.c_unit = eu.tb_unit"
-        f" WHERE {_analysed(plan)})",
+        f" WHERE {analysed})",
         f"tb_v AS (SELECT j.tb_unit AS tb_unit, j.tb_variant AS tb_variant{jsv}, {selected}"
         f" FROM tb_j j GROUP BY j.tb_unit, j.tb_variant{jsv})",
     ]
@@ -426,7 +434,7 @@ def cuts_sql(
     wanted = [m for m in plan.metrics if m.winsorized]
     if not wanted or n_units == 0:
         return None
-    flat = replace(plan, dimensions=())
+    flat = replace(plan, dimensions=(), slice_of=None)  # pooled over the whole experiment
     per_unit = _per_unit(exposures, events, flat, wanted, pre=False)
     selects: list[str] = []
     meta: list[tuple[tuple[str, str], str, float]] = []
@@ -454,7 +462,8 @@ def order_statistics_sql(
     plan: Plan,
     ranks: dict[str, dict[str, Sequence[int]]],
 ) -> tuple[str, list[str]] | None:
-    """Order statistics of quantile metrics per variant: rows ``k, variant, rn, x``.
+    """Order statistics of quantile metrics per variant (of the plan's ``slice_of`` only, when
+    set): rows ``k, variant, rn, x``.
 
     ``ranks``: ``{variant: {metric key: 1-based ranks}}``. Returns the SQL and the metric key
     of each ``k``; None when nothing is wanted."""

@@ -178,6 +178,7 @@ class SourceAggregator:
             until_us=None if window.until is None else epoch_us(window.until),
             dimensions=tuple(window.dimensions),
             metrics=tuple(metrics),
+            slice_of=window.slice_of,
         )
 
     def _run(self, sql: str) -> list[tuple[Any, ...]]:
