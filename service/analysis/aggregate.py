@@ -70,10 +70,13 @@ __all__ = [
     "StoreAggregator",
     "Window",
     "count_exposures",
+    "kind_of",
+    "metric_sums_of",
     "percentile_linear",
     "quantile_order_statistics",
     "slice_counts",
     "slice_sums",
+    "sum_terms",
     "variant_sums",
 ]
 
@@ -174,6 +177,89 @@ def percentile_linear(lower: float, upper: float | None, h: float) -> float:
     if upper is None or frac == 0.0:
         return lower
     return lower + frac * (upper - lower)
+
+
+def kind_of(m: MetricSpec) -> str:
+    """How a metric's per-unit value is aggregated from its events: ``any`` (1 if the unit has
+    at least one), ``count`` or ``sum`` of the values."""
+    if m.type == "binomial":
+        return "any"
+    if m.type in ("mean", "quantile") and m.aggregation == "count":
+        return "count"
+    return "sum"
+
+
+def sum_terms(
+    metrics: Sequence[MetricSpec], values: dict[tuple[str, str, bool], str]
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The per-variant sufficient statistics of §6 as SQL aggregates over per-unit values: the
+    one definition every engine's statement selects.
+
+    ``values``: (metric key, part, is pre-period) -> the SQL of the (capped) per-unit value.
+    Returns the distinct ``(expression, column)`` pairs, ``COUNT(*) AS n`` first, and
+    ``{alias: column}`` for every alias (``m{i}_sum_x`` …, named as in ``stats.MeanSummary`` /
+    ``stats.RatioSummary`` / ``stats.RatioCovariate`` after the ``m{i}_`` prefix): two metrics
+    may share a per-unit value, and a binomial value is 0 or 1, so its Σx² is its Σx.
+    """
+    aggs: list[tuple[str, str]] = [("COUNT(*)", "n")]  # (expression, alias)
+    for i, m in enumerate(metrics):
+        if m.type == "ratio":
+            num, den = values[(m.key, "num", False)], values[(m.key, "den", False)]
+            aggs += [
+                (f"SUM({num})", f"m{i}_sum_num"),
+                (f"SUM({den})", f"m{i}_sum_den"),
+                (f"SUM({num} * {num})", f"m{i}_sum_num2"),
+                (f"SUM({den} * {den})", f"m{i}_sum_den2"),
+                (f"SUM({num} * {den})", f"m{i}_sum_num_den"),
+            ]
+            num_pre, den_pre = values.get((m.key, "num", True)), values.get((m.key, "den", True))
+            if num_pre is not None and den_pre is not None:  # CUPED for ratios
+                aggs += [
+                    (f"SUM({num_pre})", f"m{i}_pre_sum_num"),
+                    (f"SUM({den_pre})", f"m{i}_pre_sum_den"),
+                    (f"SUM({num_pre} * {num_pre})", f"m{i}_pre_sum_num2"),
+                    (f"SUM({den_pre} * {den_pre})", f"m{i}_pre_sum_den2"),
+                    (f"SUM({num_pre} * {den_pre})", f"m{i}_pre_sum_num_den"),
+                    (f"SUM({num} * {num_pre})", f"m{i}_pre_sum_num_x_num_pre"),
+                    (f"SUM({num} * {den_pre})", f"m{i}_pre_sum_num_x_den_pre"),
+                    (f"SUM({den} * {num_pre})", f"m{i}_pre_sum_den_x_num_pre"),
+                    (f"SUM({den} * {den_pre})", f"m{i}_pre_sum_den_x_den_pre"),
+                ]
+            continue
+        x = values[(m.key, "x", False)]
+        x2 = x if m.type == "binomial" else f"{x} * {x}"
+        aggs += [(f"SUM({x})", f"m{i}_sum_x"), (f"SUM({x2})", f"m{i}_sum_x2")]
+        pre = values.get((m.key, "x", True))
+        if pre is not None:
+            pre2 = pre if m.type == "binomial" else f"{pre} * {pre}"
+            aggs += [
+                (f"SUM({pre})", f"m{i}_sum_pre"),
+                (f"SUM({pre2})", f"m{i}_sum_pre2"),
+                (f"SUM({x} * {pre})", f"m{i}_sum_x_pre"),
+            ]
+    alias_of: dict[str, str] = {}
+    unique: dict[str, str] = {}
+    for expr, alias in aggs:
+        alias_of[alias] = unique.setdefault(expr, alias)
+    return list(unique.items()), alias_of
+
+
+def metric_sums_of(
+    metrics: Sequence[MetricSpec], alias_of: dict[str, str], n: int, column: Any
+) -> dict[str, MetricSums]:
+    """One result row of :func:`sum_terms`' aggregates as ``{metric key: MetricSums}``;
+    ``column(name)`` reads a column of the row. NULL (some engines' answer for a NaN sum, inf −
+    inf after an overflow; n > 0, so never an empty sum) reads as NaN."""
+    out: dict[str, MetricSums] = {}
+    for i, m in enumerate(metrics):
+        prefix = f"m{i}_"
+        sums: dict[str, float] = {}
+        for alias, col in alias_of.items():
+            if alias.startswith(prefix):
+                value = column(col)
+                sums[alias.removeprefix(prefix)] = math.nan if value is None else float(value)
+        out[m.key] = MetricSums(n, sums)
+    return out
 
 
 # ------------------------------------------------------------------------------------ SQL pieces
@@ -307,14 +393,6 @@ def _value_sql(kind: str, event_param: str, pre: bool, dialect: str, exact: bool
     return f"COALESCE(SUM({value}) FILTER (WHERE {when}), 0)"
 
 
-def _kind(m: MetricSpec) -> str:
-    if m.type == "binomial":
-        return "any"  # 1 if the unit has at least one event
-    if m.type in ("mean", "quantile") and m.aggregation == "count":
-        return "count"
-    return "sum"
-
-
 def _per_unit_sql(
     dialect: str,
     metrics: Sequence[MetricSpec],
@@ -363,7 +441,7 @@ def _per_unit_sql(
             p = f"ev{names.index(event)}"
             params[p] = event
             for pre in periods:
-                expr = _value_sql(_kind(m), p, pre, dialect, exact)
+                expr = _value_sql(kind_of(m), p, pre, dialect, exact)
                 col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
                 columns.append((m, col, suffix, pre))
     if dialect != "sqlite":
@@ -704,49 +782,7 @@ def _variant_sums(
         capped, cut_params = _capped(f"v.{col}", cut, f"cut{j}", exact)
         params.update(cut_params)
         values[(m.key, suffix, is_pre)] = capped
-    aggs: list[tuple[str, str]] = [("COUNT(*)", "n")]  # (expression, alias)
-    for i, m in enumerate(metrics):
-        if m.type == "ratio":
-            num, den = values[(m.key, "num", False)], values[(m.key, "den", False)]
-            aggs += [
-                (f"SUM({num})", f"m{i}_sum_num"),
-                (f"SUM({den})", f"m{i}_sum_den"),
-                (f"SUM({num} * {num})", f"m{i}_sum_num2"),
-                (f"SUM({den} * {den})", f"m{i}_sum_den2"),
-                (f"SUM({num} * {den})", f"m{i}_sum_num_den"),
-            ]
-            num_pre, den_pre = values.get((m.key, "num", True)), values.get((m.key, "den", True))
-            if num_pre is not None and den_pre is not None:  # CUPED for ratios
-                aggs += [
-                    (f"SUM({num_pre})", f"m{i}_pre_sum_num"),
-                    (f"SUM({den_pre})", f"m{i}_pre_sum_den"),
-                    (f"SUM({num_pre} * {num_pre})", f"m{i}_pre_sum_num2"),
-                    (f"SUM({den_pre} * {den_pre})", f"m{i}_pre_sum_den2"),
-                    (f"SUM({num_pre} * {den_pre})", f"m{i}_pre_sum_num_den"),
-                    (f"SUM({num} * {num_pre})", f"m{i}_pre_sum_num_x_num_pre"),
-                    (f"SUM({num} * {den_pre})", f"m{i}_pre_sum_num_x_den_pre"),
-                    (f"SUM({den} * {num_pre})", f"m{i}_pre_sum_den_x_num_pre"),
-                    (f"SUM({den} * {den_pre})", f"m{i}_pre_sum_den_x_den_pre"),
-                ]
-            continue
-        x = values[(m.key, "x", False)]
-        x2 = x if m.type == "binomial" else f"{x} * {x}"
-        aggs += [(f"SUM({x})", f"m{i}_sum_x"), (f"SUM({x2})", f"m{i}_sum_x2")]
-        pre = values.get((m.key, "x", True))
-        if pre is not None:
-            pre2 = pre if m.type == "binomial" else f"{pre} * {pre}"
-            aggs += [
-                (f"SUM({pre})", f"m{i}_sum_pre"),
-                (f"SUM({pre2})", f"m{i}_sum_pre2"),
-                (f"SUM({x} * {pre})", f"m{i}_sum_x_pre"),
-            ]
-    # One column per distinct expression (two metrics may share a per-unit value; a binomial
-    # value is 0 or 1, so Σx² is Σx): ``alias_of`` maps every alias to the column read.
-    alias_of: dict[str, str] = {}
-    unique: dict[str, str] = {}
-    for expr, alias in aggs:
-        alias_of[alias] = unique.setdefault(expr, alias)
-    aggs = [(expr, alias) for expr, alias in unique.items()]
+    aggs, alias_of = sum_terms(metrics, values)
     selected = ", ".join(f"{expr} AS {alias}" for expr, alias in aggs)
     n_dims = len(window.dimensions)
     sv = "".join(f", v.sv{k}" for k in range(n_dims))
@@ -796,16 +832,8 @@ def _variant_sums(
             continue
         combo = tuple(str(row[f"sv{k}"]) for k in range(n_dims))
         per_metric = out.setdefault(combo, {m.key: {} for m in metrics})
-        for i, m in enumerate(metrics):
-            prefix = f"m{i}_"
-            # NULL: SQLite's answer for a NaN sum (inf - inf after an overflow); n > 0 here, so
-            # a sum of non-NULL per-unit values is never NULL otherwise.
-            sums = {
-                alias.removeprefix(prefix): math.nan if row[column] is None else float(row[column])
-                for alias, column in alias_of.items()
-                if alias.startswith(prefix)
-            }
-            per_metric[m.key][variant] = MetricSums(n, sums)
+        for key, sums in metric_sums_of(metrics, alias_of, n, row.__getitem__).items():
+            per_metric[key][variant] = sums
     return out
 
 

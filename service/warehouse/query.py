@@ -45,7 +45,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from service.analysis.aggregate import OTHER, UNKNOWN, MetricSpec, SliceOf
+from service.analysis.aggregate import OTHER, UNKNOWN, MetricSpec, SliceOf, kind_of, sum_terms
 
 __all__ = [
     "DIALECTS",
@@ -256,14 +256,6 @@ def _events_cte(events: Side, names: Sequence[str]) -> str:
     )
 
 
-def _kind(m: MetricSpec) -> str:
-    if m.type == "binomial":
-        return "any"
-    if m.type in ("mean", "quantile") and m.aggregation == "count":
-        return "count"
-    return "sum"
-
-
 def _analysed(plan: Plan) -> str:
     cond = "eu.tb_multi = 0"
     if plan.overrides:
@@ -320,7 +312,7 @@ def _per_unit(
         for suffix, event in m.parts:
             for is_pre in periods:
                 when = f"j.c_name = {_s(event)} AND j.tb_p = {2 if is_pre else 1}"
-                kind = _kind(m)
+                kind = kind_of(m)
                 if kind == "any":
                     expr = f"MAX(CASE WHEN {when} THEN {ONE} ELSE {ZERO} END)"
                 elif kind == "count":
@@ -363,47 +355,8 @@ def sums_sql(
     for m, col, suffix, is_pre in per_unit.columns:
         cut = cuts.get((m.key, suffix)) if m.winsorized else None
         values[(m.key, suffix, is_pre)] = _capped(f"v.{col}", cut)
-    aggs: list[tuple[str, str]] = [("COUNT(*)", "n")]
-    for i, m in enumerate(plan.metrics):
-        if m.type == "ratio":
-            num, den = values[(m.key, "num", False)], values[(m.key, "den", False)]
-            aggs += [
-                (f"SUM({num})", f"m{i}_sum_num"),
-                (f"SUM({den})", f"m{i}_sum_den"),
-                (f"SUM({num} * {num})", f"m{i}_sum_num2"),
-                (f"SUM({den} * {den})", f"m{i}_sum_den2"),
-                (f"SUM({num} * {den})", f"m{i}_sum_num_den"),
-            ]
-            num_pre, den_pre = values.get((m.key, "num", True)), values.get((m.key, "den", True))
-            if num_pre is not None and den_pre is not None:
-                aggs += [
-                    (f"SUM({num_pre})", f"m{i}_pre_sum_num"),
-                    (f"SUM({den_pre})", f"m{i}_pre_sum_den"),
-                    (f"SUM({num_pre} * {num_pre})", f"m{i}_pre_sum_num2"),
-                    (f"SUM({den_pre} * {den_pre})", f"m{i}_pre_sum_den2"),
-                    (f"SUM({num_pre} * {den_pre})", f"m{i}_pre_sum_num_den"),
-                    (f"SUM({num} * {num_pre})", f"m{i}_pre_sum_num_x_num_pre"),
-                    (f"SUM({num} * {den_pre})", f"m{i}_pre_sum_num_x_den_pre"),
-                    (f"SUM({den} * {num_pre})", f"m{i}_pre_sum_den_x_num_pre"),
-                    (f"SUM({den} * {den_pre})", f"m{i}_pre_sum_den_x_den_pre"),
-                ]
-            continue
-        x = values[(m.key, "x", False)]
-        x2 = x if m.type == "binomial" else f"{x} * {x}"
-        aggs += [(f"SUM({x})", f"m{i}_sum_x"), (f"SUM({x2})", f"m{i}_sum_x2")]
-        pre = values.get((m.key, "x", True))
-        if pre is not None:
-            pre2 = pre if m.type == "binomial" else f"{pre} * {pre}"
-            aggs += [
-                (f"SUM({pre})", f"m{i}_sum_pre"),
-                (f"SUM({pre2})", f"m{i}_sum_pre2"),
-                (f"SUM({x} * {pre})", f"m{i}_sum_x_pre"),
-            ]
-    alias_of: dict[str, str] = {}
-    unique: dict[str, str] = {}
-    for expr, alias in aggs:
-        alias_of[alias] = unique.setdefault(expr, alias)
-    selected = ", ".join(f"{expr} AS {alias}" for expr, alias in unique.items())
+    aggs, alias_of = sum_terms(plan.metrics, values)
+    selected = ", ".join(f"{expr} AS {alias}" for expr, alias in aggs)
     sv = "".join(f", v.tb_sv{k}" for k in range(len(plan.dimensions)))
     sql = (
         f"{per_unit.sql} SELECT v.tb_variant AS variant{sv}, {selected} FROM tb_v v"

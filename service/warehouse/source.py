@@ -12,7 +12,6 @@ naming the field), resolving the names' case as the engine spells them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -26,6 +25,7 @@ from service.analysis.aggregate import (
     MetricSpec,
     MetricSums,
     Window,
+    metric_sums_of,
     percentile_linear,
 )
 from service.errors import FieldError, NotFoundError
@@ -235,14 +235,12 @@ class SourceAggregator:
             variant = str(row[0])
             combo = tuple(str(row[1 + k]) for k in range(n_dims))
             per_metric = out.setdefault(combo, {m.key: {} for m in metrics})
-            for i, m in enumerate(metrics):
-                prefix = f"m{i}_"
-                sums = {
-                    alias.removeprefix(prefix): _float(row[index[column.lower()]])
-                    for alias, column in alias_of.items()
-                    if alias.startswith(prefix)
-                }
-                per_metric[m.key][variant] = MetricSums(n, sums)
+
+            def column(name: str, row: tuple[Any, ...] = row) -> Any:
+                return row[index[name.lower()]]
+
+            for key, sums in metric_sums_of(metrics, alias_of, n, column).items():
+                per_metric[key][variant] = sums
         return out
 
     def variant_sums(
@@ -283,12 +281,6 @@ class SourceAggregator:
         for k, variant, rn, x in self._run(sql):
             out[keys[int(k)]].setdefault(str(variant), {})[int(rn)] = float(x)
         return out
-
-
-def _float(value: Any) -> float:
-    if value is None:  # a NaN sum some engines read as NULL (n > 0, so never an empty sum)
-        return math.nan
-    return float(value)
 
 
 def source_row(session: Session, key: str) -> DataSource:
