@@ -66,7 +66,8 @@ __all__ = [
     "ExposureCounts",
     "MetricSpec",
     "MetricSums",
-    "SliceOf",
+    "SliceOrderStatistics",
+    "SliceRanks",
     "StoreAggregator",
     "Window",
     "count_exposures",
@@ -75,6 +76,7 @@ __all__ = [
     "percentile_linear",
     "quantile_order_statistics",
     "slice_counts",
+    "slice_order_statistics",
     "slice_sums",
     "sum_terms",
     "variant_sums",
@@ -115,17 +117,6 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
-class SliceOf:
-    """One slice of a dimension: the units whose value of attribute ``dimension`` at their first
-    exposure buckets to ``value`` (one of ``kept``, ``other`` for any other value, ``unknown`` for
-    none), as the slice sums bucket them."""
-
-    dimension: str
-    kept: tuple[str, ...]
-    value: str
-
-
-@dataclass(frozen=True)
 class Window:
     """The analysis window shared by every unit of the experiment."""
 
@@ -144,10 +135,6 @@ class Window:
     # Only units also analysed in another experiment's phase and variant: (experiment id, phase,
     # variant). The interaction check (service/alerts/interactions.py) reads one cell at a time.
     also_in: tuple[int, int, str] | None = None
-    # Only the units of one slice (the order statistics of a quantile metric's slice). It applies
-    # to the per-unit values (sums and order statistics), not to the unit counts, and never to the
-    # winsorization cut points, which are pooled over the whole experiment.
-    slice_of: SliceOf | None = None
 
 
 OTHER = "other"
@@ -322,7 +309,7 @@ def _cut_sql(window: Window, params: dict[str, Any], binds: list[Any]) -> str:
     return " AND eu.first_ts < :until"
 
 
-def _attribute_sql(dialect: str, name: str, k: int | str, params: dict[str, Any]) -> str:
+def _attribute_sql(dialect: str, name: str, k: int, params: dict[str, Any]) -> str:
     """The raw value (text or NULL) of attribute ``name`` stored with the unit's first exposure
     (``exposure_unit.attributes``, a JSON object of strings)."""
     if dialect == "postgresql":
@@ -336,7 +323,7 @@ def _bucket_sql(
     dialect: str,
     name: str,
     kept: Sequence[str],
-    k: int | str,
+    k: int,
     params: dict[str, Any],
     binds: list[Any],
 ) -> str:
@@ -360,17 +347,6 @@ def _slice_columns(dialect: str, window: Window, params: dict[str, Any], binds: 
     for k, (name, kept) in enumerate(window.dimensions):
         out += f", {_bucket_sql(dialect, name, kept, k, params, binds)} AS sv{k}"
     return out
-
-
-def _slice_of_sql(dialect: str, window: Window, params: dict[str, Any], binds: list[Any]) -> str:
-    """`` AND <bucket> = :slice_value`` for a window of one slice, else nothing."""
-    if window.slice_of is None:
-        return ""
-    s = window.slice_of
-    params["slice_value"] = s.value
-    return (
-        f" AND {_bucket_sql(dialect, s.dimension, s.kept, 'slice', params, binds)} = :slice_value"
-    )
 
 
 def _value_sql(kind: str, event_param: str, pre: bool, dialect: str, exact: bool = False) -> str:
@@ -418,7 +394,6 @@ def _per_unit_sql(
     if unit_range:
         where += f" AND {unit_range}"
     where += _cut_sql(window, params, binds)
-    where += _slice_of_sql(dialect, window, params, binds)
     if window.overrides:
         where += " AND eu.unit_id NOT IN :overrides"
         params["overrides"] = list(window.overrides)
@@ -610,7 +585,7 @@ def _cut_points(
     if not wanted or n_units == 0:
         return {}
     head, params, binds, columns = _per_unit_sql(
-        dialect, wanted, replace(window, dimensions=(), slice_of=None), exact=exact
+        dialect, wanted, replace(window, dimensions=()), exact=exact
     )
     selects: list[str] = []
     plan: list[tuple[tuple[str, str], str, float]] = []  # ((metric, part), side, h)
@@ -852,8 +827,7 @@ def quantile_order_statistics(
     metrics : Sequence[MetricSpec]
         The quantile metrics.
     window : Window
-        The analysis window (``pre_period_days`` is ignored: quantiles have no CUPED); with
-        ``slice_of``, the order statistics of that slice's units only.
+        The analysis window (``pre_period_days`` is ignored: quantiles have no CUPED).
     ranks : dict
         ``{variant: {metric key: (rank, ...)}}``: 1-based ranks wanted among the variant's
         analysed units (``stats.quantile_ranks``: the two around the quantile and the ends of
@@ -917,6 +891,89 @@ def quantile_order_statistics(
     return out
 
 
+# {(dimension index, slice value): {variant: {metric key: (rank, ...)}}}
+SliceRanks = dict[tuple[int, str], dict[str, dict[str, tuple[int, ...]]]]
+# {(dimension index, slice value): {metric key: {variant: {rank: value}}}}
+SliceOrderStatistics = dict[tuple[int, str], dict[str, dict[str, dict[int, float]]]]
+
+
+def slice_order_statistics(
+    session: Session,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    ranks: SliceRanks,
+) -> SliceOrderStatistics:
+    """Order statistics of quantile metrics per slice and variant: those of the slice's units.
+
+    Parameters
+    ----------
+    session : Session
+        An open session (reads only).
+    metrics : Sequence[MetricSpec]
+        The quantile metrics.
+    window : Window
+        The analysis window with the slices' ``dimensions`` (each with its kept values).
+    ranks : SliceRanks
+        ``{(k, value): {variant: {metric key: (rank, ...)}}}``: 1-based ranks wanted among the
+        variant's analysed units whose bucket of dimension ``k`` is ``value`` (a kept value,
+        ``other`` or ``unknown``, as :func:`slice_sums` buckets them).
+
+    Returns
+    -------
+    SliceOrderStatistics
+        ``{(k, value): {metric key: {variant: {rank: value}}}}``.
+
+    Notes
+    -----
+    One statement per variant over the per-unit values ``v`` of that variant with every
+    dimension's bucket (the CTE of the slice sums): per metric and dimension, the units are
+    numbered within their bucket in the order of the value (``ROW_NUMBER() OVER (PARTITION BY
+    bucket ORDER BY value)``) and only the wanted (bucket, rank) rows leave the database. Ties
+    are numbered arbitrarily but their values are equal.
+    """
+    out: SliceOrderStatistics = {s: {m.key: {} for m in metrics} for s in ranks}
+    if not metrics or not ranks:
+        return out
+    dialect = session.get_bind().dialect.name
+    plain = replace(window, pre_period_days=None)
+    head, params, binds, columns = _per_unit_sql(dialect, metrics, plain, "eu.variant = :variant")
+    col_of = {m.key: col for m, col, _suffix, is_pre in columns if not is_pre}
+    variants = sorted({v for per in ranks.values() for v in per})
+    for variant in variants:
+        run_params = dict(params, variant=variant)
+        selects: list[str] = []
+        plan: list[tuple[str, int]] = []  # (metric key, dimension index) per select
+        for m in metrics:
+            c = col_of[m.key]
+            for k in range(len(window.dimensions)):
+                conds: list[str] = []
+                for (dim, value), per_variant in ranks.items():
+                    wanted = sorted({int(r) for r in per_variant.get(variant, {}).get(m.key, ())})
+                    if dim != k or not wanted:
+                        continue
+                    p = f"qs{len(plan)}_{len(conds)}"
+                    run_params[p] = value
+                    conds.append(f"(r.s = :{p} AND r.rn IN ({', '.join(map(str, wanted))}))")
+                if not conds:
+                    continue
+                j = len(plan)
+                selects.append(
+                    f"SELECT {j} AS k, r.s AS s, r.rn AS rn, r.x AS x FROM (SELECT v.sv{k} AS s,"
+                    f" {c} AS x, ROW_NUMBER() OVER (PARTITION BY v.sv{k} ORDER BY {c}) AS rn"
+                    f" FROM v) r WHERE {' OR '.join(conds)}"
+                )
+                plan.append((m.key, k))
+        if not selects:
+            continue
+        sql = head + " " + " UNION ALL ".join(selects)
+        for row in _execute(session, dialect, _statement(sql, binds), run_params):
+            key, k = plan[int(row.k)]
+            slot = out.get((k, str(row.s)))
+            if slot is not None:
+                slot[key].setdefault(variant, {})[int(row.rn)] = float(row.x)
+    return out
+
+
 # ------------------------------------------------------------------------------ aggregators
 
 
@@ -951,6 +1008,10 @@ class Aggregator(Protocol):
         window: Window,
         ranks: dict[str, dict[str, tuple[int, ...]]],
     ) -> dict[str, dict[str, dict[int, float]]]: ...
+
+    def slice_order_statistics(
+        self, metrics: Sequence[MetricSpec], window: Window, ranks: SliceRanks
+    ) -> SliceOrderStatistics: ...
 
 
 class StoreAggregator:
@@ -990,3 +1051,8 @@ class StoreAggregator:
         ranks: dict[str, dict[str, tuple[int, ...]]],
     ) -> dict[str, dict[str, dict[int, float]]]:
         return quantile_order_statistics(self.session, metrics, window, ranks)
+
+    def slice_order_statistics(
+        self, metrics: Sequence[MetricSpec], window: Window, ranks: SliceRanks
+    ) -> SliceOrderStatistics:
+        return slice_order_statistics(self.session, metrics, window, ranks)

@@ -45,7 +45,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from service.analysis.aggregate import OTHER, UNKNOWN, MetricSpec, SliceOf, kind_of, sum_terms
+from service.analysis.aggregate import OTHER, UNKNOWN, MetricSpec, kind_of, sum_terms
 
 __all__ = [
     "DIALECTS",
@@ -58,6 +58,7 @@ __all__ = [
     "probe_sql",
     "read_only_problem",
     "slice_counts_sql",
+    "slice_order_statistics_sql",
     "sums_sql",
 ]
 
@@ -123,8 +124,6 @@ class Plan:
     dimensions: Sequence[tuple[str, Sequence[str]]] = ()
     # Slice buckets only: the raw attribute values (slice_counts_sql) need no buckets.
     metrics: Sequence[MetricSpec] = ()
-    # Only the units of one slice (sums and order statistics; never the cut points)
-    slice_of: SliceOf | None = None
 
 
 def epoch_us(t: datetime) -> int:
@@ -275,12 +274,6 @@ def _per_unit(
     exposures: Side, events: Side, plan: Plan, metrics: Sequence[MetricSpec], pre: bool
 ) -> _PerUnit:
     dims = list(plan.dimensions)
-    # One slice's units only: its dimension is bucketed as one more column of ``eu`` (after the
-    # grouped ones), which the join's WHERE filters on.
-    bucketed = dims + ([(plan.slice_of.dimension, plan.slice_of.kept)] if plan.slice_of else [])
-    analysed = _analysed(plan)
-    if plan.slice_of is not None:
-        analysed += f" AND eu.tb_sv{len(dims)} = {_s(plan.slice_of.value)}"
     names: list[str] = []
     for m in metrics:
         for _suffix, event in m.parts:
@@ -325,13 +318,13 @@ def _per_unit(
     jsv = "".join(f", j.tb_sv{k}" for k in range(len(dims)))
     selected = ", ".join(f"{expr} AS {col}" for expr, col in agg_cols.items())
     ctes = [
-        _exposures_cte(exposures, plan, [d for d, _ in bucketed]),
-        _units_cte(plan, bucketed, raw=False),
+        _exposures_cte(exposures, plan, [d for d, _ in dims]),
+        _units_cte(plan, dims, raw=False),
         _events_cte(events, names or ["\x00none"]),
         f"tb_j AS (SELECT eu.tb_unit AS tb_unit, eu.tb_variant AS tb_variant{sv},"
         f" c.c_name AS c_name, c.c_value AS c_value, {period} AS tb_p"
         " FROM tb_eu eu LEFT JOIN tb_ev c ON c.c_unit = eu.tb_unit"
-        f" WHERE {analysed})",
+        f" WHERE {_analysed(plan)})",
         f"tb_v AS (SELECT j.tb_unit AS tb_unit, j.tb_variant AS tb_variant{jsv}, {selected}"
         f" FROM tb_j j GROUP BY j.tb_unit, j.tb_variant{jsv})",
     ]
@@ -387,7 +380,7 @@ def cuts_sql(
     wanted = [m for m in plan.metrics if m.winsorized]
     if not wanted or n_units == 0:
         return None
-    flat = replace(plan, dimensions=(), slice_of=None)  # pooled over the whole experiment
+    flat = replace(plan, dimensions=())
     per_unit = _per_unit(exposures, events, flat, wanted, pre=False)
     selects: list[str] = []
     meta: list[tuple[tuple[str, str], str, float]] = []
@@ -415,8 +408,7 @@ def order_statistics_sql(
     plan: Plan,
     ranks: dict[str, dict[str, Sequence[int]]],
 ) -> tuple[str, list[str]] | None:
-    """Order statistics of quantile metrics per variant (of the plan's ``slice_of`` only, when
-    set): rows ``k, variant, rn, x``.
+    """Order statistics of quantile metrics per variant: rows ``k, variant, rn, x``.
 
     ``ranks``: ``{variant: {metric key: 1-based ranks}}``. Returns the SQL and the metric key
     of each ``k``; None when nothing is wanted."""
@@ -447,6 +439,50 @@ def order_statistics_sql(
         return None
     sql = per_unit.sql + " " + " UNION ALL ".join(selects)
     return render(dialect, sql, exposures, events), keys
+
+
+def slice_order_statistics_sql(
+    dialect: str,
+    exposures: Side,
+    events: Side,
+    plan: Plan,
+    ranks: dict[tuple[int, str], dict[str, dict[str, Sequence[int]]]],
+) -> tuple[str, list[tuple[str, int]]] | None:
+    """Order statistics of quantile metrics per slice and variant: rows ``k, variant, s, rn, x``
+    (``s``: the bucket of the ``k``-th select's dimension).
+
+    ``ranks``: ``{(dimension index, bucket): {variant: {metric key: 1-based ranks}}}``, ranks
+    among the variant's units in that bucket of the plan's ``dimensions``. Returns the SQL and
+    (metric key, dimension index) of each ``k``; None when nothing is wanted."""
+    metrics = [m for m in plan.metrics if m.type == "quantile"]
+    per_unit = _per_unit(exposures, events, replace(plan, pre_us=None), metrics, pre=False)
+    selects: list[str] = []
+    meta: list[tuple[str, int]] = []
+    for m, col, _suffix, _is_pre in per_unit.columns:
+        for d in range(len(plan.dimensions)):
+            conds = []
+            for (dim, value), per_variant in ranks.items():
+                for variant, wanted in per_variant.items():
+                    rs = sorted({int(r) for r in wanted.get(m.key, ())})
+                    if dim == d and rs:
+                        conds.append(
+                            f"(r.variant = {_s(variant)} AND r.s = {_s(value)}"
+                            f" AND r.rn IN ({', '.join(str(r) for r in rs)}))"
+                        )
+            if not conds:
+                continue
+            k = len(meta)
+            selects.append(
+                f"SELECT {k} AS k, r.variant AS variant, r.s AS s, r.rn AS rn, r.x AS x FROM"
+                f" (SELECT v.tb_variant AS variant, v.tb_sv{d} AS s, v.{col} AS x, ROW_NUMBER()"
+                f" OVER (PARTITION BY v.tb_variant, v.tb_sv{d} ORDER BY v.{col}) AS rn"
+                f" FROM tb_v v) r WHERE {' OR '.join(conds)}"
+            )
+            meta.append((m.key, d))
+    if not selects:
+        return None
+    sql = per_unit.sql + " " + " UNION ALL ".join(selects)
+    return render(dialect, sql, exposures, events), meta
 
 
 def counts_sql(dialect: str, exposures: Side, plan: Plan) -> str:

@@ -24,6 +24,8 @@ from service.analysis.aggregate import (
     ExposureCounts,
     MetricSpec,
     MetricSums,
+    SliceOrderStatistics,
+    SliceRanks,
     Window,
     metric_sums_of,
     percentile_linear,
@@ -42,6 +44,7 @@ from service.warehouse.query import (
     order_statistics_sql,
     probe_sql,
     slice_counts_sql,
+    slice_order_statistics_sql,
     sums_sql,
 )
 
@@ -178,7 +181,6 @@ class SourceAggregator:
             until_us=None if window.until is None else epoch_us(window.until),
             dimensions=tuple(window.dimensions),
             metrics=tuple(metrics),
-            slice_of=window.slice_of,
         )
 
     def _run(self, sql: str) -> list[tuple[Any, ...]]:
@@ -280,6 +282,30 @@ class SourceAggregator:
         sql, keys = got
         for k, variant, rn, x in self._run(sql):
             out[keys[int(k)]].setdefault(str(variant), {})[int(rn)] = float(x)
+        return out
+
+    def slice_order_statistics(
+        self, metrics: Sequence[MetricSpec], window: Window, ranks: SliceRanks
+    ) -> SliceOrderStatistics:
+        out: SliceOrderStatistics = {s: {m.key: {} for m in metrics} for s in ranks}
+        if not metrics or not ranks:
+            return out
+        plan = self._plan(window, metrics)
+        got = slice_order_statistics_sql(
+            self.conn.dialect,
+            self.exposures,
+            self.events,
+            plan,
+            {s: {v: dict(r) for v, r in per.items()} for s, per in ranks.items()},
+        )
+        if got is None:
+            return out
+        sql, meta = got
+        for k, variant, value, rn, x in self._run(sql):
+            key, d = meta[int(k)]
+            slot = out.get((d, str(value)))
+            if slot is not None:
+                slot[key].setdefault(str(variant), {})[int(rn)] = float(x)
         return out
 
 
