@@ -63,6 +63,8 @@ from service.db import UTCDateTime
 
 __all__ = [
     "Aggregator",
+    "CutWanted",
+    "Cuts",
     "ExposureCounts",
     "MetricSpec",
     "MetricSums",
@@ -71,6 +73,8 @@ __all__ = [
     "StoreAggregator",
     "Window",
     "count_exposures",
+    "cut_points",
+    "cuts_wanted",
     "kind_of",
     "metric_sums_of",
     "percentile_linear",
@@ -572,6 +576,50 @@ def slice_counts(session: Session, window: Window, dimension: str) -> dict[str |
 Cuts = dict[tuple[str, str], tuple[float | None, float | None]]
 
 
+@dataclass(frozen=True)
+class CutWanted:
+    """One winsorization cut point to read: the order statistics ``offset + 1`` and ``offset +
+    2`` (1-based) of a per-unit value pooled over all arms, interpolated at ``h = p (n − 1)``."""
+
+    part: tuple[str, str]  # (metric key, part suffix)
+    side: str  # low | high
+    h: float
+    column: str  # the per-unit value's column
+
+    @property
+    def offset(self) -> int:
+        return math.floor(self.h)
+
+
+def cuts_wanted(
+    columns: Sequence[tuple[MetricSpec, str, str, bool]], n_units: int
+) -> list[CutWanted]:
+    """The cut points of the winsorized metrics among the per-unit ``columns`` (metric, column,
+    part, is pre-period): the pre-period value is capped at its metric's cut points."""
+    out: list[CutWanted] = []
+    for m, col, suffix, is_pre in columns:
+        if is_pre or not m.winsorized:
+            continue
+        for side, p in (("low", m.winsorize_lower), ("high", m.winsorize_upper)):
+            if p is not None:
+                out.append(CutWanted((m.key, suffix), side, p * (n_units - 1), col))
+    return out
+
+
+def cut_points(wanted: Sequence[CutWanted], values: dict[int, list[float]]) -> Cuts:
+    """The cut points from the order statistics read for each ``wanted[k]`` (``values[k]``, the
+    one or two around it): numpy's linear interpolation, :func:`percentile_linear`."""
+    cuts: Cuts = {}
+    for k, w in enumerate(wanted):
+        got = sorted(values.get(k, []))
+        if not got:
+            continue
+        cut = percentile_linear(got[0], got[1] if len(got) > 1 else None, w.h)
+        low, high = cuts.get(w.part, (None, None))
+        cuts[w.part] = (cut, high) if w.side == "low" else (low, cut)
+    return cuts
+
+
 def _cut_points(
     session: Session,
     dialect: str,
@@ -587,35 +635,19 @@ def _cut_points(
     head, params, binds, columns = _per_unit_sql(
         dialect, wanted, replace(window, dimensions=()), exact=exact
     )
+    wanted_cuts = cuts_wanted(columns, n_units)
     selects: list[str] = []
-    plan: list[tuple[tuple[str, str], str, float]] = []  # ((metric, part), side, h)
-    for m, col, suffix, is_pre in columns:
-        if is_pre:
-            continue
-        for side, p in (("low", m.winsorize_lower), ("high", m.winsorize_upper)):
-            if p is None:
-                continue
-            h = p * (n_units - 1)
-            k = len(plan)
-            params[f"off{k}"] = math.floor(h)
-            selects.append(
-                f"SELECT * FROM (SELECT {k} AS k, {col} AS x FROM v ORDER BY {col}"
-                f" LIMIT 2 OFFSET :off{k}) s{k}"
-            )
-            plan.append(((m.key, suffix), side, h))
+    for k, w in enumerate(wanted_cuts):
+        params[f"off{k}"] = w.offset
+        selects.append(
+            f"SELECT * FROM (SELECT {k} AS k, {w.column} AS x FROM v ORDER BY {w.column}"
+            f" LIMIT 2 OFFSET :off{k}) s{k}"
+        )
     sql = head + " " + " UNION ALL ".join(selects)
     got: dict[int, list[float]] = {}
     for row in _execute(session, dialect, _statement(sql, binds), params):
         got.setdefault(int(row.k), []).append(float(row.x))
-    cuts: Cuts = {}
-    for k, (part, side, h) in enumerate(plan):
-        values = sorted(got.get(k, []))
-        if not values:
-            continue
-        cut = percentile_linear(values[0], values[1] if len(values) > 1 else None, h)
-        low, high = cuts.get(part, (None, None))
-        cuts[part] = (cut, high) if side == "low" else (low, cut)
-    return cuts
+    return cut_points(wanted_cuts, got)
 
 
 def _capped(

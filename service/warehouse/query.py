@@ -36,7 +36,6 @@ calendar or session time zone enters the window (a naive timestamp is read as UT
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -45,7 +44,16 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from service.analysis.aggregate import OTHER, UNKNOWN, MetricSpec, kind_of, sum_terms
+from service.analysis.aggregate import (
+    OTHER,
+    UNKNOWN,
+    Cuts,
+    CutWanted,
+    MetricSpec,
+    cuts_wanted,
+    kind_of,
+    sum_terms,
+)
 
 __all__ = [
     "DIALECTS",
@@ -333,8 +341,6 @@ def _per_unit(
 
 # ------------------------------------------------------------------------------- statements
 
-Cuts = dict[tuple[str, str], tuple[float | None, float | None]]
-
 
 def sums_sql(
     dialect: str, exposures: Side, events: Side, plan: Plan, cuts: Cuts
@@ -372,33 +378,25 @@ def _capped(expr: str, cut: tuple[float | None, float | None] | None) -> str:
 
 def cuts_sql(
     dialect: str, exposures: Side, events: Side, plan: Plan, n_units: int
-) -> tuple[str, list[tuple[tuple[str, str], str, float]]] | None:
+) -> tuple[str, list[CutWanted]] | None:
     """The two order statistics around each winsorization cut point, pooled over all arms.
 
-    Returns the SQL (rows ``k, rn, x``) and per ``k``: ((metric key, part), side, h); None when
-    no metric is winsorized."""
+    Returns the SQL (rows ``k, rn, x``) and the cut point of each ``k``; None when no metric is
+    winsorized."""
     wanted = [m for m in plan.metrics if m.winsorized]
     if not wanted or n_units == 0:
         return None
     flat = replace(plan, dimensions=())
     per_unit = _per_unit(exposures, events, flat, wanted, pre=False)
-    selects: list[str] = []
-    meta: list[tuple[tuple[str, str], str, float]] = []
-    for m, col, suffix, _is_pre in per_unit.columns:
-        for side, p in (("low", m.winsorize_lower), ("high", m.winsorize_upper)):
-            if p is None:
-                continue
-            h = p * (n_units - 1)
-            k = len(meta)
-            off = math.floor(h)
-            selects.append(
-                f"SELECT {k} AS k, r.rn AS rn, r.x AS x FROM (SELECT v.{col} AS x,"
-                f" ROW_NUMBER() OVER (ORDER BY v.{col}) AS rn FROM tb_v v) r"
-                f" WHERE r.rn IN ({off + 1}, {off + 2})"
-            )
-            meta.append(((m.key, suffix), side, h))
+    wanted_cuts = cuts_wanted(per_unit.columns, n_units)
+    selects = [
+        f"SELECT {k} AS k, r.rn AS rn, r.x AS x FROM (SELECT v.{w.column} AS x,"
+        f" ROW_NUMBER() OVER (ORDER BY v.{w.column}) AS rn FROM tb_v v) r"
+        f" WHERE r.rn IN ({w.offset + 1}, {w.offset + 2})"
+        for k, w in enumerate(wanted_cuts)
+    ]
     sql = per_unit.sql + " " + " UNION ALL ".join(selects)
-    return render(dialect, sql, exposures, events), meta
+    return render(dialect, sql, exposures, events), wanted_cuts
 
 
 def order_statistics_sql(

@@ -27,8 +27,8 @@ from service.analysis.aggregate import (
     SliceOrderStatistics,
     SliceRanks,
     Window,
+    cut_points,
     metric_sums_of,
-    percentile_linear,
 )
 from service.errors import FieldError, NotFoundError
 from service.warehouse import engines
@@ -200,19 +200,11 @@ class SourceAggregator:
         got = cuts_sql(self.conn.dialect, self.exposures, self.events, plan, n_units)
         if got is None:
             return {}
-        sql, meta = got
-        values: dict[int, dict[int, float]] = {}
-        for k, rn, x in self._run(sql):
-            values.setdefault(int(k), {})[int(rn)] = float(x)
-        cuts: dict[tuple[str, str], tuple[float | None, float | None]] = {}
-        for k, (part, side, h) in enumerate(meta):
-            ordered = [values.get(k, {})[r] for r in sorted(values.get(k, {}))]
-            if not ordered:
-                continue
-            cut = percentile_linear(ordered[0], ordered[1] if len(ordered) > 1 else None, h)
-            low, high = cuts.get(part, (None, None))
-            cuts[part] = (cut, high) if side == "low" else (low, cut)
-        return cuts
+        sql, wanted = got
+        values: dict[int, list[float]] = {}
+        for k, _rn, x in self._run(sql):
+            values.setdefault(int(k), []).append(float(x))
+        return cut_points(wanted, values)
 
     def slice_sums(
         self,
