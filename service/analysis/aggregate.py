@@ -63,16 +63,26 @@ from service.db import UTCDateTime
 
 __all__ = [
     "Aggregator",
+    "CutWanted",
+    "Cuts",
     "ExposureCounts",
     "MetricSpec",
     "MetricSums",
+    "SliceOrderStatistics",
+    "SliceRanks",
     "StoreAggregator",
     "Window",
     "count_exposures",
+    "cut_points",
+    "cuts_wanted",
+    "kind_of",
+    "metric_sums_of",
     "percentile_linear",
     "quantile_order_statistics",
     "slice_counts",
+    "slice_order_statistics",
     "slice_sums",
+    "sum_terms",
     "variant_sums",
 ]
 
@@ -160,6 +170,89 @@ def percentile_linear(lower: float, upper: float | None, h: float) -> float:
     return lower + frac * (upper - lower)
 
 
+def kind_of(m: MetricSpec) -> str:
+    """How a metric's per-unit value is aggregated from its events: ``any`` (1 if the unit has
+    at least one), ``count`` or ``sum`` of the values."""
+    if m.type == "binomial":
+        return "any"
+    if m.type in ("mean", "quantile") and m.aggregation == "count":
+        return "count"
+    return "sum"
+
+
+def sum_terms(
+    metrics: Sequence[MetricSpec], values: dict[tuple[str, str, bool], str]
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The per-variant sufficient statistics of §6 as SQL aggregates over per-unit values: the
+    one definition every engine's statement selects.
+
+    ``values``: (metric key, part, is pre-period) -> the SQL of the (capped) per-unit value.
+    Returns the distinct ``(expression, column)`` pairs, ``COUNT(*) AS n`` first, and
+    ``{alias: column}`` for every alias (``m{i}_sum_x`` …, named as in ``stats.MeanSummary`` /
+    ``stats.RatioSummary`` / ``stats.RatioCovariate`` after the ``m{i}_`` prefix): two metrics
+    may share a per-unit value, and a binomial value is 0 or 1, so its Σx² is its Σx.
+    """
+    aggs: list[tuple[str, str]] = [("COUNT(*)", "n")]  # (expression, alias)
+    for i, m in enumerate(metrics):
+        if m.type == "ratio":
+            num, den = values[(m.key, "num", False)], values[(m.key, "den", False)]
+            aggs += [
+                (f"SUM({num})", f"m{i}_sum_num"),
+                (f"SUM({den})", f"m{i}_sum_den"),
+                (f"SUM({num} * {num})", f"m{i}_sum_num2"),
+                (f"SUM({den} * {den})", f"m{i}_sum_den2"),
+                (f"SUM({num} * {den})", f"m{i}_sum_num_den"),
+            ]
+            num_pre, den_pre = values.get((m.key, "num", True)), values.get((m.key, "den", True))
+            if num_pre is not None and den_pre is not None:  # CUPED for ratios
+                aggs += [
+                    (f"SUM({num_pre})", f"m{i}_pre_sum_num"),
+                    (f"SUM({den_pre})", f"m{i}_pre_sum_den"),
+                    (f"SUM({num_pre} * {num_pre})", f"m{i}_pre_sum_num2"),
+                    (f"SUM({den_pre} * {den_pre})", f"m{i}_pre_sum_den2"),
+                    (f"SUM({num_pre} * {den_pre})", f"m{i}_pre_sum_num_den"),
+                    (f"SUM({num} * {num_pre})", f"m{i}_pre_sum_num_x_num_pre"),
+                    (f"SUM({num} * {den_pre})", f"m{i}_pre_sum_num_x_den_pre"),
+                    (f"SUM({den} * {num_pre})", f"m{i}_pre_sum_den_x_num_pre"),
+                    (f"SUM({den} * {den_pre})", f"m{i}_pre_sum_den_x_den_pre"),
+                ]
+            continue
+        x = values[(m.key, "x", False)]
+        x2 = x if m.type == "binomial" else f"{x} * {x}"
+        aggs += [(f"SUM({x})", f"m{i}_sum_x"), (f"SUM({x2})", f"m{i}_sum_x2")]
+        pre = values.get((m.key, "x", True))
+        if pre is not None:
+            pre2 = pre if m.type == "binomial" else f"{pre} * {pre}"
+            aggs += [
+                (f"SUM({pre})", f"m{i}_sum_pre"),
+                (f"SUM({pre2})", f"m{i}_sum_pre2"),
+                (f"SUM({x} * {pre})", f"m{i}_sum_x_pre"),
+            ]
+    alias_of: dict[str, str] = {}
+    unique: dict[str, str] = {}
+    for expr, alias in aggs:
+        alias_of[alias] = unique.setdefault(expr, alias)
+    return list(unique.items()), alias_of
+
+
+def metric_sums_of(
+    metrics: Sequence[MetricSpec], alias_of: dict[str, str], n: int, column: Any
+) -> dict[str, MetricSums]:
+    """One result row of :func:`sum_terms`' aggregates as ``{metric key: MetricSums}``;
+    ``column(name)`` reads a column of the row. NULL (some engines' answer for a NaN sum, inf −
+    inf after an overflow; n > 0, so never an empty sum) reads as NaN."""
+    out: dict[str, MetricSums] = {}
+    for i, m in enumerate(metrics):
+        prefix = f"m{i}_"
+        sums: dict[str, float] = {}
+        for alias, col in alias_of.items():
+            if alias.startswith(prefix):
+                value = column(col)
+                sums[alias.removeprefix(prefix)] = math.nan if value is None else float(value)
+        out[m.key] = MetricSums(n, sums)
+    return out
+
+
 # ------------------------------------------------------------------------------------ SQL pieces
 
 
@@ -230,22 +323,33 @@ def _attribute_sql(dialect: str, name: str, k: int, params: dict[str, Any]) -> s
     return f"json_extract(eu.attributes, :dim{k})"
 
 
+def _bucket_sql(
+    dialect: str,
+    name: str,
+    kept: Sequence[str],
+    k: int,
+    params: dict[str, Any],
+    binds: list[Any],
+) -> str:
+    """Attribute ``name``'s value bucketed into the ``kept`` values, ``other`` and ``unknown``
+    (parameters named after ``k``)."""
+    raw = _attribute_sql(dialect, name, k, params)
+    if not kept:
+        return f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' ELSE '{OTHER}' END"
+    params[f"dim{k}_values"] = list(kept)
+    binds.append(bindparam(f"dim{k}_values", expanding=True))
+    return (
+        f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' WHEN {raw} IN :dim{k}_values"
+        f" THEN {raw} ELSE '{OTHER}' END"
+    )
+
+
 def _slice_columns(dialect: str, window: Window, params: dict[str, Any], binds: list[Any]) -> str:
     """``, <bucket> AS sv0, ...``: each dimension's value bucketed into the kept values,
     ``other`` and ``unknown``."""
     out = ""
     for k, (name, kept) in enumerate(window.dimensions):
-        raw = _attribute_sql(dialect, name, k, params)
-        if kept:
-            params[f"dim{k}_values"] = list(kept)
-            binds.append(bindparam(f"dim{k}_values", expanding=True))
-            bucket = (
-                f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' WHEN {raw} IN :dim{k}_values"
-                f" THEN {raw} ELSE '{OTHER}' END"
-            )
-        else:
-            bucket = f"CASE WHEN {raw} IS NULL THEN '{UNKNOWN}' ELSE '{OTHER}' END"
-        out += f", {bucket} AS sv{k}"
+        out += f", {_bucket_sql(dialect, name, kept, k, params, binds)} AS sv{k}"
     return out
 
 
@@ -267,14 +371,6 @@ def _value_sql(kind: str, event_param: str, pre: bool, dialect: str, exact: bool
         return f"CAST({count} AS {cast})" if dialect == "postgresql" else count
     value = "CAST(c.value AS numeric)" if exact else "c.value"
     return f"COALESCE(SUM({value}) FILTER (WHERE {when}), 0)"
-
-
-def _kind(m: MetricSpec) -> str:
-    if m.type == "binomial":
-        return "any"  # 1 if the unit has at least one event
-    if m.type in ("mean", "quantile") and m.aggregation == "count":
-        return "count"
-    return "sum"
 
 
 def _per_unit_sql(
@@ -324,7 +420,7 @@ def _per_unit_sql(
             p = f"ev{names.index(event)}"
             params[p] = event
             for pre in periods:
-                expr = _value_sql(_kind(m), p, pre, dialect, exact)
+                expr = _value_sql(kind_of(m), p, pre, dialect, exact)
                 col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
                 columns.append((m, col, suffix, pre))
     if dialect != "sqlite":
@@ -480,6 +576,50 @@ def slice_counts(session: Session, window: Window, dimension: str) -> dict[str |
 Cuts = dict[tuple[str, str], tuple[float | None, float | None]]
 
 
+@dataclass(frozen=True)
+class CutWanted:
+    """One winsorization cut point to read: the order statistics ``offset + 1`` and ``offset +
+    2`` (1-based) of a per-unit value pooled over all arms, interpolated at ``h = p (n − 1)``."""
+
+    part: tuple[str, str]  # (metric key, part suffix)
+    side: str  # low | high
+    h: float
+    column: str  # the per-unit value's column
+
+    @property
+    def offset(self) -> int:
+        return math.floor(self.h)
+
+
+def cuts_wanted(
+    columns: Sequence[tuple[MetricSpec, str, str, bool]], n_units: int
+) -> list[CutWanted]:
+    """The cut points of the winsorized metrics among the per-unit ``columns`` (metric, column,
+    part, is pre-period): the pre-period value is capped at its metric's cut points."""
+    out: list[CutWanted] = []
+    for m, col, suffix, is_pre in columns:
+        if is_pre or not m.winsorized:
+            continue
+        for side, p in (("low", m.winsorize_lower), ("high", m.winsorize_upper)):
+            if p is not None:
+                out.append(CutWanted((m.key, suffix), side, p * (n_units - 1), col))
+    return out
+
+
+def cut_points(wanted: Sequence[CutWanted], values: dict[int, list[float]]) -> Cuts:
+    """The cut points from the order statistics read for each ``wanted[k]`` (``values[k]``, the
+    one or two around it): numpy's linear interpolation, :func:`percentile_linear`."""
+    cuts: Cuts = {}
+    for k, w in enumerate(wanted):
+        got = sorted(values.get(k, []))
+        if not got:
+            continue
+        cut = percentile_linear(got[0], got[1] if len(got) > 1 else None, w.h)
+        low, high = cuts.get(w.part, (None, None))
+        cuts[w.part] = (cut, high) if w.side == "low" else (low, cut)
+    return cuts
+
+
 def _cut_points(
     session: Session,
     dialect: str,
@@ -495,35 +635,19 @@ def _cut_points(
     head, params, binds, columns = _per_unit_sql(
         dialect, wanted, replace(window, dimensions=()), exact=exact
     )
+    wanted_cuts = cuts_wanted(columns, n_units)
     selects: list[str] = []
-    plan: list[tuple[tuple[str, str], str, float]] = []  # ((metric, part), side, h)
-    for m, col, suffix, is_pre in columns:
-        if is_pre:
-            continue
-        for side, p in (("low", m.winsorize_lower), ("high", m.winsorize_upper)):
-            if p is None:
-                continue
-            h = p * (n_units - 1)
-            k = len(plan)
-            params[f"off{k}"] = math.floor(h)
-            selects.append(
-                f"SELECT * FROM (SELECT {k} AS k, {col} AS x FROM v ORDER BY {col}"
-                f" LIMIT 2 OFFSET :off{k}) s{k}"
-            )
-            plan.append(((m.key, suffix), side, h))
+    for k, w in enumerate(wanted_cuts):
+        params[f"off{k}"] = w.offset
+        selects.append(
+            f"SELECT * FROM (SELECT {k} AS k, {w.column} AS x FROM v ORDER BY {w.column}"
+            f" LIMIT 2 OFFSET :off{k}) s{k}"
+        )
     sql = head + " " + " UNION ALL ".join(selects)
     got: dict[int, list[float]] = {}
     for row in _execute(session, dialect, _statement(sql, binds), params):
         got.setdefault(int(row.k), []).append(float(row.x))
-    cuts: Cuts = {}
-    for k, (part, side, h) in enumerate(plan):
-        values = sorted(got.get(k, []))
-        if not values:
-            continue
-        cut = percentile_linear(values[0], values[1] if len(values) > 1 else None, h)
-        low, high = cuts.get(part, (None, None))
-        cuts[part] = (cut, high) if side == "low" else (low, cut)
-    return cuts
+    return cut_points(wanted_cuts, got)
 
 
 def _capped(
@@ -665,49 +789,7 @@ def _variant_sums(
         capped, cut_params = _capped(f"v.{col}", cut, f"cut{j}", exact)
         params.update(cut_params)
         values[(m.key, suffix, is_pre)] = capped
-    aggs: list[tuple[str, str]] = [("COUNT(*)", "n")]  # (expression, alias)
-    for i, m in enumerate(metrics):
-        if m.type == "ratio":
-            num, den = values[(m.key, "num", False)], values[(m.key, "den", False)]
-            aggs += [
-                (f"SUM({num})", f"m{i}_sum_num"),
-                (f"SUM({den})", f"m{i}_sum_den"),
-                (f"SUM({num} * {num})", f"m{i}_sum_num2"),
-                (f"SUM({den} * {den})", f"m{i}_sum_den2"),
-                (f"SUM({num} * {den})", f"m{i}_sum_num_den"),
-            ]
-            num_pre, den_pre = values.get((m.key, "num", True)), values.get((m.key, "den", True))
-            if num_pre is not None and den_pre is not None:  # CUPED for ratios
-                aggs += [
-                    (f"SUM({num_pre})", f"m{i}_pre_sum_num"),
-                    (f"SUM({den_pre})", f"m{i}_pre_sum_den"),
-                    (f"SUM({num_pre} * {num_pre})", f"m{i}_pre_sum_num2"),
-                    (f"SUM({den_pre} * {den_pre})", f"m{i}_pre_sum_den2"),
-                    (f"SUM({num_pre} * {den_pre})", f"m{i}_pre_sum_num_den"),
-                    (f"SUM({num} * {num_pre})", f"m{i}_pre_sum_num_x_num_pre"),
-                    (f"SUM({num} * {den_pre})", f"m{i}_pre_sum_num_x_den_pre"),
-                    (f"SUM({den} * {num_pre})", f"m{i}_pre_sum_den_x_num_pre"),
-                    (f"SUM({den} * {den_pre})", f"m{i}_pre_sum_den_x_den_pre"),
-                ]
-            continue
-        x = values[(m.key, "x", False)]
-        x2 = x if m.type == "binomial" else f"{x} * {x}"
-        aggs += [(f"SUM({x})", f"m{i}_sum_x"), (f"SUM({x2})", f"m{i}_sum_x2")]
-        pre = values.get((m.key, "x", True))
-        if pre is not None:
-            pre2 = pre if m.type == "binomial" else f"{pre} * {pre}"
-            aggs += [
-                (f"SUM({pre})", f"m{i}_sum_pre"),
-                (f"SUM({pre2})", f"m{i}_sum_pre2"),
-                (f"SUM({x} * {pre})", f"m{i}_sum_x_pre"),
-            ]
-    # One column per distinct expression (two metrics may share a per-unit value; a binomial
-    # value is 0 or 1, so Σx² is Σx): ``alias_of`` maps every alias to the column read.
-    alias_of: dict[str, str] = {}
-    unique: dict[str, str] = {}
-    for expr, alias in aggs:
-        alias_of[alias] = unique.setdefault(expr, alias)
-    aggs = [(expr, alias) for expr, alias in unique.items()]
+    aggs, alias_of = sum_terms(metrics, values)
     selected = ", ".join(f"{expr} AS {alias}" for expr, alias in aggs)
     n_dims = len(window.dimensions)
     sv = "".join(f", v.sv{k}" for k in range(n_dims))
@@ -757,16 +839,8 @@ def _variant_sums(
             continue
         combo = tuple(str(row[f"sv{k}"]) for k in range(n_dims))
         per_metric = out.setdefault(combo, {m.key: {} for m in metrics})
-        for i, m in enumerate(metrics):
-            prefix = f"m{i}_"
-            # NULL: SQLite's answer for a NaN sum (inf - inf after an overflow); n > 0 here, so
-            # a sum of non-NULL per-unit values is never NULL otherwise.
-            sums = {
-                alias.removeprefix(prefix): math.nan if row[column] is None else float(row[column])
-                for alias, column in alias_of.items()
-                if alias.startswith(prefix)
-            }
-            per_metric[m.key][variant] = MetricSums(n, sums)
+        for key, sums in metric_sums_of(metrics, alias_of, n, row.__getitem__).items():
+            per_metric[key][variant] = sums
     return out
 
 
@@ -849,6 +923,89 @@ def quantile_order_statistics(
     return out
 
 
+# {(dimension index, slice value): {variant: {metric key: (rank, ...)}}}
+SliceRanks = dict[tuple[int, str], dict[str, dict[str, tuple[int, ...]]]]
+# {(dimension index, slice value): {metric key: {variant: {rank: value}}}}
+SliceOrderStatistics = dict[tuple[int, str], dict[str, dict[str, dict[int, float]]]]
+
+
+def slice_order_statistics(
+    session: Session,
+    metrics: Sequence[MetricSpec],
+    window: Window,
+    ranks: SliceRanks,
+) -> SliceOrderStatistics:
+    """Order statistics of quantile metrics per slice and variant: those of the slice's units.
+
+    Parameters
+    ----------
+    session : Session
+        An open session (reads only).
+    metrics : Sequence[MetricSpec]
+        The quantile metrics.
+    window : Window
+        The analysis window with the slices' ``dimensions`` (each with its kept values).
+    ranks : SliceRanks
+        ``{(k, value): {variant: {metric key: (rank, ...)}}}``: 1-based ranks wanted among the
+        variant's analysed units whose bucket of dimension ``k`` is ``value`` (a kept value,
+        ``other`` or ``unknown``, as :func:`slice_sums` buckets them).
+
+    Returns
+    -------
+    SliceOrderStatistics
+        ``{(k, value): {metric key: {variant: {rank: value}}}}``.
+
+    Notes
+    -----
+    One statement per variant over the per-unit values ``v`` of that variant with every
+    dimension's bucket (the CTE of the slice sums): per metric and dimension, the units are
+    numbered within their bucket in the order of the value (``ROW_NUMBER() OVER (PARTITION BY
+    bucket ORDER BY value)``) and only the wanted (bucket, rank) rows leave the database. Ties
+    are numbered arbitrarily but their values are equal.
+    """
+    out: SliceOrderStatistics = {s: {m.key: {} for m in metrics} for s in ranks}
+    if not metrics or not ranks:
+        return out
+    dialect = session.get_bind().dialect.name
+    plain = replace(window, pre_period_days=None)
+    head, params, binds, columns = _per_unit_sql(dialect, metrics, plain, "eu.variant = :variant")
+    col_of = {m.key: col for m, col, _suffix, is_pre in columns if not is_pre}
+    variants = sorted({v for per in ranks.values() for v in per})
+    for variant in variants:
+        run_params = dict(params, variant=variant)
+        selects: list[str] = []
+        plan: list[tuple[str, int]] = []  # (metric key, dimension index) per select
+        for m in metrics:
+            c = col_of[m.key]
+            for k in range(len(window.dimensions)):
+                conds: list[str] = []
+                for (dim, value), per_variant in ranks.items():
+                    wanted = sorted({int(r) for r in per_variant.get(variant, {}).get(m.key, ())})
+                    if dim != k or not wanted:
+                        continue
+                    p = f"qs{len(plan)}_{len(conds)}"
+                    run_params[p] = value
+                    conds.append(f"(r.s = :{p} AND r.rn IN ({', '.join(map(str, wanted))}))")
+                if not conds:
+                    continue
+                j = len(plan)
+                selects.append(
+                    f"SELECT {j} AS k, r.s AS s, r.rn AS rn, r.x AS x FROM (SELECT v.sv{k} AS s,"
+                    f" {c} AS x, ROW_NUMBER() OVER (PARTITION BY v.sv{k} ORDER BY {c}) AS rn"
+                    f" FROM v) r WHERE {' OR '.join(conds)}"
+                )
+                plan.append((m.key, k))
+        if not selects:
+            continue
+        sql = head + " " + " UNION ALL ".join(selects)
+        for row in _execute(session, dialect, _statement(sql, binds), run_params):
+            key, k = plan[int(row.k)]
+            slot = out.get((k, str(row.s)))
+            if slot is not None:
+                slot[key].setdefault(variant, {})[int(row.rn)] = float(row.x)
+    return out
+
+
 # ------------------------------------------------------------------------------ aggregators
 
 
@@ -883,6 +1040,10 @@ class Aggregator(Protocol):
         window: Window,
         ranks: dict[str, dict[str, tuple[int, ...]]],
     ) -> dict[str, dict[str, dict[int, float]]]: ...
+
+    def slice_order_statistics(
+        self, metrics: Sequence[MetricSpec], window: Window, ranks: SliceRanks
+    ) -> SliceOrderStatistics: ...
 
 
 class StoreAggregator:
@@ -922,3 +1083,8 @@ class StoreAggregator:
         ranks: dict[str, dict[str, tuple[int, ...]]],
     ) -> dict[str, dict[str, dict[int, float]]]:
         return quantile_order_statistics(self.session, metrics, window, ranks)
+
+    def slice_order_statistics(
+        self, metrics: Sequence[MetricSpec], window: Window, ranks: SliceRanks
+    ) -> SliceOrderStatistics:
+        return slice_order_statistics(self.session, metrics, window, ranks)

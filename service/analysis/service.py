@@ -51,6 +51,7 @@ __all__ = [
     "compute_results",
     "decide",
     "metric_specs",
+    "quantile_ranks_wanted",
 ]
 
 # Warning codes of the whole result (metric-level codes come from stats.WARNING_CODES).
@@ -104,40 +105,47 @@ def _summary(
     return stats.MeanSummary(sums.n, s["sum_x"], s["sum_x2"])
 
 
+def quantile_ranks_wanted(
+    specs: Sequence[MetricSpec], units: dict[str, int], alpha: float
+) -> dict[str, dict[str, tuple[int, ...]]]:
+    """``{variant: {metric key: ranks}}``: the order statistics a quantile metric's analysis
+    reads per arm (``stats.quantile_ranks``: the two around the quantile, the interval's ends)."""
+    wanted: dict[str, dict[str, tuple[int, ...]]] = {}
+    for spec in specs:
+        for v, n in units.items():
+            if n > 0:
+                r = stats.quantile_ranks(n, float(spec.quantile or 0.5), alpha=alpha)
+                picks = (r.point, min(r.point + 1, r.n), r.lower, r.upper)
+                wanted.setdefault(v, {})[spec.key] = picks
+    return wanted
+
+
 def _quantile_summaries(
     source: Aggregator,
     specs: list[MetricSpec],
     window: Window,
     units: dict[str, int],
     alpha: float,
+    order_statistics: dict[str, dict[str, dict[int, float]]] | None = None,
 ) -> dict[str, dict[str, stats.QuantileSummary]]:
     """Per quantile metric and variant: the arm's quantile and interval ends, from the order
-    statistics the database returns (``stats.quantile_ranks`` says which)."""
-    ranks = {
-        spec.key: {
-            v: stats.quantile_ranks(n, float(spec.quantile or 0.5), alpha=alpha)
-            for v, n in units.items()
-            if n > 0
-        }
-        for spec in specs
-    }
-    wanted: dict[str, dict[str, tuple[int, ...]]] = {}
-    for key, by_variant in ranks.items():
-        for v, r in by_variant.items():
-            picks = (r.point, min(r.point + 1, r.n), r.lower, r.upper)
-            wanted.setdefault(v, {})[key] = picks
-    got = source.quantile_order_statistics(specs, window, wanted) if wanted else {}
+    statistics the database returns (:func:`quantile_ranks_wanted` says which), or from
+    ``order_statistics`` read earlier (a slice's, ``Aggregator.slice_order_statistics``)."""
+    got = order_statistics
+    if got is None:
+        wanted = quantile_ranks_wanted(specs, units, alpha)
+        got = source.quantile_order_statistics(specs, window, wanted) if wanted else {}
     out: dict[str, dict[str, stats.QuantileSummary]] = {}
     for spec in specs:
         q = float(spec.quantile or 0.5)
         out[spec.key] = {}
         for v, n in units.items():
-            rk = ranks[spec.key].get(v)
             values = got.get(spec.key, {}).get(v, {})
-            if rk is None or not values:
+            if n == 0 or not values:
                 nan = float("nan")
                 out[spec.key][v] = stats.QuantileSummary(0, q, nan, nan, nan, alpha)
                 continue
+            rk = stats.quantile_ranks(n, q, alpha=alpha)
             upper_point = values.get(rk.point + 1) if rk.point < rk.n else None
             estimate = percentile_linear(values[rk.point], upper_point, q * (n - 1))
             out[spec.key][v] = stats.QuantileSummary(
@@ -330,6 +338,9 @@ class AnalysisData:
 
     counts: ExposureCounts
     sums: dict[str, dict[str, MetricSums]]
+    # Quantile metrics' order statistics read with the sums ({metric key: {variant: {rank:
+    # value}}}, a slice's); None: read from the events (a snapshot stores none).
+    order_statistics: dict[str, dict[str, dict[int, float]]] | None = None
 
 
 def compute_results(session: Session, experiment_key: str) -> ResultsPublic:
@@ -443,7 +454,12 @@ def analyse(
         sums = agg.variant_sums(summed, window, total, list(counts.units)) if total else {}
     # quantile metrics read their order statistics from the events (a snapshot stores no sums)
     quantiles = _quantile_summaries(
-        agg, [spec for spec in specs if spec.type == "quantile"], window, units, exp.alpha
+        agg,
+        [spec for spec in specs if spec.type == "quantile"],
+        window,
+        units,
+        exp.alpha,
+        None if data is None else data.order_statistics,
     )
 
     design: stats.GroupSequentialDesign | None = None

@@ -58,10 +58,17 @@ from service.analysis.aggregate import (
     Aggregator,
     ExposureCounts,
     MetricSums,
+    SliceRanks,
     StoreAggregator,
 )
 from service.analysis.models import ResultsPublic
-from service.analysis.service import AnalysisData, analyse, analysis_window, metric_specs
+from service.analysis.service import (
+    AnalysisData,
+    analyse,
+    analysis_window,
+    metric_specs,
+    quantile_ranks_wanted,
+)
 from service.db import IMMEDIATE, get_engine, utcnow
 from service.errors import AppError, ConflictError, NotFoundError
 from service.events.models import Conversion, Exposure
@@ -433,7 +440,9 @@ def compute_slices(
         else _slice_combos(session, exp, current.units, list(data.counts.units), source)
     )
     correction = current.correction
-    out: list[DimensionSlices] = []
+    # Every slice's sums and units first: a quantile metric's slice needs the order statistics
+    # of the slice's own units, read for every slice at once (one statement per variant).
+    slices_of: list[tuple[str, list[str], dict[str, AnalysisData]]] = []
     for k, (dim, values) in enumerate(kept):
         marginal: dict[str, dict[str, dict[str, MetricSums]]] = {}
         for combo, per_metric in combos.items():
@@ -445,21 +454,38 @@ def compute_slices(
         order = [v for v in values if v in marginal] + [
             v for v in (OTHER, UNKNOWN) if v in marginal and v not in values
         ]
-        analysed: dict[str, ResultsPublic] = {}
-        units: dict[str, int] = {}
+        slice_data: dict[str, AnalysisData] = {}
         for value in order:
             slice_stats = marginal[value]
             per_variant_units = {
                 v: next((s[v].n for s in slice_stats.values() if v in s), 0)
                 for v in data.counts.units
             }
-            units[value] = sum(per_variant_units.values())
             slice_units = ExposureCounts(
                 units=per_variant_units, multiple_exposures=0, overridden_units=0
             )
-            analysed[value] = analyse(
-                session, exp.key, data=AnalysisData(slice_units, slice_stats), source=source
-            )[0]
+            slice_data[value] = AnalysisData(slice_units, slice_stats)
+        slices_of.append((dim, order, slice_data))
+    quantile_specs = [spec for spec in metric_specs(session, exp) if spec.type == "quantile"]
+    if quantile_specs:
+        ranks: SliceRanks = {
+            (k, value): quantile_ranks_wanted(quantile_specs, d.counts.units, current.alpha)
+            for k, (_dim, _order, by_value) in enumerate(slices_of)
+            for value, d in by_value.items()
+        }
+        agg = StoreAggregator(session) if source is None else source
+        window = replace(analysis_window(session, exp), dimensions=tuple(kept))
+        got = agg.slice_order_statistics(quantile_specs, window, ranks)
+        for k, (_dim, _order, by_value) in enumerate(slices_of):
+            for value, d in by_value.items():
+                d.order_statistics = got.get((k, value), {})
+    out: list[DimensionSlices] = []
+    for dim, order, slice_data in slices_of:
+        analysed: dict[str, ResultsPublic] = {}
+        units: dict[str, int] = {}
+        for value in order:
+            units[value] = sum(slice_data[value].counts.units.values())
+            analysed[value] = analyse(session, exp.key, data=slice_data[value], source=source)[0]
         metrics: list[SliceMetric] = []
         heterogeneity: list[Heterogeneity] = []
         for i, m in enumerate(current.metrics):

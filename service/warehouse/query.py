@@ -36,7 +36,6 @@ calendar or session time zone enters the window (a naive timestamp is read as UT
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -45,7 +44,16 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from service.analysis.aggregate import OTHER, UNKNOWN, MetricSpec
+from service.analysis.aggregate import (
+    OTHER,
+    UNKNOWN,
+    Cuts,
+    CutWanted,
+    MetricSpec,
+    cuts_wanted,
+    kind_of,
+    sum_terms,
+)
 
 __all__ = [
     "DIALECTS",
@@ -58,6 +66,7 @@ __all__ = [
     "probe_sql",
     "read_only_problem",
     "slice_counts_sql",
+    "slice_order_statistics_sql",
     "sums_sql",
 ]
 
@@ -254,14 +263,6 @@ def _events_cte(events: Side, names: Sequence[str]) -> str:
     )
 
 
-def _kind(m: MetricSpec) -> str:
-    if m.type == "binomial":
-        return "any"
-    if m.type in ("mean", "quantile") and m.aggregation == "count":
-        return "count"
-    return "sum"
-
-
 def _analysed(plan: Plan) -> str:
     cond = "eu.tb_multi = 0"
     if plan.overrides:
@@ -312,7 +313,7 @@ def _per_unit(
         for suffix, event in m.parts:
             for is_pre in periods:
                 when = f"j.c_name = {_s(event)} AND j.tb_p = {2 if is_pre else 1}"
-                kind = _kind(m)
+                kind = kind_of(m)
                 if kind == "any":
                     expr = f"MAX(CASE WHEN {when} THEN {ONE} ELSE {ZERO} END)"
                 elif kind == "count":
@@ -340,8 +341,6 @@ def _per_unit(
 
 # ------------------------------------------------------------------------------- statements
 
-Cuts = dict[tuple[str, str], tuple[float | None, float | None]]
-
 
 def sums_sql(
     dialect: str, exposures: Side, events: Side, plan: Plan, cuts: Cuts
@@ -355,47 +354,8 @@ def sums_sql(
     for m, col, suffix, is_pre in per_unit.columns:
         cut = cuts.get((m.key, suffix)) if m.winsorized else None
         values[(m.key, suffix, is_pre)] = _capped(f"v.{col}", cut)
-    aggs: list[tuple[str, str]] = [("COUNT(*)", "n")]
-    for i, m in enumerate(plan.metrics):
-        if m.type == "ratio":
-            num, den = values[(m.key, "num", False)], values[(m.key, "den", False)]
-            aggs += [
-                (f"SUM({num})", f"m{i}_sum_num"),
-                (f"SUM({den})", f"m{i}_sum_den"),
-                (f"SUM({num} * {num})", f"m{i}_sum_num2"),
-                (f"SUM({den} * {den})", f"m{i}_sum_den2"),
-                (f"SUM({num} * {den})", f"m{i}_sum_num_den"),
-            ]
-            num_pre, den_pre = values.get((m.key, "num", True)), values.get((m.key, "den", True))
-            if num_pre is not None and den_pre is not None:
-                aggs += [
-                    (f"SUM({num_pre})", f"m{i}_pre_sum_num"),
-                    (f"SUM({den_pre})", f"m{i}_pre_sum_den"),
-                    (f"SUM({num_pre} * {num_pre})", f"m{i}_pre_sum_num2"),
-                    (f"SUM({den_pre} * {den_pre})", f"m{i}_pre_sum_den2"),
-                    (f"SUM({num_pre} * {den_pre})", f"m{i}_pre_sum_num_den"),
-                    (f"SUM({num} * {num_pre})", f"m{i}_pre_sum_num_x_num_pre"),
-                    (f"SUM({num} * {den_pre})", f"m{i}_pre_sum_num_x_den_pre"),
-                    (f"SUM({den} * {num_pre})", f"m{i}_pre_sum_den_x_num_pre"),
-                    (f"SUM({den} * {den_pre})", f"m{i}_pre_sum_den_x_den_pre"),
-                ]
-            continue
-        x = values[(m.key, "x", False)]
-        x2 = x if m.type == "binomial" else f"{x} * {x}"
-        aggs += [(f"SUM({x})", f"m{i}_sum_x"), (f"SUM({x2})", f"m{i}_sum_x2")]
-        pre = values.get((m.key, "x", True))
-        if pre is not None:
-            pre2 = pre if m.type == "binomial" else f"{pre} * {pre}"
-            aggs += [
-                (f"SUM({pre})", f"m{i}_sum_pre"),
-                (f"SUM({pre2})", f"m{i}_sum_pre2"),
-                (f"SUM({x} * {pre})", f"m{i}_sum_x_pre"),
-            ]
-    alias_of: dict[str, str] = {}
-    unique: dict[str, str] = {}
-    for expr, alias in aggs:
-        alias_of[alias] = unique.setdefault(expr, alias)
-    selected = ", ".join(f"{expr} AS {alias}" for expr, alias in unique.items())
+    aggs, alias_of = sum_terms(plan.metrics, values)
+    selected = ", ".join(f"{expr} AS {alias}" for expr, alias in aggs)
     sv = "".join(f", v.tb_sv{k}" for k in range(len(plan.dimensions)))
     sql = (
         f"{per_unit.sql} SELECT v.tb_variant AS variant{sv}, {selected} FROM tb_v v"
@@ -418,33 +378,25 @@ def _capped(expr: str, cut: tuple[float | None, float | None] | None) -> str:
 
 def cuts_sql(
     dialect: str, exposures: Side, events: Side, plan: Plan, n_units: int
-) -> tuple[str, list[tuple[tuple[str, str], str, float]]] | None:
+) -> tuple[str, list[CutWanted]] | None:
     """The two order statistics around each winsorization cut point, pooled over all arms.
 
-    Returns the SQL (rows ``k, rn, x``) and per ``k``: ((metric key, part), side, h); None when
-    no metric is winsorized."""
+    Returns the SQL (rows ``k, rn, x``) and the cut point of each ``k``; None when no metric is
+    winsorized."""
     wanted = [m for m in plan.metrics if m.winsorized]
     if not wanted or n_units == 0:
         return None
     flat = replace(plan, dimensions=())
     per_unit = _per_unit(exposures, events, flat, wanted, pre=False)
-    selects: list[str] = []
-    meta: list[tuple[tuple[str, str], str, float]] = []
-    for m, col, suffix, _is_pre in per_unit.columns:
-        for side, p in (("low", m.winsorize_lower), ("high", m.winsorize_upper)):
-            if p is None:
-                continue
-            h = p * (n_units - 1)
-            k = len(meta)
-            off = math.floor(h)
-            selects.append(
-                f"SELECT {k} AS k, r.rn AS rn, r.x AS x FROM (SELECT v.{col} AS x,"
-                f" ROW_NUMBER() OVER (ORDER BY v.{col}) AS rn FROM tb_v v) r"
-                f" WHERE r.rn IN ({off + 1}, {off + 2})"
-            )
-            meta.append(((m.key, suffix), side, h))
+    wanted_cuts = cuts_wanted(per_unit.columns, n_units)
+    selects = [
+        f"SELECT {k} AS k, r.rn AS rn, r.x AS x FROM (SELECT v.{w.column} AS x,"
+        f" ROW_NUMBER() OVER (ORDER BY v.{w.column}) AS rn FROM tb_v v) r"
+        f" WHERE r.rn IN ({w.offset + 1}, {w.offset + 2})"
+        for k, w in enumerate(wanted_cuts)
+    ]
     sql = per_unit.sql + " " + " UNION ALL ".join(selects)
-    return render(dialect, sql, exposures, events), meta
+    return render(dialect, sql, exposures, events), wanted_cuts
 
 
 def order_statistics_sql(
@@ -485,6 +437,50 @@ def order_statistics_sql(
         return None
     sql = per_unit.sql + " " + " UNION ALL ".join(selects)
     return render(dialect, sql, exposures, events), keys
+
+
+def slice_order_statistics_sql(
+    dialect: str,
+    exposures: Side,
+    events: Side,
+    plan: Plan,
+    ranks: dict[tuple[int, str], dict[str, dict[str, Sequence[int]]]],
+) -> tuple[str, list[tuple[str, int]]] | None:
+    """Order statistics of quantile metrics per slice and variant: rows ``k, variant, s, rn, x``
+    (``s``: the bucket of the ``k``-th select's dimension).
+
+    ``ranks``: ``{(dimension index, bucket): {variant: {metric key: 1-based ranks}}}``, ranks
+    among the variant's units in that bucket of the plan's ``dimensions``. Returns the SQL and
+    (metric key, dimension index) of each ``k``; None when nothing is wanted."""
+    metrics = [m for m in plan.metrics if m.type == "quantile"]
+    per_unit = _per_unit(exposures, events, replace(plan, pre_us=None), metrics, pre=False)
+    selects: list[str] = []
+    meta: list[tuple[str, int]] = []
+    for m, col, _suffix, _is_pre in per_unit.columns:
+        for d in range(len(plan.dimensions)):
+            conds = []
+            for (dim, value), per_variant in ranks.items():
+                for variant, wanted in per_variant.items():
+                    rs = sorted({int(r) for r in wanted.get(m.key, ())})
+                    if dim == d and rs:
+                        conds.append(
+                            f"(r.variant = {_s(variant)} AND r.s = {_s(value)}"
+                            f" AND r.rn IN ({', '.join(str(r) for r in rs)}))"
+                        )
+            if not conds:
+                continue
+            k = len(meta)
+            selects.append(
+                f"SELECT {k} AS k, r.variant AS variant, r.s AS s, r.rn AS rn, r.x AS x FROM"
+                f" (SELECT v.tb_variant AS variant, v.tb_sv{d} AS s, v.{col} AS x, ROW_NUMBER()"
+                f" OVER (PARTITION BY v.tb_variant, v.tb_sv{d} ORDER BY v.{col}) AS rn"
+                f" FROM tb_v v) r WHERE {' OR '.join(conds)}"
+            )
+            meta.append((m.key, d))
+    if not selects:
+        return None
+    sql = per_unit.sql + " " + " UNION ALL ".join(selects)
+    return render(dialect, sql, exposures, events), meta
 
 
 def counts_sql(dialect: str, exposures: Side, plan: Plan) -> str:

@@ -12,7 +12,6 @@ naming the field), resolving the names' case as the engine spells them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -25,8 +24,11 @@ from service.analysis.aggregate import (
     ExposureCounts,
     MetricSpec,
     MetricSums,
+    SliceOrderStatistics,
+    SliceRanks,
     Window,
-    percentile_linear,
+    cut_points,
+    metric_sums_of,
 )
 from service.errors import FieldError, NotFoundError
 from service.warehouse import engines
@@ -42,6 +44,7 @@ from service.warehouse.query import (
     order_statistics_sql,
     probe_sql,
     slice_counts_sql,
+    slice_order_statistics_sql,
     sums_sql,
 )
 
@@ -197,19 +200,11 @@ class SourceAggregator:
         got = cuts_sql(self.conn.dialect, self.exposures, self.events, plan, n_units)
         if got is None:
             return {}
-        sql, meta = got
-        values: dict[int, dict[int, float]] = {}
-        for k, rn, x in self._run(sql):
-            values.setdefault(int(k), {})[int(rn)] = float(x)
-        cuts: dict[tuple[str, str], tuple[float | None, float | None]] = {}
-        for k, (part, side, h) in enumerate(meta):
-            ordered = [values.get(k, {})[r] for r in sorted(values.get(k, {}))]
-            if not ordered:
-                continue
-            cut = percentile_linear(ordered[0], ordered[1] if len(ordered) > 1 else None, h)
-            low, high = cuts.get(part, (None, None))
-            cuts[part] = (cut, high) if side == "low" else (low, cut)
-        return cuts
+        sql, wanted = got
+        values: dict[int, list[float]] = {}
+        for k, _rn, x in self._run(sql):
+            values.setdefault(int(k), []).append(float(x))
+        return cut_points(wanted, values)
 
     def slice_sums(
         self,
@@ -234,14 +229,12 @@ class SourceAggregator:
             variant = str(row[0])
             combo = tuple(str(row[1 + k]) for k in range(n_dims))
             per_metric = out.setdefault(combo, {m.key: {} for m in metrics})
-            for i, m in enumerate(metrics):
-                prefix = f"m{i}_"
-                sums = {
-                    alias.removeprefix(prefix): _float(row[index[column.lower()]])
-                    for alias, column in alias_of.items()
-                    if alias.startswith(prefix)
-                }
-                per_metric[m.key][variant] = MetricSums(n, sums)
+
+            def column(name: str, row: tuple[Any, ...] = row) -> Any:
+                return row[index[name.lower()]]
+
+            for key, sums in metric_sums_of(metrics, alias_of, n, column).items():
+                per_metric[key][variant] = sums
         return out
 
     def variant_sums(
@@ -283,11 +276,29 @@ class SourceAggregator:
             out[keys[int(k)]].setdefault(str(variant), {})[int(rn)] = float(x)
         return out
 
-
-def _float(value: Any) -> float:
-    if value is None:  # a NaN sum some engines read as NULL (n > 0, so never an empty sum)
-        return math.nan
-    return float(value)
+    def slice_order_statistics(
+        self, metrics: Sequence[MetricSpec], window: Window, ranks: SliceRanks
+    ) -> SliceOrderStatistics:
+        out: SliceOrderStatistics = {s: {m.key: {} for m in metrics} for s in ranks}
+        if not metrics or not ranks:
+            return out
+        plan = self._plan(window, metrics)
+        got = slice_order_statistics_sql(
+            self.conn.dialect,
+            self.exposures,
+            self.events,
+            plan,
+            {s: {v: dict(r) for v, r in per.items()} for s, per in ranks.items()},
+        )
+        if got is None:
+            return out
+        sql, meta = got
+        for k, variant, value, rn, x in self._run(sql):
+            key, d = meta[int(k)]
+            slot = out.get((d, str(value)))
+            if slot is not None:
+                slot[key].setdefault(str(variant), {})[int(rn)] = float(x)
+        return out
 
 
 def source_row(session: Session, key: str) -> DataSource:

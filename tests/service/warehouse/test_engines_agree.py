@@ -289,3 +289,14 @@ def test_the_sufficient_statistics_agree_with_the_built_in_store_at_a_time_cut(
             assert src.quantile_order_statistics(
                 quantiles, window, ranks
             ) == store.quantile_order_statistics(quantiles, window, ranks)
+            # per slice: the order statistics of the slice's units (ranks within the bucket)
+            slice_ranks = {
+                (k, value): {v: {"p90": (1, 2, 3)} for v in want_counts.units}
+                for k, values in enumerate((("fr", "de", "other", "unknown"), ("pro", "other")))
+                for value in values
+            }
+            got_q = src.slice_order_statistics(quantiles, sliced, slice_ranks)
+            assert got_q == store.slice_order_statistics(quantiles, sliced, slice_ranks)
+            read = [r for per in got_q.values() for r in per["p90"].values()]
+            assert len(read) >= 8 and all(set(r) <= {1, 2, 3} for r in read)
+            assert sum(len(r) == 3 for r in read) >= 8

@@ -24,6 +24,7 @@ from service.warehouse.query import (
     cuts_sql,
     order_statistics_sql,
     slice_counts_sql,
+    slice_order_statistics_sql,
     sums_sql,
 )
 
@@ -65,25 +66,37 @@ PLAN = Plan(
 
 def statements(dialect: str) -> dict[str, str]:
     cuts = cuts_sql(dialect, EXPOSURES, EVENTS, PLAN, 1000)
+    p90 = Plan(
+        **{
+            **PLAN.__dict__,
+            "metrics": (MetricSpec("p90", "quantile", event="purchase", quantile=0.9),),
+        }
+    )
     quantiles = order_statistics_sql(
         dialect,
         EXPOSURES,
         EVENTS,
-        Plan(
-            **{
-                **PLAN.__dict__,
-                "metrics": (MetricSpec("p90", "quantile", event="purchase", quantile=0.9),),
-            }
-        ),
+        p90,
         {"control": {"p90": (90, 91)}, "treatment": {"p90": (88, 89)}},
     )
-    assert cuts is not None and quantiles is not None
+    slice_quantiles = slice_order_statistics_sql(
+        dialect,
+        EXPOSURES,
+        EVENTS,
+        p90,
+        {
+            (0, "fr"): {"control": {"p90": (27, 28)}, "treatment": {"p90": (30, 31)}},
+            (0, "other"): {"control": {"p90": (9,)}},
+        },
+    )
+    assert cuts is not None and quantiles is not None and slice_quantiles is not None
     return {
         "sums": sums_sql(dialect, EXPOSURES, EVENTS, PLAN, {("revenue", "x"): (None, 120.5)})[0],
         "cuts": cuts[0],
         "counts": counts_sql(dialect, EXPOSURES, PLAN),
         "slice_counts": slice_counts_sql(dialect, EXPOSURES, PLAN, "country"),
         "quantiles": quantiles[0],
+        "slice_quantiles": slice_quantiles[0],
     }
 
 
