@@ -212,6 +212,7 @@ def test_results_are_served_from_the_stored_response_with_the_current_status_and
         session.commit()
     finally:
         session.close()
+    snapshots.forget_read_caches()  # or the read path's memo would serve the body it kept
     rendered = client.get(url, headers=keys["viewer"])
     assert rendered.content == stored.content
     assert rendered.headers["etag"] == stored.headers["etag"]
