@@ -42,12 +42,12 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from scipy import stats as scipy_stats
-from sqlalchemy import delete, func, text
+from sqlalchemy import delete, func, inspect, text
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
@@ -819,6 +819,239 @@ def etag(snapshot_id: int, status: str) -> str:
     return f'"snapshot-{snapshot_id}-{status}"'
 
 
+# ------------------------------------------------------------------ the read path's memo
+#
+# A read of the results (and the report) needs the definition fingerprint to find the snapshot
+# to serve: with the ORM that is three queries, the metrics' model dumps and a hash, more than
+# the rest of the read (bench/ingest.py's pollers: ~12 ms of server CPU per GET …/results,
+# taken from the event writer's GIL). The memo keeps, per experiment key, the stored rows the
+# fingerprint depends on (as the driver returns them: the experiment row, which carries
+# ``updated_at``, its current phase's variants and start, and the metrics it names) with the
+# fingerprint computed from them, and the last body served. A read compares the rows read now
+# in raw SQL with the memo's: any difference (even of ``updated_at`` alone) misses, and the
+# fingerprint is computed again the ORM way.
+
+# Plain DB-API statements (``{mark}``: the driver's placeholder): SQLAlchemy's execution and
+# transaction events cost several times these indexed reads on SQLite (see service.auth).
+_DEFINITION_SQL = (
+    "SELECT e.*, p.variants AS phase_variants, p.started_at AS phase_started_at "
+    "FROM experiment e LEFT JOIN experiment_phase p "
+    "ON p.experiment_id = e.id AND p.phase = e.phase WHERE e.key = {mark}"
+)
+_METRICS_SQL = "SELECT * FROM metric WHERE key IN ({marks}) ORDER BY key"
+_LATEST_ID_SQL = (
+    "SELECT id FROM results_snapshot WHERE experiment_id = {mark} AND phase = {mark} "
+    "AND state = 'ready' AND fingerprint = {mark} ORDER BY id DESC LIMIT 1"
+)
+MEMO_ENTRIES = 1024  # experiments remembered per process (the memo is emptied when full)
+
+
+@dataclass(frozen=True)
+class Definition:
+    """The stored rows an experiment's fingerprint is computed from, as read in raw SQL."""
+
+    experiment_id: int
+    phase: int
+    status: str
+    rows: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class _Memo:
+    definition: Definition
+    fingerprint: str
+    snapshot_id: int | None = None
+    body: bytes | None = None  # the response of snapshot_id, its status label filled in
+
+
+@dataclass
+class _ReadCaches:
+    """The memo (per experiment key) and the models kept (per snapshot id) of one engine: a
+    process (a test run) may meet several databases, one engine each."""
+
+    memo: dict[str, _Memo]
+    models: dict[tuple[int, Any], SnapshotResultsPublic]
+    series: dict[tuple[int, Any], TimeseriesPublic]
+
+
+def _caches() -> _ReadCaches:
+    engine = get_engine()
+    caches: _ReadCaches | None = getattr(engine, "_trialbook_read_caches", None)
+    if caches is None:
+        caches = _ReadCaches({}, {}, {})
+        engine._trialbook_read_caches = caches  # type: ignore[attr-defined]
+    return caches
+
+
+def _decoded(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _mark(dbapi: Any) -> str:
+    return "?" if type(dbapi).__module__.startswith("sqlite3") else "%s"
+
+
+def read_definition(dbapi: Any, key: str) -> Definition | None:
+    """The stored rows :func:`fingerprint` depends on, read on the DB-API connection ``dbapi``
+    (in its transaction, if any); None: no experiment ``key``."""
+    mark = _mark(dbapi)
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(_DEFINITION_SQL.format(mark=mark), (key,))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        m = dict(zip((d[0] for d in cursor.description), row, strict=True))
+        names = {str(m["primary_metric"]), *(_decoded(m["secondary_metrics"]) or [])}
+        names |= {str(g["metric"]) for g in _decoded(m["guardrails"]) or []}
+        cursor.execute(_METRICS_SQL.format(marks=",".join([mark] * len(names))), sorted(names))
+        metrics = cursor.fetchall()
+    finally:
+        cursor.close()
+    return Definition(
+        experiment_id=int(m["id"]),
+        phase=int(m["phase"]),
+        status=str(m["status"]),
+        rows=(tuple(row), *(tuple(r) for r in metrics)),
+    )
+
+
+def session_dbapi(session: Session) -> Any:
+    """The DB-API connection of the session's transaction."""
+    return session.connection().connection.driver_connection
+
+
+def _remember(key: str, memo: _Memo) -> None:
+    entries = _caches().memo
+    if len(entries) >= MEMO_ENTRIES and key not in entries:
+        entries.clear()
+    entries[key] = memo
+
+
+def forget_read_caches() -> None:
+    """Empty the read path's memo and kept models (for a bench or a test that rewrites stored
+    snapshot rows behind the service's back: the service itself never does)."""
+    caches = _caches()
+    caches.memo.clear()
+    caches.models.clear()
+    caches.series.clear()
+
+
+def memo_fingerprint(key: str) -> tuple[Definition, str] | None:
+    """The definition of ``key`` and its fingerprint, computed in a transaction of their own
+    whose first statement reads the definition: the fingerprint is then of that definition or
+    a newer one, never an older one, and the memo keeps them together (a newer one is a miss
+    for a reader of the older rows, not a wrong answer). None: no experiment ``key``."""
+    with Session(get_engine(), expire_on_commit=False) as session:
+        definition = read_definition(session_dbapi(session), key)
+        if definition is None:
+            return None
+        exp = session.exec(select(Experiment).where(Experiment.key == key)).first()
+        if exp is None:
+            return None
+        fp = fingerprint(session, exp)
+    _remember(key, _Memo(definition, fp))
+    return definition, fp
+
+
+def _read_fingerprint(session: Session, exp: Experiment) -> str:
+    """:func:`fingerprint` for a read, from the memo when the stored definition is the one the
+    memo holds. In a write transaction (a stop: ``exp`` changed, maybe unflushed) or with
+    ``exp`` changed in the session, the ORM way."""
+    if _in_write_transaction(session) or inspect(exp).modified:
+        return fingerprint(session, exp)
+    memo = _caches().memo.get(exp.key)
+    if memo is not None and read_definition(session_dbapi(session), exp.key) == memo.definition:
+        return memo.fingerprint
+    fp = fingerprint(session, exp)
+    memo_fingerprint(exp.key)  # for the next read
+    return fp
+
+
+def served_latest(key: str) -> tuple[int, str, bytes] | None:
+    """The body :func:`latest_response` last gave for ``key`` — (snapshot id, status label,
+    body) — if the experiment's stored definition and its latest ready snapshot are still
+    those it was for; otherwise None, and the caller reads the ORM way. Two raw statements, no
+    model: the read path of a results dashboard polling while events are ingested."""
+    memo = _caches().memo.get(key)
+    if memo is None or memo.body is None:
+        return None
+    conn = get_engine().raw_connection()
+    try:
+        # each statement its own snapshot: a definition changed after the first read still
+        # finds the snapshot of the one read (as a read that ran a moment earlier would)
+        definition = read_definition(conn.driver_connection, key)
+        if definition != memo.definition:
+            return None
+        cursor = conn.cursor()
+        try:
+            cursor.execute(
+                _LATEST_ID_SQL.format(mark=_mark(conn.driver_connection)),
+                (memo.definition.experiment_id, memo.definition.phase, memo.fingerprint),
+            )
+            got = cursor.fetchone()
+        finally:
+            cursor.close()
+    finally:
+        conn.close()  # back to the pool, which rolls back
+    latest = got[0] if got is not None else None
+    if latest != memo.snapshot_id or memo.snapshot_id is None:
+        return None
+    return memo.snapshot_id, memo.definition.status, memo.body
+
+
+def remember_served(key: str, definition: Definition | None, snapshot_id: int, body: bytes) -> None:
+    """Keep the body served for ``key`` (see :func:`served_latest`) if the memo's definition is
+    ``definition``, the one read first in the transaction that served it."""
+    memo = _caches().memo.get(key)
+    if definition is not None and memo is not None and memo.definition == definition:
+        _remember(key, replace(memo, snapshot_id=snapshot_id, body=body))
+
+
+# A ready snapshot never changes (only its status label, filled in per read): the models
+# validated from it are kept per snapshot id for the report, which reads the results and the
+# series of the same snapshot on every view (~8 ms of validation at 100k units, more with
+# slices). Callers never mutate them.
+MODEL_ENTRIES = 64
+
+
+def _keep(cache: dict[Any, Any], at: Any, value: Any) -> None:
+    if len(cache) >= MODEL_ENTRIES:
+        cache.clear()
+    cache[at] = value
+
+
+_LATEST_SQL = (
+    "SELECT id, computed_at FROM results_snapshot WHERE experiment_id = {mark} AND phase = {mark} "
+    "AND state = 'ready' AND fingerprint = {mark} ORDER BY id DESC LIMIT 1"
+)
+
+
+def _latest_version(session: Session, exp: Experiment, fp: str) -> tuple[int, Any] | None:
+    """(id, ``computed_at`` as stored) of the newest ready snapshot of ``fp``, one raw statement
+    in the session's transaction: a kept model is of that id *and* computation (ids of deleted
+    rows may come back on SQLite, a test's emptied tables restart them)."""
+    dbapi = session_dbapi(session)
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(_LATEST_SQL.format(mark=_mark(dbapi)), (exp.id, exp.phase, fp))
+        got = cursor.fetchone()
+    finally:
+        cursor.close()
+    return (int(got[0]), got[1]) if got is not None else None
+
+
+def _cached_public(
+    session: Session, exp: Experiment, fp: str
+) -> tuple[SnapshotResultsPublic | None, tuple[int, Any] | None]:
+    """The kept model of the newest snapshot of ``fp`` (or None) and that snapshot's version."""
+    if _in_write_transaction(session):
+        return None, None
+    version = _latest_version(session, exp, fp)
+    hit = _caches().models.get(version) if version is not None else None
+    return (hit.model_copy(update={"status": exp.status}) if hit else None), version
+
+
 def latest_response(session: Session, exp: Experiment) -> tuple[int, bytes]:
     """:func:`latest_results` as its JSON body: (snapshot id, body).
 
@@ -827,7 +1060,7 @@ def latest_response(session: Session, exp: Experiment) -> tuple[int, bytes]:
     re-validate in tens of ms, FastAPI's validation and serialization of the model as much
     again; bench/results.py). A snapshot without one (from before migration 0008), or none at
     all, goes the model's way."""
-    fp = fingerprint(session, exp)
+    fp = _read_fingerprint(session, exp)
     hit = session.exec(
         select(ResultsSnapshot.id, ResultsSnapshot.response)
         .where(
@@ -870,10 +1103,16 @@ def latest_results(
     In a write transaction (a stop) the snapshot is computed and added in ``session`` (the
     caller commits); otherwise a refresh runs in its own transactions.
     """
-    fp = fingerprint(session, exp)
+    fp = _read_fingerprint(session, exp)
+    cached, version = _cached_public(session, exp, fp)
+    if cached is not None:
+        return cached
     row = _latest(session, exp, fp)
     if row is not None:
-        return _public(row, exp)
+        public = _public(row, exp)
+        if version is not None and version[0] == row.id:
+            _keep(_caches().models, version, public)
+        return public
     if _in_write_transaction(session):
         assert exp.id is not None
         row = ResultsSnapshot(
@@ -960,6 +1199,9 @@ def timeseries(session: Session, key: str) -> TimeseriesPublic:
     """The latest snapshot's series; a snapshot without one (the stop's) gets a refresh."""
     exp = experiments.get_row(session, key)
     snap = latest_results(session, exp)
+    hit = _caches().series.get((snap.snapshot_id, snap.computed_at))
+    if hit is not None:
+        return hit
     row = session.get(ResultsSnapshot, snap.snapshot_id)
     if row is None or row.timeseries is None:
         snapshot_id = refresh_now(key, "read")
@@ -975,7 +1217,7 @@ def timeseries(session: Session, key: str) -> TimeseriesPublic:
             f"The series of '{key}' is being computed; retry shortly.", code="refresh_running"
         )
     assert row.id is not None
-    return TimeseriesPublic(
+    series = TimeseriesPublic(
         experiment=exp.key,
         phase=row.phase,
         snapshot_id=row.id,
@@ -983,6 +1225,9 @@ def timeseries(session: Session, key: str) -> TimeseriesPublic:
         started_at=phase.started_at if phase is not None else exp.started_at,
         points=[TimeseriesPoint.model_validate(p) for p in row.timeseries],
     )
+    if row.id == snap.snapshot_id:  # the phase's start is in the snapshot's fingerprint
+        _keep(_caches().series, (snap.snapshot_id, snap.computed_at), series)
+    return series
 
 
 # ------------------------------------------------------------------------ stop and scheduling

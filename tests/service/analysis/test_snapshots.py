@@ -212,6 +212,7 @@ def test_results_are_served_from_the_stored_response_with_the_current_status_and
         session.commit()
     finally:
         session.close()
+    snapshots.forget_read_caches()  # or the read path's memo would serve the body it kept
     rendered = client.get(url, headers=keys["viewer"])
     assert rendered.content == stored.content
     assert rendered.headers["etag"] == stored.headers["etag"]
@@ -227,6 +228,45 @@ def test_results_are_served_from_the_stored_response_with_the_current_status_and
     assert paused.json()["snapshot_id"] == body["snapshot_id"]
     assert paused.headers["etag"] == f'"snapshot-{body["snapshot_id"]}-paused"'
     _assert_same(paused.json(), body)
+
+
+def test_a_read_after_a_change_of_the_definition_gets_a_snapshot_of_the_new_one(
+    client: Any, admin: dict[str, str], keys: Any, bodies: Any, make_metric: Any, ingest: Any
+) -> None:
+    """Reads in a row are answered from the read path's memo (service.snapshots.served_latest):
+    a change of anything the fingerprint covers, a metric's name here, must still be seen."""
+    from service.snapshots import service as snapshots
+
+    _setup(client, admin, bodies, make_metric)
+    ingest(_events(60, 7))
+    url = f"/v1/experiments/{KEY}/results"
+    first = client.get(url, headers=keys["viewer"])
+    again = client.get(url, headers=keys["viewer"])
+    assert again.content == first.content and again.headers["etag"] == first.headers["etag"]
+    old_fp = _fingerprint(KEY)
+
+    r = client.patch("/v1/metrics/revenue", json={"name": "Revenue (EUR)"}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert _fingerprint(KEY) != old_fp
+    changed = client.get(url, headers=keys["viewer"] | {"If-None-Match": first.headers["etag"]})
+    assert changed.status_code == 200
+    assert changed.json()["snapshot_id"] > first.json()["snapshot_id"]
+    assert changed.headers["etag"] == f'"snapshot-{changed.json()["snapshot_id"]}-running"'
+    assert changed.json()["units"] == first.json()["units"]  # the same data, a new snapshot
+    # and the memo now serves the new one
+    assert snapshots.served_latest(KEY) is not None
+    assert client.get(url, headers=keys["viewer"]).content == changed.content
+    # a refresh stored meanwhile is served at once
+    accepted = client.post(f"{url}/refresh", headers=keys["editor"]).json()
+    assert client.get(url, headers=keys["viewer"]).json()["snapshot_id"] == accepted["snapshot_id"]
+
+
+def _fingerprint(key: str) -> str:
+    from service.experiments.service import get_row
+    from service.snapshots.service import fingerprint
+
+    with open_session() as session:
+        return fingerprint(session, get_row(session, key))
 
 
 def test_snapshot_routes_refuse_bad_input_with_problems(
