@@ -1,4 +1,5 @@
-"""Fixtures for the product-ops tests: a second editor, a real webhook receiver, fast retries."""
+"""Fixtures shared by the service's domains: SDK headers, a real webhook receiver, fast retries,
+exposure events, moved experiment start times, crafted §6 results."""
 
 from __future__ import annotations
 
@@ -98,18 +99,8 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def other_editor(engine: Any) -> dict[str, str]:
-    """A second editor key (approvals must come from someone else)."""
-    from service.db import open_session
-    from service.keys.models import Role
-    from service.keys.service import create_key
-
-    session = open_session(write=True)
-    try:
-        created = create_key(session, name="reviewer", role=Role.editor)
-    finally:
-        session.close()
-    return {"Authorization": f"Bearer {created.key}"}
+def sdk(keys: dict[str, dict[str, str]]) -> dict[str, str]:
+    return keys["sdk"]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fixtures of the assignment tests: SDK headers, and writing an SDK config's state into the DB."""
+"""Fixtures of the assignment tests: the shared vectors, an SDK config's state in the DB."""
 
 from __future__ import annotations
 
@@ -27,11 +27,6 @@ STATE_TABLES = (
 def vectors() -> dict[str, Any]:
     data: dict[str, Any] = json.loads(VECTORS.read_text(encoding="utf-8"))
     return data
-
-
-@pytest.fixture
-def sdk(keys: dict[str, dict[str, str]]) -> dict[str, str]:
-    return keys["sdk"]
 
 
 @pytest.fixture
