@@ -146,8 +146,7 @@ def _direction(
 
 def interaction_findings(alpha: float, min_units: int) -> list[InteractionChecked]:
     """Check every pair of running experiments that share units, both ways (read-only)."""
-    session = open_session()
-    try:
+    with open_session() as session:
         running = session.exec(
             select(Experiment)
             .where(Experiment.status == Status.running.value)
@@ -173,8 +172,6 @@ def interaction_findings(alpha: float, min_units: int) -> list[InteractionChecke
                         )
                     )
         return out
-    finally:
-        session.close()
 
 
 def check_interactions(alpha: float, min_units: int, now: datetime) -> list[InteractionChecked]:
@@ -185,8 +182,7 @@ def check_interactions(alpha: float, min_units: int, now: datetime) -> list[Inte
     found = [c for c in checked if c.found]
     if not found:
         return checked
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         for c in found:
             exp = session.exec(select(Experiment).where(Experiment.key == c.experiment)).first()
             if exp is None or exp.status != Status.running.value:
@@ -210,8 +206,6 @@ def check_interactions(alpha: float, min_units: int, now: datetime) -> list[Inte
             )
             c.raised = raise_alert(session, exp, finding)
         session.commit()
-    finally:
-        session.close()
     return checked
 
 

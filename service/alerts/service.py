@@ -291,38 +291,29 @@ def findings_for(
 def check_experiment(key: str, now: datetime) -> CheckedExperiment | None:
     """Analyse one experiment in a read transaction, then store its new alerts in a short write
     transaction (the analysis does not hold SQLite's write lock). None if it is not running."""
-    session = open_session()
-    try:
+    with open_session() as session:
         exp = session.exec(select(Experiment).where(Experiment.key == key)).first()
         if exp is None or exp.status != Status.running.value:
             return None
         findings, error, warnings = findings_for(session, exp, now)
-    finally:
-        session.close()
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         exp = session.exec(select(Experiment).where(Experiment.key == key)).first()
         if exp is None or exp.status != Status.running.value:
             return None
         raised = [f.type for f in findings if raise_alert(session, exp, f)]
         session.commit()
-    finally:
-        session.close()
     return CheckedExperiment(experiment=key, raised=raised, error=error, warnings=warnings)
 
 
 def run_checks(now: datetime | None = None) -> CheckReport:
     """Check every running experiment, each in its own transactions."""
     now = now or utcnow()
-    session = open_session()
-    try:
+    with open_session() as session:
         keys = session.exec(
             select(Experiment.key)
             .where(Experiment.status == Status.running.value)
             .order_by(col(Experiment.id))
         ).all()
-    finally:
-        session.close()
     checked: list[CheckedExperiment] = []
     for key in keys:
         try:

@@ -137,8 +137,7 @@ def set_times(engine: Any) -> Callable[..., None]:
         from service.db import open_session
         from service.experiments.models import Experiment, ExperimentPhase
 
-        session = open_session(write=True)
-        try:
+        with open_session(write=True) as session:
             exp = session.exec(select(Experiment).where(Experiment.key == key)).one()
             when = datetime.now(UTC) - started_ago
             exp.started_at = when
@@ -149,8 +148,6 @@ def set_times(engine: Any) -> Callable[..., None]:
                 phase.started_at = when
                 session.add(phase)
             session.commit()
-        finally:
-            session.close()
 
     return move
 

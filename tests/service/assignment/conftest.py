@@ -43,8 +43,7 @@ def write_config(engine: Any) -> Callable[[dict[str, Any]], None]:
         with engine.begin() as conn:
             for table in STATE_TABLES:
                 conn.execute(text(f'DELETE FROM "{table}"'))
-        session = open_session(write=True)
-        try:
+        with open_session(write=True) as session:
             for key, layer in config["layers"].items():
                 session.add(
                     Layer(key=key, seed=layer["seed"], holdout_fraction=layer["holdout_fraction"])
@@ -83,7 +82,5 @@ def write_config(engine: Any) -> Callable[[dict[str, Any]], None]:
                     )
                 )
             session.commit()
-        finally:
-            session.close()
 
     return write

@@ -14,9 +14,6 @@ def other_editor(engine: Any) -> dict[str, str]:
     from service.keys.models import Role
     from service.keys.service import create_key
 
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         created = create_key(session, name="reviewer", role=Role.editor)
-    finally:
-        session.close()
     return {"Authorization": f"Bearer {created.key}"}
