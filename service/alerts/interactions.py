@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 import stats
+from service.alerts.findings import Finding, raise_alert
 from service.alerts.models import AlertType, InteractionChecked
 from service.analysis.aggregate import MetricSpec, Window, variant_sums
 from service.analysis.service import metric_spec
@@ -176,8 +177,6 @@ def interaction_findings(alpha: float, min_units: int) -> list[InteractionChecke
 
 def check_interactions(alpha: float, min_units: int, now: datetime) -> list[InteractionChecked]:
     """Run :func:`interaction_findings` and raise an ``interaction`` alert for each one found."""
-    from service.alerts.service import Finding, raise_alert
-
     checked = interaction_findings(alpha, min_units)
     found = [c for c in checked if c.found]
     if not found:
