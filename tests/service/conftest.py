@@ -1,5 +1,5 @@
-"""Fixtures shared by the service's domains: SDK headers, a real webhook receiver, fast retries,
-exposure events, moved experiment start times, crafted §6 results."""
+"""Fixtures shared by the service's domains: SDK headers, events sent through HTTP, a real webhook
+receiver, fast retries, exposure events, moved experiment start times, crafted §6 results."""
 
 from __future__ import annotations
 
@@ -101,6 +101,22 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def sdk(keys: dict[str, dict[str, str]]) -> dict[str, str]:
     return keys["sdk"]
+
+
+@pytest.fixture
+def ingest(client: Any, keys: dict[str, dict[str, str]]) -> Any:
+    """POST events to /v1/events in batches; every event must be accepted."""
+
+    def send(events: list[dict[str, Any]]) -> None:
+        for start in range(0, len(events), 5000):
+            batch = events[start : start + 5000]
+            r = client.post("/v1/events", json={"events": batch}, headers=keys["sdk"])
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["rejected"] == [], body["rejected"][:3]
+            assert body["accepted"] + body["duplicates"] == len(batch)
+
+    return send
 
 
 @pytest.fixture
