@@ -1,7 +1,7 @@
 """Plan vs actual, and the deviations from the protocol, derived from the experiment and its audit.
 
-Pure functions over plain dicts (the experiment's public JSON, the audit entries' JSON and the
-results JSON of product.md §6), so that they are tested without a database.
+Pure functions over the typed public models (``ExperimentPublic``, its ``AuditEntryOut`` entries
+and ``ResultsPublic`` of product.md §6), so that they are tested without a database.
 
 Deviations found:
 
@@ -22,9 +22,13 @@ Deviations found:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from service.analysis.models import ResultsPublic
+from service.experiments.models import AuditEntryOut, ExperimentPublic
 
 # Audit actions that mean "someone looked at the results" (recorded by the analysis domain if
 # it logs views; the report works without them).
@@ -54,38 +58,32 @@ class Plan:
     planned_end: datetime | None = None
 
 
-def parse_time(value: Any) -> datetime | None:
-    """An ISO timestamp (or datetime) to an aware datetime; ``None`` when absent or unparsable."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
+def aware(value: datetime | None) -> datetime | None:
+    """``value`` as an aware datetime (a naive one, as SQLite gives back, is UTC)."""
+    if value is None or value.tzinfo is not None:
         return value
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    return value.replace(tzinfo=UTC)
 
 
-def analysed_start(experiment: dict[str, Any]) -> datetime | None:
+def analysed_start(experiment: ExperimentPublic) -> datetime | None:
     """When the analysed (current) phase started; the experiment start for phase 1."""
-    phase_no = experiment.get("phase")
-    for phase in experiment.get("phases") or []:
-        if phase.get("phase") == phase_no and phase.get("started_at"):
-            return parse_time(phase["started_at"])
-    return parse_time(experiment.get("started_at"))
+    for phase in experiment.phases:
+        if phase.phase == experiment.phase and phase.started_at is not None:
+            return aware(phase.started_at)
+    return aware(experiment.started_at)
 
 
 def plan_vs_actual(
-    experiment: dict[str, Any], results: dict[str, Any] | None, now: datetime
+    experiment: ExperimentPublic, results: ResultsPublic | None, now: datetime
 ) -> Plan:
     """Planned sample and duration against what the data and the clock show.
 
     Parameters
     ----------
-    experiment : dict
-        The experiment's public JSON.
-    results : dict or None
-        The results JSON (units per variant come from ``srm.observed``).
+    experiment : ExperimentPublic
+        The experiment.
+    results : ResultsPublic or None
+        Its results (units per variant come from ``srm.observed``).
     now : datetime
         The current time (the end of the run while it is not stopped).
 
@@ -94,26 +92,24 @@ def plan_vs_actual(
     Plan
         ``None`` fields where the protocol or the data do not say.
     """
-    planned = experiment.get("sample_size_per_variant")
-    observed: dict[str, int] = {}
-    if results and isinstance(results.get("srm"), dict):
-        observed = {str(k): int(v) for k, v in (results["srm"].get("observed") or {}).items()}
+    planned = experiment.sample_size_per_variant
+    observed = dict(results.srm.observed) if results is not None else {}
     start = analysed_start(experiment)
-    end = parse_time(experiment.get("stopped_at")) or now
+    end = aware(experiment.stopped_at) or now
     days = (end - start).total_seconds() / 86_400 if start is not None else None
-    planned_days = experiment.get("planned_duration_days")
+    planned_days = experiment.planned_duration_days
     sample_reached = None
-    if isinstance(planned, int) and observed:
+    if planned is not None and observed:
         sample_reached = min(observed.values()) >= planned
     duration_reached = None
     planned_end = None
-    if isinstance(planned_days, int) and start is not None and days is not None:
+    if planned_days is not None and start is not None and days is not None:
         duration_reached = days >= planned_days
         planned_end = start + timedelta(days=planned_days)
     return Plan(
-        planned_per_variant=planned if isinstance(planned, int) else None,
+        planned_per_variant=planned,
         actual_per_variant=observed,
-        planned_days=planned_days if isinstance(planned_days, int) else None,
+        planned_days=planned_days,
         actual_days=days,
         sample_reached=sample_reached,
         duration_reached=duration_reached,
@@ -135,6 +131,7 @@ def _early(plan: Plan) -> list[str]:
 
 
 def _metric_keys(field_name: str, value: Any) -> set[str]:
+    """The metric keys of a metric field's JSON as the audit trail recorded it before a change."""
     if value is None:
         return set()
     if field_name == "primary_metric":
@@ -144,26 +141,30 @@ def _metric_keys(field_name: str, value: Any) -> set[str]:
     return {str(v) for v in value}
 
 
-def _current_metric_keys(experiment: dict[str, Any], field_name: str) -> set[str]:
-    return _metric_keys(field_name, experiment.get(field_name))
+def _current_metric_keys(experiment: ExperimentPublic, field_name: str) -> set[str]:
+    if field_name == "primary_metric":
+        return {experiment.primary_metric.metric}
+    if field_name == "guardrails":
+        return {g.metric for g in experiment.guardrails}
+    return set(experiment.secondary_metrics)
 
 
 def find_deviations(
-    experiment: dict[str, Any],
-    audit: list[dict[str, Any]],
-    results: dict[str, Any] | None,
+    experiment: ExperimentPublic,
+    audit: Sequence[AuditEntryOut],
+    results: ResultsPublic | None,
     now: datetime,
 ) -> list[Deviation]:
     """Every deviation from the protocol, in the order of the module docstring.
 
     Parameters
     ----------
-    experiment : dict
-        The experiment's public JSON (``ExperimentPublic``).
-    audit : list of dict
-        The audit entries (``at``, ``action``, ``details``, ``note``...), oldest first.
-    results : dict or None
-        The results JSON, or ``None`` when not available.
+    experiment : ExperimentPublic
+        The experiment.
+    audit : sequence of AuditEntryOut
+        Its audit entries, oldest first.
+    results : ResultsPublic or None
+        Its results, or ``None`` when not available.
     now : datetime
         The current time, aware.
 
@@ -172,9 +173,9 @@ def find_deviations(
     list of Deviation
     """
     out: list[Deviation] = []
-    method = (experiment.get("analysis") or {}).get("method", "fixed")
+    method = experiment.analysis.method
     plan = plan_vs_actual(experiment, results, now)
-    stopped = parse_time(experiment.get("stopped_at"))
+    stopped = aware(experiment.stopped_at)
     early_why = _early(plan) if stopped is not None else []
     if early_why and method == "fixed":
         out.append(
@@ -189,8 +190,8 @@ def find_deviations(
         views = [
             a
             for a in audit
-            if a.get("action") in VIEW_ACTIONS
-            and (t := parse_time(a.get("at"))) is not None
+            if a.action in VIEW_ACTIONS
+            and (t := aware(a.at)) is not None
             and (plan.planned_end is None or t < plan.planned_end)
             and (stopped is None or t <= stopped)
         ]
@@ -213,13 +214,13 @@ def find_deviations(
                     + ". Treat p-values and intervals as optimistic, or use `method: sequential`.",
                 )
             )
-    start = parse_time(experiment.get("started_at"))
+    start = aware(experiment.started_at)
     if start is not None:
         for entry in audit:
-            at = parse_time(entry.get("at"))
-            details = entry.get("details") or {}
+            at = aware(entry.at)
+            details = entry.details or {}
             fields = [f for f in details.get("fields") or [] if f in METRIC_FIELDS]
-            if entry.get("action") != "update" or at is None or at <= start or not fields:
+            if entry.action != "update" or at is None or at <= start or not fields:
                 continue
             before = details.get("before") or {}
             for f in fields:
@@ -229,35 +230,33 @@ def find_deviations(
                     Deviation(
                         "metrics_added_after_start",
                         "Metrics added after the start",
-                        f"On {at:%Y-%m-%d %H:%M} UTC {entry.get('actor', 'someone')} changed the "
+                        f"On {at:%Y-%m-%d %H:%M} UTC {entry.actor or 'someone'} changed the "
                         f"{label}"
                         + (f", adding {', '.join(added)}" if added else "")
                         + ": these were not pre-registered; read them as exploratory.",
                     )
                 )
     for entry in audit:
-        if entry.get("action") != "new_phase":
+        if entry.action != "new_phase":
             continue
-        at = parse_time(entry.get("at"))
-        details = entry.get("details") or {}
-        when = f"{at:%Y-%m-%d %H:%M} UTC" if at is not None else "at an unknown time"
+        at = aware(entry.at)
+        details = entry.details or {}
+        when = f"{at:%Y-%m-%d %H:%M} UTC"
         out.append(
             Deviation(
                 "new_phase",
                 f"New phase {details.get('phase', '?')}",
                 f"Started {when}"
-                + (f" ({entry['note']})" if entry.get("note") else "")
+                + (f" ({entry.note})" if entry.note else "")
                 + ": units were re-randomized and only the current phase is analysed.",
             )
         )
     return out
 
 
-def progress_fraction(results: dict[str, Any] | None) -> float | None:
+def progress_fraction(results: ResultsPublic | None) -> float | None:
     """``power.progress`` from the results, when it is a finite number."""
-    if not results or not isinstance(results.get("power"), dict):
+    if results is None:
         return None
-    value = results["power"].get("progress")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    value = results.power.progress
+    return value if value is not None and math.isfinite(value) else None

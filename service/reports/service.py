@@ -213,9 +213,7 @@ def index_rows(session: Session, filters: IndexFilters | None = None) -> IndexPa
             srm="" if results is None else ("mismatch" if results.srm.mismatch else "ok"),
             multiple_exposures=None if results is None else results.multiple_exposures,
             recommendation=None if results is None else results.decision.recommendation,
-            progress=None
-            if results is None
-            else progress_fraction(results.model_dump(mode="json")),
+            progress=progress_fraction(results),
             open_alerts=tuple(open_alerts.get(exp.key, ())),
             created_at=pub.created_at.isoformat(),
             decision=pub.decision.decision if pub.decision is not None else None,

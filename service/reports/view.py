@@ -19,12 +19,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from service.alerts.models import AlertPublic, InteractionChecked
+from service.alerts.models import AlertPublic, AlertType, InteractionChecked
 from service.analysis.models import (
     ComparisonPublic,
+    CupedPublic,
     EstimatePublic,
+    GroupSequentialPublic,
     MetricResultPublic,
     ResultsPublic,
+    SequentialPublic,
 )
 from service.experiments.models import AuditEntryOut, ExperimentPublic, StructuredHypothesisOut
 from service.metrics.models import MetricPublic
@@ -519,48 +522,40 @@ def _value_label(m: MetricResultPublic, meta: MetricPublic | None) -> str:
 
 
 def _extras(c: ComparisonPublic, base: str, cells: _Cells, mtype: str) -> list[ExtraRow]:
+    def row(
+        part: str,
+        label: str,
+        result: CupedPublic | SequentialPublic | GroupSequentialPublic,
+        detail: str,
+    ) -> ExtraRow:
+        """A row of a method with an absolute and a relative effect at ``{base}.{part}``."""
+        return ExtraRow(
+            c.variant,
+            label,
+            cells.num(f"{base}.{part}.absolute.estimate", result.absolute.estimate),
+            cells.pct(f"{base}.{part}.relative.estimate", result.relative.estimate),
+            cells.ci(result.relative, "pct"),
+            cells.num(f"{base}.{part}.absolute.p_value", result.absolute.p_value),
+            detail,
+        )
+
     out = []
     if c.cuped is not None:
         cu = c.cuped
-        out.append(
-            ExtraRow(
-                c.variant,
-                "CUPED (ratio, delta method)" if mtype == "ratio" else "CUPED",
-                cells.num(f"{base}.cuped.absolute.estimate", cu.absolute.estimate),
-                cells.pct(f"{base}.cuped.relative.estimate", cu.relative.estimate),
-                cells.ci(cu.relative, "pct"),
-                cells.num(f"{base}.cuped.absolute.p_value", cu.absolute.p_value),
-                f"θ = {num(cu.theta)}; variance reduction {share(cu.variance_reduction)}",
-            )
-        )
+        label = "CUPED (ratio, delta method)" if mtype == "ratio" else "CUPED"
+        detail = f"θ = {num(cu.theta)}; variance reduction {share(cu.variance_reduction)}"
+        out.append(row("cuped", label, cu, detail))
     if c.sequential is not None:
         sq = c.sequential
-        out.append(
-            ExtraRow(
-                c.variant,
-                "Sequential (always valid)",
-                cells.num(f"{base}.sequential.absolute.estimate", sq.absolute.estimate),
-                cells.pct(f"{base}.sequential.relative.estimate", sq.relative.estimate),
-                cells.ci(sq.relative, "pct"),
-                cells.num(f"{base}.sequential.absolute.p_value", sq.absolute.p_value),
-                f"n* = {num(sq.n_star)}",
-            )
-        )
+        out.append(row("sequential", "Sequential (always valid)", sq, f"n* = {num(sq.n_star)}"))
     if c.group_sequential is not None:
         gs = c.group_sequential
-        out.append(
-            ExtraRow(
-                c.variant,
-                f"Group sequential, look {gs.look}",
-                cells.num(f"{base}.group_sequential.absolute.estimate", gs.absolute.estimate),
-                cells.pct(f"{base}.group_sequential.relative.estimate", gs.relative.estimate),
-                cells.ci(gs.relative, "pct"),
-                cells.num(f"{base}.group_sequential.absolute.p_value", gs.absolute.p_value),
-                f"repeated CI; bound z = {num(gs.bound)}; adjusted α {num(gs.nominal_alpha)}; "
-                f"information {share(gs.information_fraction)}; "
-                f"{'bound crossed' if gs.crossed else 'bound not crossed'}",
-            )
+        detail = (
+            f"repeated CI; bound z = {num(gs.bound)}; adjusted α {num(gs.nominal_alpha)}; "
+            f"information {share(gs.information_fraction)}; "
+            f"{'bound crossed' if gs.crossed else 'bound not crossed'}"
         )
+        out.append(row("group_sequential", f"Group sequential, look {gs.look}", gs, detail))
     if c.bayesian is not None:
         by = c.bayesian
         out.append(
@@ -876,14 +871,24 @@ def _dimensions(
     return out
 
 
+# A share link opens one experiment's report (product.md §14): the other experiments it overlaps
+# with are not named there (their keys and arms are for readers with a key).
+HIDDEN_OTHER = "another experiment"
+HIDDEN_INTERACTION = (
+    "An interaction with another running experiment was found: sign in to see which one."
+)
+
+
 def _interactions(inp: ReportInputs) -> list[InteractionRow]:
     out = []
     for c in inp.interactions or []:
-        if c.experiment == inp.experiment.key:
-            direction = f"this experiment's effect across the arms of {c.other}"
-        else:
-            direction = f"{c.experiment}'s effect across this experiment's arms"
         other = c.other if c.experiment == inp.experiment.key else c.experiment
+        if inp.shared:
+            other = HIDDEN_OTHER
+        if c.experiment == inp.experiment.key:
+            direction = f"this experiment's effect across the arms of {other}"
+        else:
+            direction = f"{other}'s effect across this experiment's arms"
         if c.error:
             verdict, detail = Badge("ERROR", "warn"), "the check failed (see the service log)"
         elif c.skipped:
@@ -909,7 +914,9 @@ def _interactions(inp: ReportInputs) -> list[InteractionRow]:
     return out
 
 
-def _alerts(alerts: Sequence[AlertPublic]) -> list[AlertRow]:
+def _alerts(alerts: Sequence[AlertPublic], *, shared: bool = False) -> list[AlertRow]:
+    """The alerts, open first; on a share link an interaction's message (it names the other
+    experiment and its arms) is replaced by :data:`HIDDEN_INTERACTION`."""
     ordered = sorted(alerts, key=lambda a: (a.resolved_at is not None, -a.id))
     return [
         AlertRow(
@@ -922,7 +929,7 @@ def _alerts(alerts: Sequence[AlertPublic]) -> list[AlertRow]:
             if a.resolved_at is None
             else f"resolved by {a.resolved_by or DASH}, {when(a.resolved_at)}",
             open=a.resolved_at is None,
-            message=a.message,
+            message=HIDDEN_INTERACTION if shared and a.type == AlertType.interaction else a.message,
         )
         for a in ordered
     ]
@@ -951,14 +958,11 @@ def _plan(plan: Plan) -> list[tuple[str, Cell, str, str]]:
 def build_report(inp: ReportInputs) -> ReportView:
     """The view of one report (pure: no database, no clock but ``inp.generated_at``)."""
     exp, r = inp.experiment, inp.results
-    exp_json = exp.model_dump(mode="json")
-    results_json = r.model_dump(mode="json") if r is not None else None
-    audit_json = [a.model_dump(mode="json") for a in inp.audit]
-    plan = plan_vs_actual(exp_json, results_json, inp.generated_at)
+    plan = plan_vs_actual(exp, r, inp.generated_at)
     deviations = (
         inp.deviations
         if inp.deviations is not None
-        else find_deviations(exp_json, audit_json, results_json, inp.generated_at)
+        else find_deviations(exp, inp.audit, r, inp.generated_at)
     )
     invalid = r is not None and r.srm.mismatch
     cells = _Cells(invalid)
@@ -1062,7 +1066,7 @@ def build_report(inp: ReportInputs) -> ReportView:
             else "No slices in this snapshot yet."
         ),
         srm_rows=srm_rows,
-        alerts=_alerts(inp.alerts),
+        alerts=_alerts(inp.alerts, shared=inp.shared),
         alert_summary=f"{n_open} open, {len(inp.alerts) - n_open} resolved",
         registration=_registration(inp),
         hypothesis=_hypothesis(exp.hypothesis),

@@ -104,3 +104,21 @@ def test_independent_experiments_raise_no_interaction(
     assert not any(i["found"] for i in report["interactions"])
     assert all(i["p_value"] is not None and i["p_value"] > 0.001 for i in report["interactions"])
     assert client.get("/v1/alerts?type=interaction", headers=admin).json()["total"] == 0
+
+
+def test_a_share_link_does_not_name_the_experiments_its_report_overlaps(
+    client: Any, admin: dict[str, str], keys: Any, make_experiment: Any
+) -> None:
+    rng = np.random.default_rng(1)
+    _setup(client, keys, make_experiment, _events(rng, 3000, lambda a, b: 0.35 if a and b else 0.1))
+    assert client.post("/v1/alerts/check", headers=admin).status_code == 200
+    signed_in = client.get("/v1/experiments/exp-a/report", headers=admin).text
+    assert 'data-other="exp-b"' in signed_in and "Interaction with &#39;exp-b&#39;" in signed_in
+    url = client.post("/v1/experiments/exp-a/share", json={}, headers=admin).json()["url"]
+    for fmt in ("html", "md"):
+        r = client.get(url, params={"format": fmt})
+        assert r.status_code == 200, r.text
+        assert "exp-b" not in r.text  # neither the overlaps table nor the alert's message
+        assert "exp-c" not in r.text
+        assert "another experiment" in r.text
+        assert "An interaction with another running experiment was found" in r.text

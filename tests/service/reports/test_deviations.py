@@ -3,10 +3,41 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from service.reports.deviations import find_deviations, plan_vs_actual
+from service.analysis.models import ResultsPublic
+from service.experiments.models import AuditEntryOut, ExperimentPublic
+from service.reports import deviations
 
 NOW = datetime(2025, 1, 20, tzinfo=UTC)
+
+
+def find_deviations(
+    experiment: dict[str, Any], audit: list[dict[str, Any]], results: dict[str, Any], now: datetime
+) -> list[deviations.Deviation]:
+    """The deviations of the fixtures' JSON, read into the models the report passes."""
+    entries = [
+        AuditEntryOut.model_validate(
+            {"actor": "someone", "from_status": None, "to_status": None, "note": None}
+            | {"details": None}
+            | a
+        )
+        for a in audit
+    ]
+    return deviations.find_deviations(
+        ExperimentPublic.model_validate(experiment),
+        entries,
+        ResultsPublic.model_validate(results),
+        now,
+    )
+
+
+def plan_vs_actual(
+    experiment: dict[str, Any], results: dict[str, Any], now: datetime
+) -> deviations.Plan:
+    return deviations.plan_vs_actual(
+        ExperimentPublic.model_validate(experiment), ResultsPublic.model_validate(results), now
+    )
 
 
 def codes(devs):
