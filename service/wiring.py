@@ -8,7 +8,8 @@ Nothing registers itself on import. :func:`service.main.create_app` calls :func:
   lifecycle (the lists of :mod:`service.experiments.hooks`): templates fill defaults, check
   rules and approval; webhooks, results snapshots and insights listen to transitions (in that
   order). The metrics ask the experiments which of them use a metric before its definition
-  changes (:data:`service.metrics.service.definition_users`). And the delivery workers are woken after a commit that queued a webhook.
+  changes (:data:`service.metrics.service.definition_users`). And the delivery workers are
+  woken after a commit that queued a webhook.
 - **Commands** (:data:`COMMANDS`): what the domains add to ``trialbook`` beside the CLI's own
   (migrate, serve, keys, openapi: :mod:`service.cli`).
 - **Workers** (:func:`workers`): the server's background threads, started by :func:`lifespan`

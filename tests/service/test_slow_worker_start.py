@@ -30,7 +30,9 @@ if "--multiprocessing-fork" in sys.argv:
 
 
 @pytest.mark.parametrize("cli", [True, False], ids=["trialbook-serve", "uvicorn"])
-def test_workers_slower_to_start_than_five_seconds_are_not_killed(tmp_path: Path, cli: bool) -> None:
+def test_workers_slower_to_start_than_five_seconds_are_not_killed(
+    tmp_path: Path, cli: bool
+) -> None:
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
