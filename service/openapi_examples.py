@@ -79,6 +79,52 @@ REQUEST_EXAMPLES: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
             },
         },
     },
+    ("patch", "/v1/experiments/{key}"): {
+        "title": {
+            "summary": "Rename a draft (a running experiment takes only its traffic fields)",
+            "value": {"title": "Checkout on one page"},
+        },
+    },
+    ("post", "/v1/experiments/{key}/notes"): {
+        "note": {
+            "summary": "A note on the record",
+            "value": {"text": "Paid campaign paused on Tuesday: expect fewer new users."},
+        },
+    },
+    ("post", "/v1/experiments/{key}/share"): {
+        "board": {
+            "summary": "A read-only link for the review board, for three days",
+            "value": {"note": "review board", "expires_in_hours": 72},
+        },
+    },
+    ("post", "/v1/data-sources"): {
+        "duckdb": {
+            "summary": "A DuckDB file with the organisation's own column names",
+            "value": {
+                "key": "warehouse-example",
+                "engine": "duckdb",
+                "connection": {"path": "/srv/warehouse.duckdb"},
+                "exposures": {
+                    "table": "exposures",
+                    "columns": {
+                        "unit_id": "user_id",
+                        "experiment": "test",
+                        "variant": "arm",
+                        "timestamp": "seen_at",
+                    },
+                },
+                "events": {
+                    "sql": "SELECT * FROM orders WHERE amount > 0",
+                    "columns": {
+                        "unit_id": "user_id",
+                        "name": "kind",
+                        "value": "amount",
+                        "timestamp": "ordered_at",
+                    },
+                },
+            },
+        },
+    },
     ("post", "/ofrep/v1/evaluate/flags/{key}"): {
         "unit": {
             "summary": "The variant of one unit",
