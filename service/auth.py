@@ -98,7 +98,7 @@ class Access:
 
 
 # The role sets of the API (product.md §10), declared by every route through service.deps and
-# read back by the role-matrix test (tests/service/registry/test_role_matrix.py).
+# read back by the role-matrix test (tests/service/test_role_matrix.py).
 ADMIN: Final = Access.of(Role.admin)
 EDITOR: Final = Access.of(Role.editor)
 READER: Final = Access.of(Role.editor, Role.viewer)

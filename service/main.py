@@ -12,7 +12,6 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.alerts.routes import router as alerts_router
-from service.analysis.routes import router as analysis_router
 from service.assignment.routes import ofrep_router
 from service.assignment.routes import router as assignment_router
 from service.config import get_settings
@@ -26,6 +25,7 @@ from service.layers.routes import layers_router
 from service.metrics.routes import router as metrics_router
 from service.openapi_examples import add_request_examples
 from service.reports.routes import router as reports_router
+from service.snapshots.routes import router as results_router
 from service.templates.routes import approval_router
 from service.templates.routes import router as templates_router
 from service.text import refuse_control_characters_in_parameters
@@ -44,7 +44,7 @@ ROUTERS = [
     experiments_router,
     layers_router,
     events_router,
-    analysis_router,
+    results_router,
     reports_router,
     templates_router,
     approval_router,

@@ -5,9 +5,11 @@ Nothing registers itself on import. :func:`service.main.create_app` calls :func:
 :data:`COMMANDS`; what a reader needs to see the whole process is this file.
 
 - **Hooks** (:func:`install_hooks`): what other domains do at the steps of an experiment's
-  lifecycle (the lists of :mod:`service.experiments.service`): templates fill defaults, check
+  lifecycle (the lists of :mod:`service.experiments.hooks`): templates fill defaults, check
   rules and approval; webhooks, results snapshots and insights listen to transitions (in that
-  order). And the delivery workers are woken after a commit that queued a webhook.
+  order). The metrics ask the experiments which of them use a metric before its definition
+  changes (:data:`service.metrics.service.definition_users`). And the delivery workers are
+  woken after a commit that queued a webhook.
 - **Commands** (:data:`COMMANDS`): what the domains add to ``trialbook`` beside the CLI's own
   (migrate, serve, keys, openapi: :mod:`service.cli`).
 - **Workers** (:func:`workers`): the server's background threads, started by :func:`lifespan`
@@ -32,8 +34,10 @@ from service.config import Settings, get_settings
 from service.db import WalCheckpointer, get_engine, open_session
 from service.events.writer import stop_writer
 from service.experiments import hooks as experiments
+from service.experiments.service import experiments_using
 from service.insights import service as insights
 from service.keys.service import bootstrap_admin
+from service.metrics import service as metrics
 from service.reports import cli as report_cli
 from service.sessions.service import principal_of_cookie
 from service.snapshots import service as snapshots
@@ -58,6 +62,7 @@ def install_hooks() -> None:
         snapshots.on_transition,
         insights.on_transition,
     ]
+    metrics.definition_users[:] = [experiments_using]
     webhooks.wake_workers_after_commit()
 
 

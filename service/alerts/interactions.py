@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 import stats
+from service.alerts.findings import Finding, raise_alert
 from service.alerts.models import AlertType, InteractionChecked
 from service.analysis.aggregate import MetricSpec, Window, variant_sums
 from service.analysis.service import metric_spec
@@ -146,8 +147,7 @@ def _direction(
 
 def interaction_findings(alpha: float, min_units: int) -> list[InteractionChecked]:
     """Check every pair of running experiments that share units, both ways (read-only)."""
-    session = open_session()
-    try:
+    with open_session() as session:
         running = session.exec(
             select(Experiment)
             .where(Experiment.status == Status.running.value)
@@ -173,20 +173,15 @@ def interaction_findings(alpha: float, min_units: int) -> list[InteractionChecke
                         )
                     )
         return out
-    finally:
-        session.close()
 
 
 def check_interactions(alpha: float, min_units: int, now: datetime) -> list[InteractionChecked]:
     """Run :func:`interaction_findings` and raise an ``interaction`` alert for each one found."""
-    from service.alerts.service import Finding, raise_alert
-
     checked = interaction_findings(alpha, min_units)
     found = [c for c in checked if c.found]
     if not found:
         return checked
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         for c in found:
             exp = session.exec(select(Experiment).where(Experiment.key == c.experiment)).first()
             if exp is None or exp.status != Status.running.value:
@@ -210,8 +205,6 @@ def check_interactions(alpha: float, min_units: int, now: datetime) -> list[Inte
             )
             c.raised = raise_alert(session, exp, finding)
         session.commit()
-    finally:
-        session.close()
     return checked
 
 

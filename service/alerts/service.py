@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from service.alerts.findings import Finding, raise_alert
+from service.alerts.interactions import check_interactions
 from service.alerts.models import (
     Alert,
     AlertList,
@@ -44,20 +44,8 @@ from service.errors import ConflictError, NotFoundError
 from service.experiments import service as experiments
 from service.experiments.models import AuditEntry, Experiment, Status
 from service.periodic import PeriodicTask
-from service.webhooks import service as webhooks
-from service.webhooks.models import EventType
 
 log = logging.getLogger("trialbook.alerts")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A condition found by a check, before it is stored."""
-
-    type: AlertType
-    message: str
-    condition: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------ the rules
@@ -204,52 +192,6 @@ def _stream_reference(session: Session, exp: Experiment) -> datetime | None:
 results_provider: Callable[[Session, Experiment], ResultsPublic] = _results
 
 
-# ------------------------------------------------------------------------------------- storing
-
-
-def raise_alert(session: Session, exp: Experiment, finding: Finding) -> bool:
-    """Insert the alert unless this condition was already raised; True when it is new.
-
-    A new alert queues the ``alert.<type>`` webhook in the same transaction. The caller commits.
-    """
-    assert exp.id is not None
-    values = {
-        "experiment_id": exp.id,
-        "experiment_key": exp.key,
-        "phase": exp.phase,
-        "type": finding.type.value,
-        "condition": finding.condition,
-        "message": finding.message[:2000],
-        "details": finding.details,
-        "created_at": utcnow(),
-    }
-    table = Alert.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    stmt = (
-        insert.values(**values)
-        .on_conflict_do_nothing(index_elements=["experiment_id", "phase", "type", "condition"])
-        .returning(table.c.id)
-    )
-    # RETURNING yields the new row only when it was inserted (rowcount is not portable here).
-    if session.execute(stmt).first() is None:
-        return False
-    webhooks.enqueue(
-        session,
-        EventType(f"alert.{finding.type.value}"),
-        webhooks.experiment_data(exp)
-        | {
-            "alert": {
-                "type": finding.type.value,
-                "condition": finding.condition,
-                "message": finding.message,
-                "details": finding.details,
-            }
-        },
-    )
-    return True
-
-
 # Warning codes of a comparison that mean the health checks could not judge the metric: reported
 # with the check (``CheckedExperiment.warnings``) rather than passed over in silence.
 UNJUDGED = frozenset({"non_finite_statistics"})
@@ -291,38 +233,29 @@ def findings_for(
 def check_experiment(key: str, now: datetime) -> CheckedExperiment | None:
     """Analyse one experiment in a read transaction, then store its new alerts in a short write
     transaction (the analysis does not hold SQLite's write lock). None if it is not running."""
-    session = open_session()
-    try:
+    with open_session() as session:
         exp = session.exec(select(Experiment).where(Experiment.key == key)).first()
         if exp is None or exp.status != Status.running.value:
             return None
         findings, error, warnings = findings_for(session, exp, now)
-    finally:
-        session.close()
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         exp = session.exec(select(Experiment).where(Experiment.key == key)).first()
         if exp is None or exp.status != Status.running.value:
             return None
         raised = [f.type for f in findings if raise_alert(session, exp, f)]
         session.commit()
-    finally:
-        session.close()
     return CheckedExperiment(experiment=key, raised=raised, error=error, warnings=warnings)
 
 
 def run_checks(now: datetime | None = None) -> CheckReport:
     """Check every running experiment, each in its own transactions."""
     now = now or utcnow()
-    session = open_session()
-    try:
+    with open_session() as session:
         keys = session.exec(
             select(Experiment.key)
             .where(Experiment.status == Status.running.value)
             .order_by(col(Experiment.id))
         ).all()
-    finally:
-        session.close()
     checked: list[CheckedExperiment] = []
     for key in keys:
         try:
@@ -332,8 +265,6 @@ def run_checks(now: datetime | None = None) -> CheckReport:
             result = CheckedExperiment(experiment=key, raised=[], error=str(exc)[:500])
         if result is not None:
             checked.append(result)
-    from service.alerts.interactions import check_interactions
-
     settings = get_settings()
     try:
         interactions = check_interactions(

@@ -59,22 +59,20 @@ def recorded_looks(session: Session, experiment_id: int, phase: int) -> list[Ana
 
 
 def _record(experiment_id: int, phase: int, look: int, units: int, fraction: float) -> None:
-    write = open_session(write=True)
-    try:
-        write.add(
-            AnalysisLook(
-                experiment_id=experiment_id,
-                phase=phase,
-                look=look,
-                units=units,
-                information_fraction=fraction,
+    with open_session(write=True) as write:
+        try:
+            write.add(
+                AnalysisLook(
+                    experiment_id=experiment_id,
+                    phase=phase,
+                    look=look,
+                    units=units,
+                    information_fraction=fraction,
+                )
             )
-        )
-        write.commit()
-    except IntegrityError:  # another analysis recorded this look first
-        write.rollback()
-    finally:
-        write.close()
+            write.commit()
+        except IntegrityError:  # another analysis recorded this look first
+            write.rollback()
 
 
 def look_fractions(

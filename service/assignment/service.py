@@ -366,11 +366,8 @@ def load_config() -> dict[str, Any]:
     dict
         The SDK config.
     """
-    session = open_session()
-    try:
+    with open_session() as session:
         return build_config(session)
-    finally:
-        session.close()
 
 
 # Read with the API key in one statement on the SDK hot path (service.auth.KeyCache).
@@ -533,11 +530,8 @@ def log_exposures(
             log.warning("exposure of %r not stored: %s", unit_id, exc.errors(include_url=False))
     if not events:
         return 0
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         result = ingest(session, events)
-    finally:
-        session.close()
     for rejected in result.rejected:
         log.warning("exposure of %s not stored: %s", unit_id, rejected)
     return result.accepted

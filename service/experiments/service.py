@@ -143,6 +143,18 @@ def _sync_metric_links(session: Session, exp: Experiment) -> None:
         )
 
 
+def experiments_using(session: Session, metric_key: str) -> list[str]:
+    """Keys of experiments out of `draft` that use the metric in any role (a metric's definition
+    cannot change under them: :data:`service.metrics.service.definition_users`)."""
+    rows = session.exec(
+        select(Experiment.key)
+        .join(ExperimentMetric, col(ExperimentMetric.experiment_id) == col(Experiment.id))
+        .where(ExperimentMetric.metric_key == metric_key, Experiment.status != "draft")
+        .distinct()
+    ).all()
+    return sorted(rows)
+
+
 def _apply_protocol(exp: Experiment, p: ExperimentCreate) -> None:
     data = p.model_dump(mode="json", exclude={"key", "template", "primary_metric"})
     for field, value in data.items():

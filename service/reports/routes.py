@@ -384,12 +384,9 @@ def open_share(
     """A shared report, read-only, without a key (404 once expired or revoked)."""
     if len(token) > 100:
         raise NotFoundError("This share link is unknown, expired or revoked.")
-    writer = open_session(write=True)
-    try:
+    with open_session(write=True) as writer:
         key = shares.open_share(writer, token, client_of(request))
         writer.commit()
-    finally:
-        writer.close()
     if key is None:
         raise NotFoundError(
             "This share link is unknown, expired or revoked: ask the experiment's owner for a "

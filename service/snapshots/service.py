@@ -69,7 +69,7 @@ from service.analysis.service import (
     metric_specs,
     quantile_ranks_wanted,
 )
-from service.db import IMMEDIATE, get_engine, utcnow
+from service.db import IMMEDIATE, get_engine, open_session, utcnow
 from service.errors import AppError, ConflictError, NotFoundError
 from service.events.models import Conversion, Exposure
 from service.experiments import service as experiments
@@ -230,25 +230,12 @@ def reanalyse(session: Session, snapshot_id: int) -> ResultsPublic:
 def consistent_read() -> Iterator[Session]:
     """A session whose reads all see one committed state of the database (see module doc)."""
     engine = get_engine()
-    session = Session(engine, expire_on_commit=False)
-    try:
+    with Session(engine, expire_on_commit=False) as session:
         if engine.dialect.name == "postgresql":
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         else:
             session.connection()  # BEGIN (deferred): the snapshot is fixed at the first read
         yield session
-    finally:
-        session.close()
-
-
-@contextmanager
-def write_session() -> Iterator[Session]:
-    session = Session(get_engine(), expire_on_commit=False)
-    session.connection(execution_options={IMMEDIATE: True})
-    try:
-        yield session
-    finally:
-        session.close()
 
 
 def _watermark(session: Session) -> tuple[int | None, int | None, datetime | None]:
@@ -681,7 +668,7 @@ def _claim(session: Session, exp_id: int, snapshot_id: int, token: str) -> int:
 def request_refresh(key: str, trigger: str) -> tuple[RefreshAccepted, str | None]:
     """Claim a refresh of ``key``: (the answer, the claim token if this call holds it)."""
     token = uuid.uuid4().hex
-    with write_session() as session:
+    with open_session(write=True) as session:
         exp = experiments.get_row(session, key)
         assert exp.id is not None
         row = ResultsSnapshot(
@@ -732,7 +719,7 @@ def run_refresh(snapshot_id: int, token: str, *, series: bool = True, slices: bo
     except Exception as exc:
         log.exception("refresh of snapshot %s failed", snapshot_id)
         error = f"{type(exc).__name__}: {exc}"[:2000]
-    with write_session() as session:
+    with open_session(write=True) as session:
         row = session.get(ResultsSnapshot, snapshot_id)
         if row is not None:
             exp = session.get(Experiment, row.experiment_id)

@@ -1,4 +1,4 @@
-"""Fixtures for the results tests: event ingestion through HTTP and a numpy reference."""
+"""Fixtures for the results tests: raw events kept for a numpy reference, and that reference."""
 
 from __future__ import annotations
 
@@ -46,22 +46,6 @@ class Raw:
         if value is not None:
             event["value"] = value
         self.conversions.append(event)
-
-
-@pytest.fixture
-def ingest(client: Any, keys: dict[str, dict[str, str]]) -> Any:
-    """POST events to /v1/events in batches; every event must be accepted."""
-
-    def send(events: list[dict[str, Any]]) -> None:
-        for start in range(0, len(events), 5000):
-            batch = events[start : start + 5000]
-            r = client.post("/v1/events", json={"events": batch}, headers=keys["sdk"])
-            assert r.status_code == 200, r.text
-            body = r.json()
-            assert body["rejected"] == [], body["rejected"][:3]
-            assert body["accepted"] + body["duplicates"] == len(batch)
-
-    return send
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fixtures of the assignment tests: SDK headers, and writing an SDK config's state into the DB."""
+"""Fixtures of the assignment tests: the shared vectors, an SDK config's state in the DB."""
 
 from __future__ import annotations
 
@@ -30,11 +30,6 @@ def vectors() -> dict[str, Any]:
 
 
 @pytest.fixture
-def sdk(keys: dict[str, dict[str, str]]) -> dict[str, str]:
-    return keys["sdk"]
-
-
-@pytest.fixture
 def write_config(engine: Any) -> Callable[[dict[str, Any]], None]:
     """Replace every experiment and layer in the database by the state an SDK config describes.
 
@@ -48,8 +43,7 @@ def write_config(engine: Any) -> Callable[[dict[str, Any]], None]:
         with engine.begin() as conn:
             for table in STATE_TABLES:
                 conn.execute(text(f'DELETE FROM "{table}"'))
-        session = open_session(write=True)
-        try:
+        with open_session(write=True) as session:
             for key, layer in config["layers"].items():
                 session.add(
                     Layer(key=key, seed=layer["seed"], holdout_fraction=layer["holdout_fraction"])
@@ -88,7 +82,5 @@ def write_config(engine: Any) -> Callable[[dict[str, Any]], None]:
                     )
                 )
             session.commit()
-        finally:
-            session.close()
 
     return write

@@ -159,11 +159,8 @@ def test_server_agrees_with_the_sdk_hashing_on_100000_random_units(
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789-_é用🙂"
     units = ["".join(rng.choices(alphabet, k=rng.randint(1, 24))) for _ in range(100_000)]
 
-    session = open_session()
-    try:
+    with open_session() as session:
         compiled = ConfigCache().get(session).compiled
-    finally:
-        session.close()
     reasons: dict[str, int] = defaultdict(int)
     for unit in units:
         got = assign(compiled, AssignIn(unit_id=unit))

@@ -226,11 +226,8 @@ def test_two_processes_each_with_its_cache_see_a_change_made_through_the_other(
     make_experiment("shared", start=True)
 
     def status_seen(cache: ConfigCache) -> str:
-        session = open_session()
-        try:
+        with open_session() as session:
             return str(cache.get(session).config["experiments"]["shared"]["status"])
-        finally:
-            session.close()
 
     assert status_seen(a) == status_seen(b) == "running"
     builds = (a.builds, b.builds)

@@ -53,11 +53,8 @@ def make_admin(engine: Any) -> dict[str, str]:
     from service.keys.models import Role
     from service.keys.service import create_key
 
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         return {"Authorization": f"Bearer {create_key(session, name='t', role=Role.admin).key}"}
-    finally:
-        session.close()
 
 
 def test_demo_with_no_flags_runs_and_its_report_line_works_as_printed(server, engine, tmp_path):

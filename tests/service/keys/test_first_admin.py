@@ -126,11 +126,8 @@ def test_a_start_with_an_admin_key_present_creates_none(engine, tmp_path):
     from service.keys.models import Role
     from service.keys.service import create_key
 
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         create_key(session, name="ops", role=Role.admin)
-    finally:
-        session.close()
     log = tmp_path / "server.log"
     with LiveServer(database_url=DATABASE_URL, log=log, cli=True):
         pass

@@ -9,7 +9,7 @@ from sqlmodel import SQLModel
 
 import service.tables  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_migrations_match_the_models(migrated_engine):

@@ -94,14 +94,11 @@ def test_outcome_snapshot_for_the_report(client, portfolio):
     from service.db import open_session
     from service.insights.service import outcome_of
 
-    session = open_session()
-    try:
+    with open_session() as session:
         won = outcome_of(session, "won")
         assert won is not None and won.primary_winner == "treatment"
         assert won.recommendation == "ship" and won.stopped_early is False
         assert outcome_of(session, "draft-one") is None
-    finally:
-        session.close()
 
 
 def test_empty_portfolio_has_null_shares(client, keys):
@@ -116,11 +113,8 @@ def test_stop_snapshots_the_real_analysis(client, admin, make_experiment):
 
     make_experiment("real", start=True)
     assert client.post("/v1/experiments/real/stop", headers=admin).status_code == 200
-    session = open_session()
-    try:
+    with open_session() as session:
         snap = outcome_of(session, "real")
-    finally:
-        session.close()
     assert snap is not None and snap.error is None
     assert snap.recommendation is not None and snap.stopped_early is True
 

@@ -35,11 +35,8 @@ def _key(engine: Any, name: str) -> dict[str, str]:
     from service.keys.models import Role
     from service.keys.service import create_key
 
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         created = create_key(session, name=name, role=Role.editor)
-    finally:
-        session.close()
     return {"Authorization": f"Bearer {created.key}"}
 
 
@@ -109,22 +106,16 @@ def test_only_a_template_an_admin_wrote_can_be_named(
     written_by_editor = Principal(key_id=editor_id, name="test-editor", role=Role.editor)
     # Written by editors before templates became admin-only: a lenient template, and a lenient
     # version 2 of a template an admin wrote.
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         service.create_template(session, TemplateCreate.model_validate(LENIENT), written_by_editor)
-    finally:
-        session.close()
     quick = {"key": "quick", "name": "Quick", "rules": {"approval_required": False}}
     assert client.post("/v1/templates", json=quick, headers=admin).status_code == 201
     strict = {"key": "strict", "name": "Strict", "rules": {"approval_required": True}}
     assert client.post("/v1/templates", json=strict, headers=admin).status_code == 201
-    session = open_session(write=True)
-    try:
+    with open_session(write=True) as session:
         service.update_template(
             session, "strict", TemplateUpdate(name="Strict", rules={}), written_by_editor
         )
-    finally:
-        session.close()
 
     for name in ("lenient", "strict"):
         r = client.post(

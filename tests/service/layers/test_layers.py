@@ -15,11 +15,8 @@ def _compiled(engine: Any) -> Any:
     from service.assignment.service import ConfigCache
     from service.db import open_session
 
-    session = open_session()
-    try:
+    with open_session() as session:
         return ConfigCache().get(session).compiled
-    finally:
-        session.close()
 
 
 def test_two_experiments_in_one_layer_never_share_a_unit(

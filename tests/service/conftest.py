@@ -1,4 +1,5 @@
-"""Fixtures for the product-ops tests: a second editor, a real webhook receiver, fast retries."""
+"""Fixtures shared by the service's domains: SDK headers, events sent through HTTP, a real webhook
+receiver, fast retries, exposure events, moved experiment start times, crafted §6 results."""
 
 from __future__ import annotations
 
@@ -98,18 +99,24 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def other_editor(engine: Any) -> dict[str, str]:
-    """A second editor key (approvals must come from someone else)."""
-    from service.db import open_session
-    from service.keys.models import Role
-    from service.keys.service import create_key
+def sdk(keys: dict[str, dict[str, str]]) -> dict[str, str]:
+    return keys["sdk"]
 
-    session = open_session(write=True)
-    try:
-        created = create_key(session, name="reviewer", role=Role.editor)
-    finally:
-        session.close()
-    return {"Authorization": f"Bearer {created.key}"}
+
+@pytest.fixture
+def ingest(client: Any, keys: dict[str, dict[str, str]]) -> Any:
+    """POST events to /v1/events in batches; every event must be accepted."""
+
+    def send(events: list[dict[str, Any]]) -> None:
+        for start in range(0, len(events), 5000):
+            batch = events[start : start + 5000]
+            r = client.post("/v1/events", json={"events": batch}, headers=keys["sdk"])
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["rejected"] == [], body["rejected"][:3]
+            assert body["accepted"] + body["duplicates"] == len(batch)
+
+    return send
 
 
 @pytest.fixture
@@ -146,8 +153,7 @@ def set_times(engine: Any) -> Callable[..., None]:
         from service.db import open_session
         from service.experiments.models import Experiment, ExperimentPhase
 
-        session = open_session(write=True)
-        try:
+        with open_session(write=True) as session:
             exp = session.exec(select(Experiment).where(Experiment.key == key)).one()
             when = datetime.now(UTC) - started_ago
             exp.started_at = when
@@ -158,8 +164,6 @@ def set_times(engine: Any) -> Callable[..., None]:
                 phase.started_at = when
                 session.add(phase)
             session.commit()
-        finally:
-            session.close()
 
     return move
 

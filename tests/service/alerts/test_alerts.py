@@ -157,12 +157,9 @@ def test_list_alerts_function_for_reports(client, make_experiment, set_times):
     make_experiment("shown", start=True)
     set_times("shown", timedelta(days=2))
     run_checks()
-    session = open_session()
-    try:
+    with open_session() as session:
         assert [a.type.value for a in list_alerts(session, "shown")] == ["stalled"]
         assert list_alerts(session, "other") == []
-    finally:
-        session.close()
 
 
 def test_trialbook_check_command(client, make_experiment, set_times, capsys):
