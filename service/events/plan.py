@@ -262,11 +262,8 @@ def plan_job(job: Job, *, sqlite: bool) -> None:
     keys = experiment_keys(job.items)
     targets = targets_seen.get(keys)
     if targets is None:
-        session = open_session(write=False)
-        try:
+        with open_session(write=False) as session:
             read = Store(session).targets(keys)
-        finally:
-            session.close()
         targets_seen.put(keys, read)
         targets = {k: read.get(k) for k in keys}
     job.plan = make_plan(job.items, targets, sqlite=sqlite)
