@@ -117,30 +117,12 @@ def _warehouse(path: Path) -> None:
 
 
 def _source(key: str, path: Path) -> dict[str, Any]:
-    """A DuckDB data source over the warehouse file ``path`` (see :func:`_warehouse`)."""
-    return {
-        "key": key,
-        "engine": "duckdb",
-        "connection": {"path": str(path)},
-        "exposures": {
-            "table": "exposures",
-            "columns": {
-                "unit_id": "user_id",
-                "experiment": "test",
-                "variant": "arm",
-                "timestamp": "seen_at",
-            },
-        },
-        "events": {
-            "table": "orders",
-            "columns": {
-                "unit_id": "user_id",
-                "name": "kind",
-                "value": "amount",
-                "timestamp": "ordered_at",
-            },
-        },
-    }
+    """The OpenAPI example of a DuckDB data source, as ``key`` over the warehouse file ``path``
+    (see :func:`_warehouse`: its tables are the ones the example maps)."""
+    from service.openapi_examples import REQUEST_EXAMPLES
+
+    example = REQUEST_EXAMPLES[("post", "/v1/data-sources")]["duckdb"]["value"]
+    return {**example, "key": key, "connection": {"path": str(path)}}
 
 
 def seed(base: str, admin_key: str, out_dir: Path) -> None:
