@@ -79,11 +79,6 @@ def events() -> Events:
 
 
 @pytest.fixture
-def sdk(keys: dict[str, dict[str, str]]) -> dict[str, str]:
-    return keys["sdk"]
-
-
-@pytest.fixture
 def running(make_experiment: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     """The conftest experiment `new-checkout` (control/treatment), started."""
     return make_experiment(start=True)
