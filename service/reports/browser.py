@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -77,6 +79,7 @@ class Chromium:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: close() ends its helpers too
         )
         port_file = Path(self._dir.name) / "DevToolsActivePort"
         deadline = time.monotonic() + timeout
@@ -163,7 +166,23 @@ class Chromium:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(timeout=10)
-        self._dir.cleanup()
+        # Chromium's helper processes (renderer, crashpad) may outlive the browser a moment and
+        # still write into the profile: end the group, then remove the profile, retrying while a
+        # straggler's last files appear ("Directory not empty" once in CI).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        for attempt in range(20):
+            try:
+                shutil.rmtree(self._dir.name)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            self._dir.cleanup()
 
     def __enter__(self) -> Chromium:
         return self

@@ -20,7 +20,11 @@ def test_every_published_request_example_is_accepted(client: Any, keys: dict[str
     order = [
         ("post", "/v1/metrics"),
         ("post", "/v1/templates"),
+        ("post", "/v1/data-sources"),
         ("post", "/v1/experiments"),
+        ("patch", "/v1/experiments/{key}"),  # a draft takes every field
+        ("post", "/v1/experiments/{key}/notes"),
+        ("post", "/v1/experiments/{key}/share"),
         ("post", "/ofrep/v1/evaluate/flags"),
         ("post", "/ofrep/v1/evaluate/flags/{key}"),
         ("post", "/v1/experiments/{key}/phases"),
