@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from service.analysis.aggregate import MetricSpec, Window  # noqa: E402
+from service.analysis.query import Side, epoch_us  # noqa: E402
 from service.warehouse import engines  # noqa: E402
-from service.warehouse.query import Side, epoch_us  # noqa: E402
 from service.warehouse.source import SourceAggregator, check_columns  # noqa: E402
 
 EXPERIMENT = "bench-warehouse"

@@ -30,8 +30,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from typing import Any, Protocol
 
+from service.analysis.query import DIALECTS, read_only_problem
 from service.errors import AppError
-from service.warehouse.query import DIALECTS, read_only_problem
 
 __all__ = [
     "ENGINES",

@@ -8,6 +8,7 @@ from typing import Any
 import sqlglot
 from sqlmodel import Session, col, select
 
+from service.analysis.query import DIALECTS, read_only_problem
 from service.db import utcnow
 from service.errors import ConflictError, FieldError, ValidationFailedError
 from service.experiments.models import Experiment
@@ -23,7 +24,6 @@ from service.warehouse.models import (
     DataSourceUpdate,
     SideCheck,
 )
-from service.warehouse.query import DIALECTS, read_only_problem
 from service.warehouse.source import check_columns, sides_of, source_row
 
 __all__ = [

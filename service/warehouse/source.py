@@ -2,7 +2,7 @@
 
 :class:`SourceAggregator` answers what ``service.analysis.aggregate`` answers for the built-in
 store (unit counts, per-variant sums with the winsorization cut points, slice sums and counts,
-quantile order statistics) with the statements of :mod:`service.warehouse.query` rendered in the
+quantile order statistics) with the statements of :mod:`service.analysis.query` rendered in the
 source's dialect and run there; only those aggregates come back.
 
 Before its first statement it reads the columns of both sides (a statement that returns no row)
@@ -30,11 +30,7 @@ from service.analysis.aggregate import (
     cut_points,
     metric_sums_of,
 )
-from service.errors import FieldError, NotFoundError
-from service.warehouse import engines
-from service.warehouse.engines import Engine, WarehouseError
-from service.warehouse.models import BUILTIN, DataSource
-from service.warehouse.query import (
+from service.analysis.query import (
     DIALECTS,
     Plan,
     Side,
@@ -42,11 +38,16 @@ from service.warehouse.query import (
     cuts_sql,
     epoch_us,
     order_statistics_sql,
+    plan_of,
     probe_sql,
     slice_counts_sql,
     slice_order_statistics_sql,
     sums_sql,
 )
+from service.errors import FieldError, NotFoundError
+from service.warehouse import engines
+from service.warehouse.engines import Engine, WarehouseError
+from service.warehouse.models import BUILTIN, DataSource
 
 __all__ = [
     "ColumnNotFoundError",
@@ -167,21 +168,7 @@ class SourceAggregator:
         return {v: k for k, v in DIALECTS.items()}[self.conn.dialect]
 
     def _plan(self, window: Window, metrics: Sequence[MetricSpec] = ()) -> Plan:
-        hours = window.attribution_window_hours
-        return Plan(
-            experiment=self.experiment,
-            phase=window.phase,
-            phase_start_us=self.phase_start_us,
-            overrides=tuple(window.overrides),
-            window_us=None if hours is None else round(hours * 3600 * MICROS_PER_SECOND),
-            stopped_us=None if window.stopped_at is None else epoch_us(window.stopped_at),
-            pre_us=None
-            if window.pre_period_days is None
-            else int(window.pre_period_days) * 86_400 * MICROS_PER_SECOND,
-            until_us=None if window.until is None else epoch_us(window.until),
-            dimensions=tuple(window.dimensions),
-            metrics=tuple(metrics),
-        )
+        return plan_of(window, metrics, self.experiment, self.phase_start_us)
 
     def _run(self, sql: str) -> list[tuple[Any, ...]]:
         return engines.run(self.key, self.conn, sql, self.timeout)[1]

@@ -207,11 +207,11 @@ def test_the_sufficient_statistics_agree_with_the_built_in_store_at_a_time_cut(
     from sqlmodel import Session
 
     from service.analysis.aggregate import StoreAggregator, Window
+    from service.analysis.query import epoch_us
     from service.analysis.service import analysis_window, metric_specs
     from service.db import get_engine
     from service.experiments.service import get_row
     from service.warehouse.models import DataSource
-    from service.warehouse.query import epoch_us
     from service.warehouse.source import SourceAggregator, open_source
 
     admin, sdk = keys["admin"], keys["sdk"]

@@ -16,7 +16,7 @@ import pytest
 import sqlglot
 
 from service.analysis.aggregate import MetricSpec
-from service.warehouse.query import (
+from service.analysis.query import (
     DIALECTS,
     Plan,
     Side,

@@ -38,18 +38,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlglot
 from sqlglot import exp
 
-from service.analysis.aggregate import (
+from service.analysis.spec import (
+    MICROS_PER_SECOND,
     OTHER,
     UNKNOWN,
     Cuts,
     CutWanted,
     MetricSpec,
+    Window,
     cuts_wanted,
     kind_of,
     sum_terms,
@@ -59,10 +61,13 @@ __all__ = [
     "DIALECTS",
     "Plan",
     "Side",
+    "Store",
     "counts_sql",
     "cuts_sql",
     "epoch_us",
     "order_statistics_sql",
+    "partitioned_sums_sql",
+    "plan_of",
     "probe_sql",
     "read_only_problem",
     "slice_counts_sql",
@@ -106,6 +111,52 @@ _EXPOSURES = "tb_exposures_source"  # placeholder tables
 _EVENTS = "tb_events_source"
 _CANONICAL = "duckdb"  # the dialect the canonical text is written in
 
+# The built-in store (Store) compares its own timestamps, natively: placeholder functions of the
+# canonical form, replaced per dialect (SQLite, PostgreSQL) like tb_epoch_us.
+_TIME_FN = "tb_time"  # tb_time(µs): that point in time as the store's columns hold it
+_SHIFT_FN = "tb_shift"  # tb_shift(ts, µs): the timestamp ts moved by µs, exactly
+_ATTR_FN = "tb_attr"  # tb_attr(attributes, 'name'): a unit's attribute, text or NULL
+_EXACT_FN = "tb_exact"  # tb_exact(x): x in numeric (PostgreSQL's exact pass)
+_PLACEHOLDER_FNS = (_EPOCH_FN, _TIME_FN, _SHIFT_FN, _ATTR_FN, _EXACT_FN)
+
+
+def _store_template(dialect: str, name: str, literal: str | None) -> str:
+    """The SQL text (in ``dialect``) of a store placeholder; ``_EPOCH_ARG`` stands for its
+    expression argument, ``literal`` is its constant argument.
+
+    SQLite: ``UTCDateTime`` columns hold ``'YYYY-MM-DD HH:MM:SS.ffffff'`` text, which orders like
+    time, so a bound is text of the same shape: ``datetime()`` shifts the whole seconds (its
+    output has no fraction) and the fraction is carried by hand, exactly. PostgreSQL: a
+    ``timestamptz`` ± an interval in microseconds (absolute time, no calendar or DST)."""
+    x = _EPOCH_ARG
+    if name == _TIME_FN:
+        assert literal is not None
+        t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(literal))
+        if dialect == "sqlite":
+            return _s(t.strftime("%Y-%m-%d %H:%M:%S.%f"))
+        return f"CAST({_s(t.isoformat())} AS TIMESTAMPTZ)"
+    if name == _SHIFT_FN:
+        assert literal is not None
+        us = int(literal)
+        if dialect != "sqlite":
+            return f"({x} + CAST({us} AS BIGINT) * INTERVAL '1 microsecond')"
+        secs, rem = divmod(us, MICROS_PER_SECOND)
+        if rem == 0:  # whole seconds (the usual case): the fraction is unchanged
+            return f"(datetime(substr({x}, 1, 19), '{secs:+d} seconds') || substr({x}, 20))"
+        micros = f"(CAST(substr({x}, 21, 6) AS INTEGER) + {rem})"
+        return (
+            f"(datetime(substr({x}, 1, 19), printf('%+d seconds', {secs} + {micros}"
+            f" / {MICROS_PER_SECOND})) || printf('.%06d', {micros} % {MICROS_PER_SECOND}))"
+        )
+    if name == _ATTR_FN:
+        assert literal is not None
+        if dialect == "sqlite":
+            path = '$."' + literal.replace('"', '\\"') + '"'
+            return f"json_extract({x}, {_s(path)})"
+        return f"(CAST({x} AS JSONB) ->> {_s(literal)})"
+    assert name == _EXACT_FN
+    return x if dialect == "sqlite" else f"CAST({x} AS NUMERIC)"
+
 
 @dataclass(frozen=True)
 class Side:
@@ -132,6 +183,54 @@ class Plan:
     dimensions: Sequence[tuple[str, Sequence[str]]] = ()
     # Slice buckets only: the raw attribute values (slice_counts_sql) need no buckets.
     metrics: Sequence[MetricSpec] = ()
+
+
+@dataclass(frozen=True)
+class Store:
+    """The built-in store as the builder's input, in place of the two sides: ``exposure_unit``
+    (one row per unit and phase: variant, first exposure, ``multiple``, the dimensions'
+    attributes, kept by ingestion) and ``conversion``, compared in their native timestamps
+    (SQLite: text, PostgreSQL: ``timestamptz``) so that each unit's events in its window are one
+    range read of the index ``conversion (unit_id, ts, name, value)`` (see :func:`_store_per_unit`).
+
+    ``variant``: that variant's units only (SQLite runs one statement per variant over the index
+    ``exposure_unit (experiment_id, phase, variant, unit_id, …)``: no sort for the grouping);
+    ``units``: unit ids in ``[low, high)`` only (PostgreSQL's partitions); ``also_in``: units also
+    analysed in (experiment id, phase, variant) only; ``exact``: per-unit values and sums in
+    ``numeric`` (PostgreSQL, after a double overflow).
+    """
+
+    experiment_id: int
+    variant: str | None = None
+    units: tuple[str | None, str | None] = (None, None)
+    also_in: tuple[int, int, str] | None = None
+    exact: bool = False
+
+
+Source = Side | Store
+
+
+def plan_of(
+    window: Window,
+    metrics: Sequence[MetricSpec] = (),
+    experiment: str = "",
+    phase_start_us: int | None = None,
+) -> Plan:
+    """The plan of an analysis window (times in epoch microseconds)."""
+    hours = window.attribution_window_hours
+    pre_days = window.pre_period_days
+    return Plan(
+        experiment=experiment,
+        phase=window.phase,
+        phase_start_us=phase_start_us,
+        overrides=tuple(window.overrides),
+        window_us=None if hours is None else round(hours * 3600 * MICROS_PER_SECOND),
+        stopped_us=None if window.stopped_at is None else epoch_us(window.stopped_at),
+        pre_us=None if pre_days is None else int(pre_days) * 86_400 * MICROS_PER_SECOND,
+        until_us=None if window.until is None else epoch_us(window.until),
+        dimensions=tuple(window.dimensions),
+        metrics=tuple(metrics),
+    )
 
 
 def epoch_us(t: datetime) -> int:
@@ -263,13 +362,57 @@ def _events_cte(events: Side, names: Sequence[str]) -> str:
     )
 
 
-def _analysed(plan: Plan) -> str:
+def _at(src: Source, us: int) -> str:
+    """A point in time as ``src`` compares it: epoch µs, or the store's native timestamp."""
+    return f"{_TIME_FN}({int(us)})" if isinstance(src, Store) else str(int(us))
+
+
+def _analysed(src: Source, plan: Plan) -> str:
+    """The units of ``eu`` that are analysed: one variant, no override, before the time cut."""
     cond = "eu.tb_multi = 0"
     if plan.overrides:
         cond += f" AND NOT eu.tb_unit IN {_in_list(list(plan.overrides))}"
     if plan.until_us is not None:
-        cond += f" AND eu.tb_first < {int(plan.until_us)}"
+        cond += f" AND eu.tb_first < {_at(src, plan.until_us)}"
     return cond
+
+
+def _store_where(store: Store, plan: Plan) -> list[str]:
+    """The store's units of the experiment's phase (and of ``store``'s restrictions)."""
+    where = [f"eu.experiment_id = {int(store.experiment_id)}", f"eu.phase = {int(plan.phase)}"]
+    if store.variant is not None:
+        where.append(f"eu.variant = {_s(store.variant)}")
+    low, high = store.units
+    if low is not None:
+        where.append(f"eu.unit_id >= {_s(low)}")
+    if high is not None:
+        where.append(f"eu.unit_id < {_s(high)}")
+    return where
+
+
+def _store_buckets(plan: Plan, raw: bool) -> str:
+    """``, <bucket> AS tb_sv{k}`` of each dimension, from the unit's stored attributes."""
+    out = ""
+    for k, (name, kept) in enumerate(plan.dimensions):
+        value = f"{_ATTR_FN}(eu.attributes, {_s(name)})"
+        out += f", {value if raw else _bucket(value, kept)} AS tb_sv{k}"
+    return out
+
+
+def _units_ctes(src: Source, plan: Plan, raw: bool = False) -> str:
+    """``WITH …`` up to ``tb_eu``: one row per exposed unit (``tb_unit, tb_variant, tb_first,
+    tb_multi`` and ``tb_sv{k}`` per dimension), multiple-exposure units included."""
+    if isinstance(src, Store):
+        return (
+            "WITH tb_eu AS (SELECT eu.unit_id AS tb_unit, eu.variant AS tb_variant,"
+            " eu.first_ts AS tb_first, CASE WHEN eu.multiple THEN 1 ELSE 0 END AS tb_multi"
+            f"{_store_buckets(plan, raw)} FROM exposure_unit eu"
+            f" WHERE {' AND '.join(_store_where(src, plan))})"
+        )
+    dims = list(plan.dimensions)
+    return (
+        f"WITH {_exposures_cte(src, plan, [d for d, _ in dims])}, {_units_cte(plan, dims, raw=raw)}"
+    )
 
 
 @dataclass
@@ -332,52 +475,187 @@ def _per_unit(
         f"tb_j AS (SELECT eu.tb_unit AS tb_unit, eu.tb_variant AS tb_variant{sv},"
         f" c.c_name AS c_name, c.c_value AS c_value, {period} AS tb_p"
         " FROM tb_eu eu LEFT JOIN tb_ev c ON c.c_unit = eu.tb_unit"
-        f" WHERE {_analysed(plan)})",
+        f" WHERE {_analysed(exposures, plan)})",
         f"tb_v AS (SELECT j.tb_unit AS tb_unit, j.tb_variant AS tb_variant{jsv}, {selected}"
         f" FROM tb_j j GROUP BY j.tb_unit, j.tb_variant{jsv})",
     ]
     return _PerUnit("WITH " + ", ".join(ctes), columns)
 
 
+def _store_per_unit(
+    dialect: str, store: Store, plan: Plan, metrics: Sequence[MetricSpec], pre: bool
+) -> _PerUnit:
+    """``tb_v`` on the built-in store: one row per analysed unit, its variant, slice buckets and
+    per-unit values, in one ``LEFT JOIN`` of ``exposure_unit`` with its conversions in the unit's
+    window, grouped by the primary key of ``exposure_unit``.
+
+    The plan must stream (issue 7): both sides are read in ``unit_id`` order (the primary key
+    and the covering index ``conversion (unit_id, ts, name, value)``), each unit's events are one
+    range read between bounds computed once per unit, the grouping needs no sort and no hash
+    table (PostgreSQL drops the other grouping columns as functionally dependent on the key;
+    SQLite, given one variant, reads ``(experiment_id, phase, variant, unit_id)`` in order), and
+    per event only ``FILTER``-ed aggregates run. A unit without events is 0. PostgreSQL also
+    filters the index scan on the metrics' event names; SQLite does not (it would seek once per
+    name in ``(name, unit_id, ts)`` instead of reading the unit's range, and every ``FILTER``
+    checks the name anyway).
+    """
+    names: list[str] = []
+    for m in metrics:
+        for _suffix, event in m.parts:
+            if event not in names:
+                names.append(event)
+    where = [*_store_where(store, plan), "NOT eu.multiple"]
+    if plan.until_us is not None:
+        where.append(f"eu.first_ts < {_at(store, plan.until_us)}")
+    if plan.overrides:
+        where.append(f"NOT eu.unit_id IN {_in_list(list(plan.overrides))}")
+    if store.also_in is not None:
+        o_exp, o_phase, o_variant = store.also_in
+        where.append(
+            "EXISTS (SELECT 1 FROM exposure_unit eo WHERE eo.experiment_id ="
+            f" {int(o_exp)} AND eo.phase = {int(o_phase)} AND eo.variant = {_s(o_variant)}"
+            " AND eo.unit_id = eu.unit_id AND NOT eo.multiple)"
+        )
+    with_pre = pre and plan.pre_us is not None
+    lo = (
+        f"{_SHIFT_FN}(eu.first_ts, {-int(plan.pre_us)})"
+        if with_pre and plan.pre_us
+        else "eu.first_ts"
+    )
+    join = ["c.unit_id = eu.unit_id", f"c.ts >= {lo}"]
+    if dialect != "sqlite":
+        join.append(f"c.name IN {_in_list(names or [chr(0) + 'none'])}")
+    if plan.window_us is not None:
+        join.append(f"c.ts < {_SHIFT_FN}(eu.first_ts, {int(plan.window_us)})")
+    if plan.stopped_us is not None:
+        join.append(f"c.ts <= {_at(store, plan.stopped_us)}")
+    if plan.until_us is not None:
+        join.append(f"c.ts < {_at(store, plan.until_us)}")
+    periods = (False, True) if with_pre else (False,)
+    agg_cols: dict[str, str] = {}
+    columns: list[tuple[MetricSpec, str, str, bool]] = []
+    for m in metrics:
+        for suffix, event in m.parts:
+            for is_pre in periods:
+                when = f"c.name = {_s(event)} AND c.ts {'<' if is_pre else '>='} eu.first_ts"
+                kind = kind_of(m)
+                if kind == "any":
+                    expr = f"COALESCE(MAX(1) FILTER (WHERE {when}), 0)"
+                elif kind == "count":
+                    count = f"COUNT(*) FILTER (WHERE {when})"
+                    expr = f"{_EXACT_FN}({count})" if store.exact else f"CAST({count} AS DOUBLE)"
+                else:
+                    value = f"{_EXACT_FN}(c.value)" if store.exact else "c.value"
+                    expr = f"COALESCE(SUM({value}) FILTER (WHERE {when}), 0)"
+                col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
+                columns.append((m, col, suffix, is_pre))
+    selected = "".join(f", {expr} AS {col}" for expr, col in agg_cols.items())
+    sql = (
+        "WITH tb_v AS (SELECT eu.unit_id AS tb_unit, eu.variant AS tb_variant"
+        f"{_store_buckets(plan, raw=False)}{selected} FROM exposure_unit eu LEFT JOIN conversion c"
+        f" ON {' AND '.join(join)} WHERE {' AND '.join(where)}"
+        " GROUP BY eu.experiment_id, eu.phase, eu.unit_id, eu.variant)"
+    )
+    return _PerUnit(sql, columns)
+
+
+def _values(
+    dialect: str,
+    exposures: Source,
+    events: Side | None,
+    plan: Plan,
+    metrics: Sequence[MetricSpec],
+    pre: bool,
+) -> _PerUnit:
+    """``WITH …`` up to ``tb_v``: the analysed units' per-unit values, on the store or a source."""
+    if isinstance(exposures, Store):
+        return _store_per_unit(dialect, exposures, plan, metrics, pre)
+    assert events is not None
+    return _per_unit(exposures, events, plan, metrics, pre)
+
+
 # ------------------------------------------------------------------------------- statements
 
 
+def _sums_body(
+    dialect: str, exposures: Source, events: Side | None, plan: Plan, cuts: Cuts
+) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+    """The canonical sums statement, its ``(expression, column)`` aggregates and ``{alias:
+    column}``."""
+    per_unit = _values(dialect, exposures, events, plan, plan.metrics, pre=True)
+    exact = isinstance(exposures, Store) and exposures.exact
+    values: dict[tuple[str, str, bool], str] = {}
+    for m, col, suffix, is_pre in per_unit.columns:
+        cut = cuts.get((m.key, suffix)) if m.winsorized else None
+        values[(m.key, suffix, is_pre)] = _capped(f"v.{col}", cut, exact)
+    aggs, alias_of = sum_terms(plan.metrics, values)
+    selected = ", ".join(f"{expr} AS {alias}" for expr, alias in aggs)
+    sv = "".join(f", v.tb_sv{k}" for k in range(len(plan.dimensions)))
+    if isinstance(exposures, Store) and exposures.variant is not None:
+        # one variant (SQLite): no grouping by it, so no sort; a variant without units is n = 0
+        group = f" GROUP BY {sv[2:]}" if sv else ""
+        sql = (
+            f"{per_unit.sql} SELECT {_s(exposures.variant)} AS variant{sv}, {selected}"
+            f" FROM tb_v v{group}"
+        )
+    else:
+        sql = (
+            f"{per_unit.sql} SELECT v.tb_variant AS variant{sv}, {selected} FROM tb_v v"
+            f" GROUP BY v.tb_variant{sv}"
+        )
+    return sql, aggs, alias_of
+
+
 def sums_sql(
-    dialect: str, exposures: Side, events: Side, plan: Plan, cuts: Cuts
+    dialect: str, exposures: Source, events: Side | None, plan: Plan, cuts: Cuts
 ) -> tuple[str, dict[str, str]]:
     """Per variant (and slice combination): ``n`` and every sum of the plan's metrics.
 
     Returns the SQL and ``{alias: column}`` (two metrics may share a column; ``m{i}_sum_x`` …
-    as in ``service.analysis.aggregate``)."""
-    per_unit = _per_unit(exposures, events, plan, plan.metrics, pre=True)
-    values: dict[tuple[str, str, bool], str] = {}
-    for m, col, suffix, is_pre in per_unit.columns:
-        cut = cuts.get((m.key, suffix)) if m.winsorized else None
-        values[(m.key, suffix, is_pre)] = _capped(f"v.{col}", cut)
-    aggs, alias_of = sum_terms(plan.metrics, values)
-    selected = ", ".join(f"{expr} AS {alias}" for expr, alias in aggs)
-    sv = "".join(f", v.tb_sv{k}" for k in range(len(plan.dimensions)))
-    sql = (
-        f"{per_unit.sql} SELECT v.tb_variant AS variant{sv}, {selected} FROM tb_v v"
-        f" GROUP BY v.tb_variant{sv}"
-    )
+    as in ``service.analysis.spec.sum_terms``)."""
+    sql, _aggs, alias_of = _sums_body(dialect, exposures, events, plan, cuts)
     return render(dialect, sql, exposures, events), alias_of
 
 
-def _capped(expr: str, cut: tuple[float | None, float | None] | None) -> str:
+def partitioned_sums_sql(
+    dialect: str, parts: Sequence[Store], plan: Plan, cuts: Cuts
+) -> tuple[str, dict[str, str]]:
+    """:func:`sums_sql` on the store, its units split into ``parts`` (disjoint ranges of unit
+    ids), each aggregated to per-variant sums on its own and then summed: PostgreSQL runs the
+    parts side by side (Parallel Append), and the per-unit rows never cross a Gather."""
+    branches = []
+    aggs: list[tuple[str, str]] = []
+    alias_of: dict[str, str] = {}
+    for k, part in enumerate(parts):
+        body, aggs, alias_of = _sums_body(dialect, part, None, plan, cuts)
+        branches.append(f"SELECT * FROM ({body}) p{k}")
+    totals = ", ".join(f"SUM(p.{alias}) AS {alias}" for _, alias in aggs)
+    psv = "".join(f", p.tb_sv{k}" for k in range(len(plan.dimensions)))
+    sql = (
+        f"SELECT p.variant{psv}, {totals} FROM ({' UNION ALL '.join(branches)}) p"
+        f" GROUP BY p.variant{psv}"
+    )
+    return render(dialect, sql, parts[0], None), alias_of
+
+
+def _capped(expr: str, cut: tuple[float | None, float | None] | None, exact: bool = False) -> str:
     if cut is None:
         return expr
     low, high = cut
+
+    def lit(value: float) -> str:  # exact: compared in numeric (a double would overflow)
+        return f"{_EXACT_FN}({_f(value)})" if exact else _f(value)
+
     out = expr
     if low is not None:
-        out = f"CASE WHEN {out} < {_f(low)} THEN {_f(low)} ELSE {out} END"
+        out = f"CASE WHEN {out} < {lit(low)} THEN {lit(low)} ELSE {out} END"
     if high is not None:
-        out = f"CASE WHEN {out} > {_f(high)} THEN {_f(high)} ELSE {out} END"
+        out = f"CASE WHEN {out} > {lit(high)} THEN {lit(high)} ELSE {out} END"
     return f"({out})"
 
 
 def cuts_sql(
-    dialect: str, exposures: Side, events: Side, plan: Plan, n_units: int
+    dialect: str, exposures: Source, events: Side | None, plan: Plan, n_units: int
 ) -> tuple[str, list[CutWanted]] | None:
     """The two order statistics around each winsorization cut point, pooled over all arms.
 
@@ -387,7 +665,7 @@ def cuts_sql(
     if not wanted or n_units == 0:
         return None
     flat = replace(plan, dimensions=())
-    per_unit = _per_unit(exposures, events, flat, wanted, pre=False)
+    per_unit = _values(dialect, exposures, events, flat, wanted, pre=False)
     wanted_cuts = cuts_wanted(per_unit.columns, n_units)
     selects = [
         f"SELECT {k} AS k, r.rn AS rn, r.x AS x FROM (SELECT v.{w.column} AS x,"
@@ -401,8 +679,8 @@ def cuts_sql(
 
 def order_statistics_sql(
     dialect: str,
-    exposures: Side,
-    events: Side,
+    exposures: Source,
+    events: Side | None,
     plan: Plan,
     ranks: dict[str, dict[str, Sequence[int]]],
 ) -> tuple[str, list[str]] | None:
@@ -412,7 +690,7 @@ def order_statistics_sql(
     of each ``k``; None when nothing is wanted."""
     metrics = [m for m in plan.metrics if m.type == "quantile"]
     flat = replace(plan, dimensions=(), pre_us=None)
-    per_unit = _per_unit(exposures, events, flat, metrics, pre=False)
+    per_unit = _values(dialect, exposures, events, flat, metrics, pre=False)
     selects: list[str] = []
     keys: list[str] = []
     for m, col, _suffix, _is_pre in per_unit.columns:
@@ -441,8 +719,8 @@ def order_statistics_sql(
 
 def slice_order_statistics_sql(
     dialect: str,
-    exposures: Side,
-    events: Side,
+    exposures: Source,
+    events: Side | None,
     plan: Plan,
     ranks: dict[tuple[int, str], dict[str, dict[str, Sequence[int]]]],
 ) -> tuple[str, list[tuple[str, int]]] | None:
@@ -453,7 +731,7 @@ def slice_order_statistics_sql(
     among the variant's units in that bucket of the plan's ``dimensions``. Returns the SQL and
     (metric key, dimension index) of each ``k``; None when nothing is wanted."""
     metrics = [m for m in plan.metrics if m.type == "quantile"]
-    per_unit = _per_unit(exposures, events, replace(plan, pre_us=None), metrics, pre=False)
+    per_unit = _values(dialect, exposures, events, replace(plan, pre_us=None), metrics, pre=False)
     selects: list[str] = []
     meta: list[tuple[str, int]] = []
     for m, col, _suffix, _is_pre in per_unit.columns:
@@ -483,17 +761,20 @@ def slice_order_statistics_sql(
     return render(dialect, sql, exposures, events), meta
 
 
-def counts_sql(dialect: str, exposures: Side, plan: Plan) -> str:
-    """Units per variant: ``variant, total, multiple, overridden, analysed``."""
+def counts_sql(dialect: str, exposures: Source, plan: Plan) -> str:
+    """Units per variant: ``variant, total, multiple, overridden, analysed`` (one GROUP BY; on
+    the SQLite store the units are read in variant order from its index, so it streams)."""
     flat = replace(plan, dimensions=())
     overridden = (
         f"CASE WHEN eu.tb_unit IN {_in_list(list(plan.overrides))} THEN 1 ELSE 0 END"
         if plan.overrides
         else "0"
     )
-    cut = f" WHERE eu.tb_first < {int(plan.until_us)}" if plan.until_us is not None else ""
+    cut = (
+        f" WHERE eu.tb_first < {_at(exposures, plan.until_us)}" if plan.until_us is not None else ""
+    )
     sql = (
-        f"WITH {_exposures_cte(exposures, flat, [])}, {_units_cte(flat, [], raw=False)}"
+        f"{_units_ctes(exposures, flat)}"
         " SELECT eu.tb_variant AS variant, COUNT(*) AS total, SUM(eu.tb_multi) AS multiple,"
         f" SUM({overridden}) AS overridden,"
         f" SUM(CASE WHEN eu.tb_multi = 0 AND {overridden} = 0 THEN 1 ELSE 0 END) AS analysed"
@@ -502,14 +783,13 @@ def counts_sql(dialect: str, exposures: Side, plan: Plan) -> str:
     return render(dialect, sql, exposures, None)
 
 
-def slice_counts_sql(dialect: str, exposures: Side, plan: Plan, dimension: str) -> str:
+def slice_counts_sql(dialect: str, exposures: Source, plan: Plan, dimension: str) -> str:
     """Analysed units per raw value of one dimension: ``value, n`` (NULL: no value)."""
     flat = replace(plan, dimensions=((dimension, ()),))
     sql = (
-        f"WITH {_exposures_cte(exposures, flat, [dimension])},"
-        f" {_units_cte(flat, flat.dimensions, raw=True)}"
+        f"{_units_ctes(exposures, flat, raw=True)}"
         " SELECT eu.tb_sv0 AS value, COUNT(*) AS n FROM tb_eu eu"
-        f" WHERE {_analysed(flat)} GROUP BY eu.tb_sv0"
+        f" WHERE {_analysed(exposures, flat)} GROUP BY eu.tb_sv0"
     )
     return render(dialect, sql, exposures, None)
 
@@ -532,26 +812,37 @@ def _source(dialect: str, side: Side) -> exp.Expression:
     return exp.to_table(side.table, dialect=dialect)
 
 
-def render(dialect: str, sql: str, exposures: Side | None, events: Side | None) -> str:
+def render(dialect: str, sql: str, exposures: Source | None, events: Side | None) -> str:
     """The canonical ``sql`` with its placeholders replaced, rendered in ``dialect``."""
     key = (dialect, sql, repr(exposures), repr(events))
     cached = _RENDERED.get(key)
     if cached is not None:
         return cached
     tree = sqlglot.parse_one(sql, read=_CANONICAL)
-    template = _epoch_template(dialect)
-    sources: dict[str, Side | None] = {_EXPOSURES: exposures, _EVENTS: events}
+    sources: dict[str, Source | None] = {_EXPOSURES: exposures, _EVENTS: events}
 
     def substitute(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Anonymous) and str(node.this).lower() == _EPOCH_FN:
-            arg = node.expressions[0]
-            epoch = template.copy()
-            for col in list(epoch.find_all(exp.Column)):
-                if col.name == _EPOCH_ARG:
-                    col.replace(arg.copy())
-            return epoch
+        if isinstance(node, exp.Anonymous) and str(node.this).lower() in _PLACEHOLDER_FNS:
+            name = str(node.this).lower()
+            args = list(node.expressions)
+            if name == _EPOCH_FN:
+                text = _EPOCH_US[dialect].format(x=_EPOCH_ARG)
+            else:  # the constant argument: tb_time(µs), tb_shift(ts, µs), tb_attr(x, 'name')
+                constant = args[-1] if name in (_TIME_FN, _SHIFT_FN, _ATTR_FN) else None
+                literal = None
+                if constant is not None:
+                    literal = constant.name if constant.is_string else constant.sql()
+                text = _store_template(dialect, name, literal)
+            out = _template(dialect, text).copy()
+            if name != _TIME_FN:
+                for col in list(out.find_all(exp.Column)):
+                    if col.name == _EPOCH_ARG:
+                        col.replace(args[0].copy())
+            return out
         if isinstance(node, exp.Table) and node.name in sources and not node.args.get("db"):
             side = sources[node.name]
+            if isinstance(side, Store):
+                return node
             assert side is not None
             src = _source(dialect, side)
             alias = node.args.get("alias")
@@ -572,15 +863,19 @@ def render(dialect: str, sql: str, exposures: Side | None, events: Side | None) 
 
 _RENDERED: dict[tuple[str, str, str, str], str] = {}
 _EPOCH_ARG = "tb_epoch_argument"
-_EPOCH_TREES: dict[str, exp.Expression] = {}
+_TEMPLATES: dict[tuple[str, str], exp.Expression] = {}
 
 
-def _epoch_template(dialect: str) -> exp.Expression:
-    """The dialect's epoch-microseconds expression over a placeholder column, parsed once."""
-    if dialect not in _EPOCH_TREES:
-        parsed: Any = sqlglot.parse_one(_EPOCH_US[dialect].format(x=_EPOCH_ARG), read=dialect)
-        _EPOCH_TREES[dialect] = parsed
-    return _EPOCH_TREES[dialect]
+def _template(dialect: str, text: str) -> exp.Expression:
+    """A placeholder's replacement (``text`` in ``dialect``, over the column ``_EPOCH_ARG``),
+    parsed once."""
+    key = (dialect, text)
+    if key not in _TEMPLATES:
+        if len(_TEMPLATES) > 512:
+            _TEMPLATES.clear()
+        parsed: Any = sqlglot.parse_one(text, read=dialect)
+        _TEMPLATES[key] = parsed
+    return _TEMPLATES[key]
 
 
 _Reader = Callable[[str], list[tuple[object, ...]]]
