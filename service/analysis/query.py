@@ -415,6 +415,24 @@ def _units_ctes(src: Source, plan: Plan, raw: bool = False) -> str:
     )
 
 
+def _value_columns(
+    metrics: Sequence[MetricSpec],
+    periods: Sequence[bool],
+    value: Callable[[str, str, bool], str],
+) -> tuple[dict[str, str], list[tuple[MetricSpec, str, str, bool]]]:
+    """The per-unit value columns of ``tb_v``: ``{expression: column}`` (two metrics reading an
+    event the same way share one) and (metric, column, part, is pre-period) of each metric's
+    part and period; ``value(kind, event, is_pre)`` is the join strategy's aggregate."""
+    agg_cols: dict[str, str] = {}
+    columns: list[tuple[MetricSpec, str, str, bool]] = []
+    for m in metrics:
+        for suffix, event in m.parts:
+            for is_pre in periods:
+                col = agg_cols.setdefault(value(kind_of(m), event, is_pre), f"u{len(agg_cols)}")
+                columns.append((m, col, suffix, is_pre))
+    return agg_cols, columns
+
+
 @dataclass
 class _PerUnit:
     sql: str  # the CTEs, from WITH up to and including v
@@ -450,21 +468,16 @@ def _per_unit(
         f"CASE WHEN {bounds} AND c.c_ts >= eu.tb_first THEN 1"
         f" WHEN {bounds} AND c.c_ts < eu.tb_first THEN 2 ELSE 0 END"
     )
-    agg_cols: dict[str, str] = {}
-    columns: list[tuple[MetricSpec, str, str, bool]] = []
-    for m in metrics:
-        for suffix, event in m.parts:
-            for is_pre in periods:
-                when = f"j.c_name = {_s(event)} AND j.tb_p = {2 if is_pre else 1}"
-                kind = kind_of(m)
-                if kind == "any":
-                    expr = f"MAX(CASE WHEN {when} THEN {ONE} ELSE {ZERO} END)"
-                elif kind == "count":
-                    expr = f"SUM(CASE WHEN {when} THEN {ONE} ELSE {ZERO} END)"
-                else:
-                    expr = f"SUM(CASE WHEN {when} THEN j.c_value ELSE {ZERO} END)"
-                col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
-                columns.append((m, col, suffix, is_pre))
+
+    def value(kind: str, event: str, is_pre: bool) -> str:
+        when = f"j.c_name = {_s(event)} AND j.tb_p = {2 if is_pre else 1}"
+        if kind == "any":
+            return f"MAX(CASE WHEN {when} THEN {ONE} ELSE {ZERO} END)"
+        if kind == "count":
+            return f"SUM(CASE WHEN {when} THEN {ONE} ELSE {ZERO} END)"
+        return f"SUM(CASE WHEN {when} THEN j.c_value ELSE {ZERO} END)"
+
+    agg_cols, columns = _value_columns(metrics, periods, value)
     sv = "".join(f", eu.tb_sv{k}" for k in range(len(dims)))
     jsv = "".join(f", j.tb_sv{k}" for k in range(len(dims)))
     selected = ", ".join(f"{expr} AS {col}" for expr, col in agg_cols.items())
@@ -532,23 +545,18 @@ def _store_per_unit(
     if plan.until_us is not None:
         join.append(f"c.ts < {_at(store, plan.until_us)}")
     periods = (False, True) if with_pre else (False,)
-    agg_cols: dict[str, str] = {}
-    columns: list[tuple[MetricSpec, str, str, bool]] = []
-    for m in metrics:
-        for suffix, event in m.parts:
-            for is_pre in periods:
-                when = f"c.name = {_s(event)} AND c.ts {'<' if is_pre else '>='} eu.first_ts"
-                kind = kind_of(m)
-                if kind == "any":
-                    expr = f"COALESCE(MAX(1) FILTER (WHERE {when}), 0)"
-                elif kind == "count":
-                    count = f"COUNT(*) FILTER (WHERE {when})"
-                    expr = f"{_EXACT_FN}({count})" if store.exact else f"CAST({count} AS DOUBLE)"
-                else:
-                    value = f"{_EXACT_FN}(c.value)" if store.exact else "c.value"
-                    expr = f"COALESCE(SUM({value}) FILTER (WHERE {when}), 0)"
-                col = agg_cols.setdefault(expr, f"u{len(agg_cols)}")
-                columns.append((m, col, suffix, is_pre))
+
+    def value(kind: str, event: str, is_pre: bool) -> str:
+        when = f"c.name = {_s(event)} AND c.ts {'<' if is_pre else '>='} eu.first_ts"
+        if kind == "any":
+            return f"COALESCE(MAX(1) FILTER (WHERE {when}), 0)"
+        if kind == "count":
+            count = f"COUNT(*) FILTER (WHERE {when})"
+            return f"{_EXACT_FN}({count})" if store.exact else f"CAST({count} AS DOUBLE)"
+        summed = f"{_EXACT_FN}(c.value)" if store.exact else "c.value"
+        return f"COALESCE(SUM({summed}) FILTER (WHERE {when}), 0)"
+
+    agg_cols, columns = _value_columns(metrics, periods, value)
     selected = "".join(f", {expr} AS {col}" for expr, col in agg_cols.items())
     sql = (
         "WITH tb_v AS (SELECT eu.unit_id AS tb_unit, eu.variant AS tb_variant"
