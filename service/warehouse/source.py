@@ -58,8 +58,6 @@ __all__ = [
     "sides_of",
 ]
 
-MICROS_PER_SECOND = 1_000_000
-
 
 class ColumnNotFoundError(WarehouseError):
     status = 422
