@@ -49,6 +49,7 @@ class ShareCreate(RequestModel):
         default=DEFAULT_SHARE_HOURS,
         ge=1,
         le=MAX_SHARE_HOURS,
+        strict=True,  # a boolean or a numeric string is not a number of hours
         description=f"hours until the link stops working (1 to {MAX_SHARE_HOURS}, default "
         f"{DEFAULT_SHARE_HOURS})",
     )

@@ -181,6 +181,9 @@ def test_share_links_are_created_listed_used_and_revoked_by_editors(
         {"expires_in_hours": 0},
         {"expires_in_hours": 24 * 91},
         {"expires_in_hours": "soon"},
+        # found by schemathesis (CI): a boolean or a numeric string was taken as hours (201)
+        {"expires_in_hours": True},
+        {"expires_in_hours": "72"},
         {"expires_in_hours": 1, "read_only": False},
         {"note": "x" * 501},
     ],
