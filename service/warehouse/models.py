@@ -86,7 +86,7 @@ class ConnectionIn(RequestModel):
         default=None, max_length=200, description="environment variable holding the URL"
     )
     host: str | None = PField(default=None, max_length=300)
-    port: int | None = PField(default=None, ge=1, le=65535)
+    port: int | None = PField(default=None, ge=1, le=65535, strict=True)
     dbname: str | None = PField(default=None, max_length=300, description="postgresql database")
     database: str | None = PField(default=None, max_length=300, description="clickhouse database")
     user: str | None = PField(default=None, max_length=300, description="postgresql user")
@@ -106,7 +106,9 @@ class ConnectionIn(RequestModel):
         ]
         | None
     ) = PField(default=None, max_length=20, description="spark: view name -> Parquet/CSV/JSON path")
-    threads: int | None = PField(default=None, ge=1, le=256, description="duckdb threads")
+    threads: int | None = PField(
+        default=None, ge=1, le=256, strict=True, description="duckdb threads"
+    )
 
 
 class _SideIn(RequestModel):
@@ -169,7 +171,7 @@ class EventsIn(_SideIn):
     columns: EventColumns
 
 
-Timeout = Annotated[float, PField(gt=0, le=3600, description="seconds per statement")]
+Timeout = Annotated[float, PField(gt=0, le=3600, strict=True, description="seconds per statement")]
 
 
 class DataSourceCreate(RequestModel):

@@ -275,3 +275,27 @@ def test_a_connection_field_of_another_engine_is_refused(
         client.post("/v1/data-sources", json=body, headers=admin), 422, "validation_error"
     )
     assert got["errors"][0]["field"] == "connection.master"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        # a boolean or a numeric string was taken as a number (the class of bug schemathesis found
+        # in expires_in_hours of share links)
+        ({"connection": {"threads": True}}, "connection.threads"),
+        ({"connection": {"threads": "2"}}, "connection.threads"),
+        ({"timeout_seconds": True}, "timeout_seconds"),
+        ({"timeout_seconds": "60"}, "timeout_seconds"),
+    ],
+)
+def test_a_number_given_as_a_boolean_or_a_string_is_refused(
+    client: Any, admin: dict[str, str], duck: Path, change: dict[str, Any], field: str
+) -> None:
+    body = duckdb_source(duck)
+    for name, value in change.items():
+        body[name] = {**body[name], **value} if isinstance(value, dict) else value
+    got = problem(
+        client.post("/v1/data-sources", json=body, headers=admin), 422, "validation_error"
+    )
+    assert got["errors"][0]["field"] == field, got
+    assert client.get("/v1/data-sources/wh-duck", headers=admin).status_code == 404
