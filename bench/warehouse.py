@@ -12,8 +12,9 @@ same rows from Parquet files. Printed per engine:
 - the **refresh**: what a snapshot of the bench experiment (5 metrics: binomial, mean, count,
   ratio, a guardrail; CUPED, a 72 h window) asks the source — the unit counts and the
   per-variant sums (``service.warehouse.source.SourceAggregator``), best of ``--repeat``;
-- beside it a **bare scan** of the same two tables in the same engine (``COUNT(*)`` and
-  ``SUM(value)``), and the ratio refresh / scan;
+- beside it a **bare scan** of the same two tables in the same engine, reading every column
+  the refresh reads (the smallest or largest unit, variant or name, time, experiment; the sum of
+  the values), and the ratio refresh / scan;
 - the Python heap's peak during the refresh (``tracemalloc``: what came back to the service
   process is a few rows whatever the size) and the process's peak RSS (the in-process engine's
   memory is there too: DuckDB's is bounded by ``--duckdb-memory``).
@@ -117,17 +118,27 @@ def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return fastest, out
 
 
+def scan_of(side: Side, label: str) -> str:
+    """A bare scan of a side's table that reads every column the refresh reads (the unit and
+    the label as strings, the time, the value): each column's smallest or largest value."""
+    c = side.columns
+    reads = [
+        "COUNT(*)",
+        f"MIN({c['unit_id']})",
+        f"MAX({c[label]})",
+        f"MAX({c['timestamp']})",
+        f"MIN({c['experiment']})" if "experiment" in c else f"SUM({c['value']})",
+    ]
+    return f"SELECT {', '.join(reads)} FROM {side.table}"
+
+
 def measure(
     name: str, engine: str, connection: dict[str, Any], xs: Side, ev: Side, repeat: int
 ) -> dict[str, float]:
     with engines.connect(f"bench-{name}", engine, connection, 3600) as conn:
         xs, ev, _found, _probes = check_columns(f"bench-{name}", conn, xs, ev, 3600)
         agg = SourceAggregator(f"bench-{name}", conn, xs, ev, EXPERIMENT, epoch_us(START), 3600)
-        tables = (xs.table, ev.table)
-        scan_sql = [
-            f"SELECT COUNT(*), MIN(unit_id) FROM {tables[0]}",
-            f"SELECT COUNT(*), SUM(value) FROM {tables[1]}",
-        ]
+        scan_sql = [scan_of(xs, "variant"), scan_of(ev, "name")]
 
         def scan() -> None:
             for sql in scan_sql:

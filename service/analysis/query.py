@@ -20,10 +20,12 @@ The statements (CTEs shared by all of them):
 - ``ev``: the conversions of the metrics' event names; a NULL ``value`` is 1 (the §5 default),
   duplicates of a mapped ``event_id`` count once.
 - ``v``: one row per analysed unit (not multiple, not overridden, first exposed before the time
-  cut) ``LEFT JOIN ev`` on the unit (an equality join: every engine, ClickHouse included, runs
-  it as a hash join) with each per-unit value a ``CASE`` on the event's name and the unit's
-  window: ``[first, first + attribution window)``, ``≤ stop``, ``< cut``; the pre-period twin
-  ``[first − pre_period_days, first)``. A unit without events is 0.
+  cut) ``LEFT JOIN ev`` on the unit and the unit's window, ``[first, first + attribution
+  window)``, with its pre-period twin ``[first − pre_period_days, first)`` (a hash join on the
+  unit: every engine, ClickHouse included, runs it so, the window's bounds checked on each
+  match); ``≤ stop`` and ``< cut`` filter ``ev`` before the join. Each joined event gets an
+  integer slot (its name and period) and each per-unit value is a ``CASE`` on the slot. A unit
+  without events is 0.
 
 and then, over ``v``: the sums per variant (and slice combination), the winsorization order
 statistics pooled over all arms, the quantile metrics' order statistics per variant, and (over
@@ -65,6 +67,7 @@ __all__ = [
     "counts_sql",
     "cuts_sql",
     "epoch_us",
+    "newest_sql",
     "order_statistics_sql",
     "partitioned_sums_sql",
     "plan_of",
@@ -313,7 +316,7 @@ def _units_cte(plan: Plan, dims: Sequence[tuple[str, Sequence[str]]], raw: bool)
     """``eu``: one row per unit. ``raw``: the dimensions' values unbucketed (``tb_a{k}``)."""
     group = (
         "SELECT xs.tb_unit AS g_unit, MIN(xs.tb_variant) AS g_variant, MIN(xs.tb_ts) AS g_first,"
-        " CASE WHEN COUNT(DISTINCT xs.tb_variant) > 1 THEN 1 ELSE 0 END AS g_multi"
+        " CASE WHEN MIN(xs.tb_variant) <> MAX(xs.tb_variant) THEN 1 ELSE 0 END AS g_multi"
         " FROM tb_xs xs GROUP BY xs.tb_unit"
     )
     if not dims:
@@ -339,7 +342,8 @@ def _units_cte(plan: Plan, dims: Sequence[tuple[str, Sequence[str]]], raw: bool)
     )
 
 
-def _events_cte(events: Side, names: Sequence[str]) -> str:
+def _events_cte(events: Side, names: Sequence[str], fixed: Sequence[str] = ()) -> str:
+    """``ev``: the conversions of ``names``; ``fixed``: conditions on ``c_ts`` (epoch µs)."""
     c = events.columns
     value = f"CAST(COALESCE(s.{_q(c['value'])}, 1) AS DOUBLE)" if "value" in c else ONE
     where = [
@@ -355,10 +359,12 @@ def _events_cte(events: Side, names: Sequence[str]) -> str:
             f" AS tb_dup FROM {_EVENTS} d) s"
         )
         where.append(f"(s.tb_dup = 1 OR s.{eid} IS NULL)")
+    ts = f"{_EPOCH_FN}(s.{_q(c['timestamp'])})"
+    where += [cond.replace("c_ts", ts) for cond in fixed]
     return (
         f"tb_ev AS (SELECT CAST(s.{_q(c['unit_id'])} AS VARCHAR) AS c_unit,"
         f" CAST(s.{_q(c['name'])} AS VARCHAR) AS c_name, {value} AS c_value,"
-        f" {_EPOCH_FN}(s.{_q(c['timestamp'])}) AS c_ts FROM {source} WHERE {' AND '.join(where)})"
+        f" {ts} AS c_ts FROM {source} WHERE {' AND '.join(where)})"
     )
 
 
@@ -448,29 +454,34 @@ def _per_unit(
         for _suffix, event in m.parts:
             if event not in names:
                 names.append(event)
-    # the bounds every event of the unit must meet (the built-in join's conditions)
-    common = []
-    if pre and plan.pre_us is not None:
-        common.append(f"c.c_ts >= eu.tb_first - {int(plan.pre_us)}")
-    else:
-        common.append("c.c_ts >= eu.tb_first")
-    if plan.window_us is not None:
-        common.append(f"c.c_ts < eu.tb_first + {int(plan.window_us)}")
+    with_pre = pre and plan.pre_us is not None
+    # The bounds that are the same for every unit filter the events before the join; those of
+    # the unit's window are conditions of the join, so a unit's events outside them never reach
+    # the grouping (a unit left with none is one row of NULLs: 0).
+    fixed = []
     if plan.stopped_us is not None:
-        common.append(f"c.c_ts <= {int(plan.stopped_us)}")
+        fixed.append(f"c_ts <= {int(plan.stopped_us)}")
     if plan.until_us is not None:
-        common.append(f"c.c_ts < {int(plan.until_us)}")
-    periods = (False, True) if pre and plan.pre_us is not None else (False,)
-    # Each joined event's period, computed once per row: 1 in the window, 2 in the pre-period,
-    # 0 neither (and for the one NULL row of a unit without events).
-    bounds = " AND ".join(common)
-    period = (
-        f"CASE WHEN {bounds} AND c.c_ts >= eu.tb_first THEN 1"
-        f" WHEN {bounds} AND c.c_ts < eu.tb_first THEN 2 ELSE 0 END"
-    )
+        fixed.append(f"c_ts < {int(plan.until_us)}")
+    on = ["c.c_unit = eu.tb_unit"]
+    if with_pre and plan.pre_us:
+        on.append(f"c.c_ts >= eu.tb_first - {int(plan.pre_us)}")
+    else:
+        on.append("c.c_ts >= eu.tb_first")
+    if plan.window_us is not None:
+        on.append(f"c.c_ts < eu.tb_first + {int(plan.window_us)}")
+    periods = (False, True) if with_pre else (False,)
+    # Each joined event's slot, an integer computed once per row: 2 × (the index of its name)
+    # in the window, one more in the pre-period; NULL for the row of a unit without events
+    # (NULL, or on ClickHouse the empty default, matches no name).
+    slot = "CASE c.c_name " + " ".join(f"WHEN {_s(n)} THEN {2 * i}" for i, n in enumerate(names))
+    slot += " END" if names else "WHEN '' THEN 0 END"
+    if with_pre:
+        slot = f"{slot} + CASE WHEN c.c_ts < eu.tb_first THEN 1 ELSE 0 END"
+    index = {n: i for i, n in enumerate(names)}
 
     def value(kind: str, event: str, is_pre: bool) -> str:
-        when = f"j.c_name = {_s(event)} AND j.tb_p = {2 if is_pre else 1}"
+        when = f"j.tb_s = {2 * index[event] + (1 if is_pre else 0)}"
         if kind == "any":
             return f"MAX(CASE WHEN {when} THEN {ONE} ELSE {ZERO} END)"
         if kind == "count":
@@ -484,10 +495,10 @@ def _per_unit(
     ctes = [
         _exposures_cte(exposures, plan, [d for d, _ in dims]),
         _units_cte(plan, dims, raw=False),
-        _events_cte(events, names or ["\x00none"]),
+        _events_cte(events, names or ["\x00none"], fixed),
         f"tb_j AS (SELECT eu.tb_unit AS tb_unit, eu.tb_variant AS tb_variant{sv},"
-        f" c.c_name AS c_name, c.c_value AS c_value, {period} AS tb_p"
-        " FROM tb_eu eu LEFT JOIN tb_ev c ON c.c_unit = eu.tb_unit"
+        f" c.c_value AS c_value, {slot} AS tb_s"
+        f" FROM tb_eu eu LEFT JOIN tb_ev c ON {' AND '.join(on)}"
         f" WHERE {_analysed(exposures, plan)})",
         f"tb_v AS (SELECT j.tb_unit AS tb_unit, j.tb_variant AS tb_variant{jsv}, {selected}"
         f" FROM tb_j j GROUP BY j.tb_unit, j.tb_variant{jsv})",
@@ -800,6 +811,30 @@ def slice_counts_sql(dialect: str, exposures: Source, plan: Plan, dimension: str
         f" WHERE {_analysed(exposures, flat)} GROUP BY eu.tb_sv0"
     )
     return render(dialect, sql, exposures, None)
+
+
+def newest_sql(dialect: str, exposures: Side, events: Side, plan: Plan) -> str:
+    """The newest exposure or event time (epoch µs) the plan reads: ``newest`` (a snapshot's
+    ``data_until``); the experiment's exposures and its metrics' events, within the stop and
+    the time cut."""
+    names: list[str] = []
+    for m in plan.metrics:
+        for _suffix, event in m.parts:
+            if event not in names:
+                names.append(event)
+    fixed = []
+    if plan.stopped_us is not None:
+        fixed.append(f"c_ts <= {int(plan.stopped_us)}")
+    if plan.until_us is not None:
+        fixed.append(f"c_ts < {int(plan.until_us)}")
+    cut = f" WHERE xs.tb_ts < {int(plan.until_us)}" if plan.until_us is not None else ""
+    ctes = [_exposures_cte(exposures, plan, []), _events_cte(events, names or ["\x00none"], fixed)]
+    sql = (
+        f"WITH {', '.join(ctes)}"
+        f" SELECT MAX(m.t) AS newest FROM (SELECT MAX(xs.tb_ts) AS t FROM tb_xs xs{cut}"
+        " UNION ALL SELECT MAX(c.c_ts) AS t FROM tb_ev c) m"
+    )
+    return render(dialect, sql, exposures, events)
 
 
 def probe_sql(dialect: str, side: Side, events: bool) -> str:

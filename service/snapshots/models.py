@@ -86,7 +86,11 @@ class SnapshotResultsPublic(ResultsPublic):
 
     snapshot_id: int
     data_until: datetime | None = PField(
-        description="the newest event the refresh saw (received time); the analysis is cut there"
+        description=(
+            "the newest event the refresh saw: on the built-in store its received time (the"
+            " analysis is cut there), on a data source the newest exposure or event time it"
+            " holds for the experiment and its metrics"
+        )
     )
     slices: SlicesPublic | None = None
 

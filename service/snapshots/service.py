@@ -578,6 +578,8 @@ def _compute(
     ex, cv, until = _watermark(session)
     # The experiment's data source (§13), open for the whole refresh; None: the built-in store.
     with aggregator_for(session, exp) as source:
+        if source is not None:  # the newest exposure or event the source holds (§13)
+            until = source.data_until(analysis_window(session, exp), metric_specs(session, exp))
         if slices_:
             results, data, slices = analyse_sliced(session, exp, source)
         else:

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, select
 
 from service.analysis.aggregate import (
-    Aggregator,
     ExposureCounts,
     MetricSpec,
     MetricSums,
@@ -37,6 +37,7 @@ from service.analysis.query import (
     counts_sql,
     cuts_sql,
     epoch_us,
+    newest_sql,
     order_statistics_sql,
     plan_of,
     probe_sql,
@@ -179,6 +180,18 @@ class SourceAggregator:
             overridden_units=sum(int(r[3] or 0) for r in rows),
         )
 
+    def data_until(self, window: Window, metrics: Sequence[MetricSpec]) -> datetime | None:
+        """The newest exposure or event the source holds for the experiment and its metrics
+        (within the stop and the time cut): a snapshot's ``data_until``; None when it holds
+        none."""
+        rows = self._run(
+            newest_sql(self.conn.dialect, self.exposures, self.events, self._plan(window, metrics))
+        )
+        newest = rows[0][0] if rows else None
+        if newest is None:
+            return None
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(newest))
+
     def _cuts(
         self, plan: Plan, n_units: int
     ) -> dict[tuple[str, str], tuple[float | None, float | None]]:
@@ -294,7 +307,7 @@ def source_row(session: Session, key: str) -> DataSource:
 
 
 @contextmanager
-def aggregator_for(session: Session, exp: Any) -> Iterator[Aggregator | None]:
+def aggregator_for(session: Session, exp: Any) -> Iterator[SourceAggregator | None]:
     """The experiment's data source as an aggregator, open for a refresh; None for the
     built-in store."""
     key = getattr(exp, "data_source", None)

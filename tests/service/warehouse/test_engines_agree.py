@@ -11,6 +11,7 @@ experiment's (rel 1e-9), and the sufficient statistics agree engine by engine.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -183,9 +184,17 @@ def test_every_live_engine_analyses_the_dataset_as_the_built_in_store_does(
     revenue = next(m for m in want["metrics"] if m["metric"] == "revenue")
     assert revenue["winsorized"] is True
     assert revenue["comparisons"][0]["cuped"] is not None
+    # data_until: the newest exposure or event the source holds (not the built-in store's)
+    newest = max(
+        r.ts
+        for r in data
+        if r.unit is not None and (r.variant is not None or r.kind == "conversion")
+    )
     for engine in engines:
         got = live.get(f"/v1/experiments/wh-{engine}/results", headers=admin)
         assert got.status_code == 200, (engine, got.text)
+        until = datetime.fromisoformat(got.json()["data_until"].replace("Z", "+00:00"))
+        assert until == newest, engine
         if engine == "spark":
             assert got.json()["slices"] is None
             assert_same(got.json() | {"slices": None}, want | {"slices": None}, engine)
