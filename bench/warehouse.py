@@ -11,7 +11,8 @@ same rows from Parquet files. Printed per engine:
 
 - the **refresh**: what a snapshot of the bench experiment (5 metrics: binomial, mean, count,
   ratio, a guardrail; CUPED, a 72 h window) asks the source — the unit counts and the
-  per-variant sums (``service.warehouse.source.SourceAggregator``), best of ``--repeat``;
+  per-variant sums, in one statement (``SourceAggregator.counts_and_sums``), best of
+  ``--repeat``;
 - beside it a **bare scan** of the same two tables in the same engine, reading every column
   the refresh reads (the smallest or largest unit, variant or name, time, experiment; the sum of
   the values), and the ratio refresh / scan;
@@ -103,9 +104,12 @@ def window() -> Window:
 
 
 def refresh(agg: SourceAggregator) -> int:
-    counts = agg.count_exposures(window())
+    """What the analysis asks the source (service.analysis.service.analyse): the counts and the
+    sums in one statement, or (a winsorized metric) the counts, then the sums."""
+    counts, sums = agg.counts_and_sums(METRICS, window())
     n = sum(counts.units.values())
-    sums = agg.variant_sums(METRICS, window(), n, list(counts.units))
+    if sums is None:
+        sums = agg.variant_sums(METRICS, window(), n, list(counts.units))
     return n + len(sums)
 
 

@@ -429,6 +429,13 @@ class Aggregator(Protocol):
 
     def count_exposures(self, window: Window) -> ExposureCounts: ...
 
+    def counts_and_sums(
+        self, metrics: Sequence[MetricSpec], window: Window
+    ) -> tuple[ExposureCounts, dict[str, dict[str, MetricSums]] | None]:
+        """The unit counts and, when one statement gives both, the variant sums of
+        ``metrics`` (None: ask :meth:`variant_sums`)."""
+        ...
+
     def variant_sums(
         self,
         metrics: Sequence[MetricSpec],
@@ -467,6 +474,13 @@ class StoreAggregator:
 
     def count_exposures(self, window: Window) -> ExposureCounts:
         return count_exposures(self.session, window)
+
+    def counts_and_sums(
+        self, metrics: Sequence[MetricSpec], window: Window
+    ) -> tuple[ExposureCounts, dict[str, dict[str, MetricSums]] | None]:
+        # the store's sums statements need the counts first (one statement per variant on
+        # SQLite, partitions by size on PostgreSQL)
+        return count_exposures(self.session, window), None
 
     def variant_sums(
         self,

@@ -65,6 +65,7 @@ __all__ = [
     "Side",
     "Store",
     "counts_sql",
+    "counts_sums_sql",
     "cuts_sql",
     "epoch_us",
     "newest_sql",
@@ -601,6 +602,15 @@ def _sums_body(
 ) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
     """The canonical sums statement, its ``(expression, column)`` aggregates and ``{alias:
     column}``."""
+    ctes, select, aggs, alias_of = _sums_parts(dialect, exposures, events, plan, cuts)
+    return f"{ctes} {select}", aggs, alias_of
+
+
+def _sums_parts(
+    dialect: str, exposures: Source, events: Side | None, plan: Plan, cuts: Cuts
+) -> tuple[str, str, list[tuple[str, str]], dict[str, str]]:
+    """The sums statement in two parts: its CTEs (``WITH …`` up to ``tb_v``) and its final
+    ``SELECT``; then its aggregates and ``{alias: column}``."""
     per_unit = _values(dialect, exposures, events, plan, plan.metrics, pre=True)
     exact = isinstance(exposures, Store) and exposures.exact
     values: dict[tuple[str, str, bool], str] = {}
@@ -613,16 +623,12 @@ def _sums_body(
     if isinstance(exposures, Store) and exposures.variant is not None:
         # one variant (SQLite): no grouping by it, so no sort; a variant without units is n = 0
         group = f" GROUP BY {sv[2:]}" if sv else ""
-        sql = (
-            f"{per_unit.sql} SELECT {_s(exposures.variant)} AS variant{sv}, {selected}"
-            f" FROM tb_v v{group}"
-        )
+        select = f"SELECT {_s(exposures.variant)} AS variant{sv}, {selected} FROM tb_v v{group}"
     else:
-        sql = (
-            f"{per_unit.sql} SELECT v.tb_variant AS variant{sv}, {selected} FROM tb_v v"
-            f" GROUP BY v.tb_variant{sv}"
+        select = (
+            f"SELECT v.tb_variant AS variant{sv}, {selected} FROM tb_v v GROUP BY v.tb_variant{sv}"
         )
-    return sql, aggs, alias_of
+    return per_unit.sql, select, aggs, alias_of
 
 
 def sums_sql(
@@ -633,6 +639,25 @@ def sums_sql(
     Returns the SQL and ``{alias: column}`` (two metrics may share a column; ``m{i}_sum_x`` …
     as in ``service.analysis.spec.sum_terms``)."""
     sql, _aggs, alias_of = _sums_body(dialect, exposures, events, plan, cuts)
+    return render(dialect, sql, exposures, events), alias_of
+
+
+def counts_sums_sql(
+    dialect: str, exposures: Side, events: Side, plan: Plan
+) -> tuple[str, dict[str, str]]:
+    """:func:`counts_sql` and :func:`sums_sql` (no slices, no winsorization: its cut points need
+    the counts first) in one statement that groups the exposures by unit once: per variant,
+    ``variant, total, multiple, overridden, analysed`` and then ``n`` and the sums (NULL, or 0 on
+    ClickHouse, for a variant without analysed units)."""
+    assert not plan.dimensions and not any(m.winsorized for m in plan.metrics)
+    ctes, select, aggs, alias_of = _sums_parts(dialect, exposures, events, plan, {})
+    sums = ", ".join(f"s.{alias} AS {alias}" for _, alias in aggs)
+    sql = (
+        f"{ctes}, tb_s AS ({select}), tb_c AS ({_counts_select(exposures, plan)})"
+        " SELECT c.variant AS variant, c.total AS total, c.multiple AS multiple,"
+        f" c.overridden AS overridden, c.analysed AS analysed, {sums}"
+        " FROM tb_c c LEFT JOIN tb_s s ON s.variant = c.variant"
+    )
     return render(dialect, sql, exposures, events), alias_of
 
 
@@ -784,6 +809,12 @@ def counts_sql(dialect: str, exposures: Source, plan: Plan) -> str:
     """Units per variant: ``variant, total, multiple, overridden, analysed`` (one GROUP BY; on
     the SQLite store the units are read in variant order from its index, so it streams)."""
     flat = replace(plan, dimensions=())
+    sql = f"{_units_ctes(exposures, flat)} {_counts_select(exposures, flat)}"
+    return render(dialect, sql, exposures, None)
+
+
+def _counts_select(exposures: Source, plan: Plan) -> str:
+    """The ``SELECT`` of :func:`counts_sql` over ``tb_eu``."""
     overridden = (
         f"CASE WHEN eu.tb_unit IN {_in_list(list(plan.overrides))} THEN 1 ELSE 0 END"
         if plan.overrides
@@ -792,14 +823,12 @@ def counts_sql(dialect: str, exposures: Source, plan: Plan) -> str:
     cut = (
         f" WHERE eu.tb_first < {_at(exposures, plan.until_us)}" if plan.until_us is not None else ""
     )
-    sql = (
-        f"{_units_ctes(exposures, flat)}"
-        " SELECT eu.tb_variant AS variant, COUNT(*) AS total, SUM(eu.tb_multi) AS multiple,"
+    return (
+        "SELECT eu.tb_variant AS variant, COUNT(*) AS total, SUM(eu.tb_multi) AS multiple,"
         f" SUM({overridden}) AS overridden,"
         f" SUM(CASE WHEN eu.tb_multi = 0 AND {overridden} = 0 THEN 1 ELSE 0 END) AS analysed"
         f" FROM tb_eu eu{cut} GROUP BY eu.tb_variant"
     )
-    return render(dialect, sql, exposures, None)
 
 
 def slice_counts_sql(dialect: str, exposures: Source, plan: Plan, dimension: str) -> str:

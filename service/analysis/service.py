@@ -438,7 +438,12 @@ def analyse(
 
     window = analysis_window(session, exp, until)
     agg = StoreAggregator(session) if source is None else source
-    counts = agg.count_exposures(window) if data is None else data.counts
+    summed = [spec for spec in specs if spec.type != "quantile"]
+    early: dict[str, dict[str, MetricSums]] | None = None  # the sums, if read with the counts
+    if data is None:
+        counts, early = agg.counts_and_sums(summed, window)
+    else:
+        counts = data.counts
     units = {v: counts.units.get(v, 0) for v in weights}
     if any(v not in weights and n > 0 for v, n in counts.units.items()):
         warnings.append(UNKNOWN_VARIANT_EXPOSURES)
@@ -447,11 +452,16 @@ def analyse(
         warnings.append(NO_EXPOSURES)
     elif any(n == 0 for n in units.values()):
         warnings.append(EMPTY_ARM)
-    summed = [spec for spec in specs if spec.type != "quantile"]
     if data is not None:  # a stored snapshot re-analysed: its sums, not the events
         sums = data.sums
+    elif not total:
+        sums = {}
     else:
-        sums = agg.variant_sums(summed, window, total, list(counts.units)) if total else {}
+        sums = (
+            early
+            if early is not None
+            else agg.variant_sums(summed, window, total, list(counts.units))
+        )
     # quantile metrics read their order statistics from the events (a snapshot stores no sums)
     quantiles = _quantile_summaries(
         agg,

@@ -35,6 +35,7 @@ from service.analysis.query import (
     Plan,
     Side,
     counts_sql,
+    counts_sums_sql,
     cuts_sql,
     epoch_us,
     newest_sql,
@@ -174,11 +175,33 @@ class SourceAggregator:
 
     def count_exposures(self, window: Window) -> ExposureCounts:
         rows = self._run(counts_sql(self.conn.dialect, self.exposures, self._plan(window)))
-        return ExposureCounts(
-            units={str(r[0]): int(r[4] or 0) for r in rows},
-            multiple_exposures=sum(int(r[2] or 0) for r in rows),
-            overridden_units=sum(int(r[3] or 0) for r in rows),
-        )
+        return _counts_of(rows)
+
+    def counts_and_sums(
+        self, metrics: Sequence[MetricSpec], window: Window
+    ) -> tuple[ExposureCounts, dict[str, dict[str, MetricSums]] | None]:
+        """The unit counts and, in the same statement, the variant sums (the exposures grouped
+        by unit once, not once per statement); with a winsorized metric (its cut points need
+        the counts first) or a slice, the counts alone and None."""
+        flat = replace(window, dimensions=())
+        if not metrics or window.dimensions or any(m.winsorized for m in metrics):
+            return self.count_exposures(flat), None
+        plan = self._plan(flat, metrics)
+        sql, alias_of = counts_sums_sql(self.conn.dialect, self.exposures, self.events, plan)
+        columns, rows = engines.run(self.key, self.conn, sql, self.timeout)
+        index = {c.lower(): i for i, c in enumerate(columns)}
+        sums: dict[str, dict[str, MetricSums]] = {m.key: {} for m in metrics}
+        for row in rows:
+            n = int(row[index["n"]] or 0)
+            if n == 0:
+                continue
+
+            def column(name: str, row: tuple[Any, ...] = row) -> Any:
+                return row[index[name.lower()]]
+
+            for key, got in metric_sums_of(metrics, alias_of, n, column).items():
+                sums[key][str(row[0])] = got
+        return _counts_of(rows), sums
 
     def data_until(self, window: Window, metrics: Sequence[MetricSpec]) -> datetime | None:
         """The newest exposure or event the source holds for the experiment and its metrics
@@ -297,6 +320,15 @@ class SourceAggregator:
             if slot is not None:
                 slot[key].setdefault(str(variant), {})[int(rn)] = float(x)
         return out
+
+
+def _counts_of(rows: Sequence[tuple[Any, ...]]) -> ExposureCounts:
+    """ExposureCounts of rows that begin ``variant, total, multiple, overridden, analysed``."""
+    return ExposureCounts(
+        units={str(r[0]): int(r[4] or 0) for r in rows},
+        multiple_exposures=sum(int(r[2] or 0) for r in rows),
+        overridden_units=sum(int(r[3] or 0) for r in rows),
+    )
 
 
 def source_row(session: Session, key: str) -> DataSource:

@@ -278,6 +278,21 @@ def test_the_sufficient_statistics_agree_with_the_built_in_store_at_a_time_cut(
                             atol=1e-12,
                             err_msg=f"{key} {variant} {name}",
                         )
+            # the counts and the sums of the unwinsorized metrics in one statement: the same
+            plain = [s for s in specs if not s.winsorized]
+            assert plain and len(plain) < len(specs)
+            one_counts, one_sums = src.counts_and_sums(plain, window)
+            assert one_counts == got_counts and one_sums is not None
+            want_plain = store.variant_sums(plain, window, n)
+            assert sorted(one_sums) == sorted(want_plain)
+            for key, per in want_plain.items():
+                assert sorted(one_sums[key]) == sorted(per)
+                for variant, sums in per.items():
+                    assert one_sums[key][variant].n == sums.n
+                    for name, x in sums.sums.items():
+                        assert_allclose(one_sums[key][variant].sums[name], x, rtol=REL, atol=1e-12)
+            # a winsorized metric's cut points need the counts first: the counts alone
+            assert src.counts_and_sums(specs, window) == (got_counts, None)
             dims = (("country", ("fr", "de")), ("plan", ("pro",)))
             from dataclasses import replace
 

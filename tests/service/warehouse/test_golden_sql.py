@@ -21,6 +21,7 @@ from service.analysis.query import (
     Plan,
     Side,
     counts_sql,
+    counts_sums_sql,
     cuts_sql,
     order_statistics_sql,
     slice_counts_sql,
@@ -90,10 +91,18 @@ def statements(dialect: str) -> dict[str, str]:
         },
     )
     assert cuts is not None and quantiles is not None and slice_quantiles is not None
+    plain = Plan(
+        **{
+            **PLAN.__dict__,
+            "dimensions": (),
+            "metrics": tuple(m for m in METRICS if not m.winsorized),
+        }
+    )
     return {
         "sums": sums_sql(dialect, EXPOSURES, EVENTS, PLAN, {("revenue", "x"): (None, 120.5)})[0],
         "cuts": cuts[0],
         "counts": counts_sql(dialect, EXPOSURES, PLAN),
+        "counts_sums": counts_sums_sql(dialect, EXPOSURES, EVENTS, plain)[0],
         "slice_counts": slice_counts_sql(dialect, EXPOSURES, PLAN, "country"),
         "quantiles": quantiles[0],
         "slice_quantiles": slice_quantiles[0],
