@@ -22,8 +22,9 @@ The statements (CTEs shared by all of them):
 - ``v``: one row per analysed unit (not multiple, not overridden, first exposed before the time
   cut) ``LEFT JOIN ev`` on the unit and the unit's window, ``[first, first + attribution
   window)``, with its pre-period twin ``[first − pre_period_days, first)`` (a hash join on the
-  unit: every engine, ClickHouse included, runs it so, the window's bounds checked on each
-  match); ``≤ stop`` and ``< cut`` filter ``ev`` before the join. Each joined event gets an
+  unit, every engine runs it so, the window's bounds checked on each match; on ClickHouse the
+  join is on the unit alone and the bounds are checked after it); ``≤ stop`` and ``< cut``
+  filter ``ev`` before the join. Each joined event gets an
   integer slot (its name and period) and each per-unit value is a ``CASE`` on the slot. A unit
   without events is 0.
 
@@ -447,7 +448,12 @@ class _PerUnit:
 
 
 def _per_unit(
-    exposures: Side, events: Side, plan: Plan, metrics: Sequence[MetricSpec], pre: bool
+    dialect: str,
+    exposures: Side,
+    events: Side,
+    plan: Plan,
+    metrics: Sequence[MetricSpec],
+    pre: bool,
 ) -> _PerUnit:
     dims = list(plan.dimensions)
     names: list[str] = []
@@ -458,19 +464,23 @@ def _per_unit(
     with_pre = pre and plan.pre_us is not None
     # The bounds that are the same for every unit filter the events before the join; those of
     # the unit's window are conditions of the join, so a unit's events outside them never reach
-    # the grouping (a unit left with none is one row of NULLs: 0).
+    # the grouping (a unit left with none is one row of NULLs: 0). ClickHouse, before its
+    # recent releases, joins on equalities only: there the window's bounds are the slot's
+    # condition instead (the same numbers; every event of the unit reaches the grouping).
     fixed = []
     if plan.stopped_us is not None:
         fixed.append(f"c_ts <= {int(plan.stopped_us)}")
     if plan.until_us is not None:
         fixed.append(f"c_ts < {int(plan.until_us)}")
-    on = ["c.c_unit = eu.tb_unit"]
+    bounds = []
     if with_pre and plan.pre_us:
-        on.append(f"c.c_ts >= eu.tb_first - {int(plan.pre_us)}")
+        bounds.append(f"c.c_ts >= eu.tb_first - {int(plan.pre_us)}")
     else:
-        on.append("c.c_ts >= eu.tb_first")
+        bounds.append("c.c_ts >= eu.tb_first")
     if plan.window_us is not None:
-        on.append(f"c.c_ts < eu.tb_first + {int(plan.window_us)}")
+        bounds.append(f"c.c_ts < eu.tb_first + {int(plan.window_us)}")
+    equi_only = dialect == "clickhouse"
+    on = ["c.c_unit = eu.tb_unit", *([] if equi_only else bounds)]
     periods = (False, True) if with_pre else (False,)
     # Each joined event's slot, an integer computed once per row: 2 × (the index of its name)
     # in the window, one more in the pre-period; NULL for the row of a unit without events
@@ -479,6 +489,8 @@ def _per_unit(
     slot += " END" if names else "WHEN '' THEN 0 END"
     if with_pre:
         slot = f"{slot} + CASE WHEN c.c_ts < eu.tb_first THEN 1 ELSE 0 END"
+    if equi_only:
+        slot = f"CASE WHEN {' AND '.join(bounds)} THEN {slot} END"
     index = {n: i for i, n in enumerate(names)}
 
     def value(kind: str, event: str, is_pre: bool) -> str:
@@ -591,7 +603,7 @@ def _values(
     if isinstance(exposures, Store):
         return _store_per_unit(dialect, exposures, plan, metrics, pre)
     assert events is not None
-    return _per_unit(exposures, events, plan, metrics, pre)
+    return _per_unit(dialect, exposures, events, plan, metrics, pre)
 
 
 # ------------------------------------------------------------------------------- statements
