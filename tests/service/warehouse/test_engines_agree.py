@@ -324,3 +324,46 @@ def test_the_sufficient_statistics_agree_with_the_built_in_store_at_a_time_cut(
             read = [r for per in got_q.values() for r in per["p90"].values()]
             assert len(read) >= 8 and all(set(r) <= {1, 2, 3} for r in read)
             assert sum(len(r) == 3 for r in read) >= 8
+
+
+@pytest.mark.slow
+def test_an_experiment_without_winsorization_reads_counts_and_sums_in_one_statement_and_agrees(
+    live: Any, keys: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """No winsorized metric: a source's analysis reads the unit counts and the sums in one
+    statement (``counts_and_sums``); the results and the series are the built-in store's."""
+    admin, sdk = keys["admin"], keys["sdk"]
+    data = dataset.rows(seed=11)
+    for m in METRICS:
+        assert live.post("/v1/metrics", json=m, headers=admin).status_code == 201
+
+    def plain(key: str, source: str | None) -> dict[str, Any]:
+        body = protocol(key, source, dimensions=False)
+        return body | {"secondary_metrics": ["visits", "rpv", "p90"]}
+
+    r = live.post("/v1/experiments", json=plain("one-builtin", None), headers=admin)
+    assert r.status_code == 201, r.text
+    assert live.post("/v1/experiments/one-builtin/start", headers=admin).status_code == 200
+    events = dataset.events(data, "one-builtin")
+    for start in range(0, len(events), 2000):
+        r = live.post("/v1/events", json={"events": events[start : start + 2000]}, headers=sdk)
+        assert r.status_code == 200 and r.json()["rejected"] == [], r.text
+    dataset.load_duckdb(tmp_path / "wh.duckdb", data, "wh-duckdb")
+    dataset.load_chdb(tmp_path / "chdb", data, "wh-clickhouse")
+    engines = ["duckdb", "clickhouse"]
+    for engine in engines:
+        r = live.post("/v1/data-sources", json=mapping(engine, tmp_path, None), headers=admin)
+        assert r.status_code == 201, r.text
+        r = live.post("/v1/experiments", json=plain(f"wh-{engine}", f"wh-{engine}"), headers=admin)
+        assert r.status_code == 201, r.text
+        assert live.post(f"/v1/experiments/wh-{engine}/start", headers=admin).status_code == 200
+    want = live.get("/v1/experiments/one-builtin/results", headers=admin).json()
+    want_series = live.get("/v1/experiments/one-builtin/results/timeseries", headers=admin).json()
+    assert want["multiple_exposures"] > 0 and want["overridden_units"] == 2
+    for engine in engines:
+        got = live.get(f"/v1/experiments/wh-{engine}/results", headers=admin)
+        assert got.status_code == 200, (engine, got.text)
+        assert_same(got.json(), want, engine)
+        series = live.get(f"/v1/experiments/wh-{engine}/results/timeseries", headers=admin)
+        assert series.status_code == 200, series.text
+        assert_same(series.json()["points"], want_series["points"], f"{engine} series")
