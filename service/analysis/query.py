@@ -24,9 +24,8 @@ The statements (CTEs shared by all of them):
   window)``, with its pre-period twin ``[first − pre_period_days, first)`` (a hash join on the
   unit, every engine runs it so, the window's bounds checked on each match; on ClickHouse the
   join is on the unit alone and the bounds are checked after it); ``≤ stop`` and ``< cut``
-  filter ``ev`` before the join. Each joined event gets an
-  integer slot (its name and period) and each per-unit value is a ``CASE`` on the slot. A unit
-  without events is 0.
+  filter ``ev`` before the join. Each joined event gets an integer slot (its name and period)
+  and each per-unit value is a ``CASE`` on the slot. A unit without events is 0.
 
 and then, over ``v``: the sums per variant (and slice combination), the winsorization order
 statistics pooled over all arms, the quantile metrics' order statistics per variant, and (over
@@ -344,6 +343,27 @@ def _units_cte(plan: Plan, dims: Sequence[tuple[str, Sequence[str]]], raw: bool)
     )
 
 
+def _event_names(metrics: Sequence[MetricSpec]) -> list[str]:
+    """The event names the metrics read, each once, in order."""
+    names: list[str] = []
+    for m in metrics:
+        for _suffix, event in m.parts:
+            if event not in names:
+                names.append(event)
+    return names
+
+
+def _fixed_bounds(plan: Plan) -> list[str]:
+    """The bounds on ``c_ts`` (epoch µs) that are the same for every unit: ``≤ stop``, ``< cut``
+    (the events' filter of :func:`_events_cte`)."""
+    fixed = []
+    if plan.stopped_us is not None:
+        fixed.append(f"c_ts <= {int(plan.stopped_us)}")
+    if plan.until_us is not None:
+        fixed.append(f"c_ts < {int(plan.until_us)}")
+    return fixed
+
+
 def _events_cte(events: Side, names: Sequence[str], fixed: Sequence[str] = ()) -> str:
     """``ev``: the conversions of ``names``; ``fixed``: conditions on ``c_ts`` (epoch µs)."""
     c = events.columns
@@ -456,22 +476,14 @@ def _per_unit(
     pre: bool,
 ) -> _PerUnit:
     dims = list(plan.dimensions)
-    names: list[str] = []
-    for m in metrics:
-        for _suffix, event in m.parts:
-            if event not in names:
-                names.append(event)
+    names = _event_names(metrics)
     with_pre = pre and plan.pre_us is not None
     # The bounds that are the same for every unit filter the events before the join; those of
     # the unit's window are conditions of the join, so a unit's events outside them never reach
     # the grouping (a unit left with none is one row of NULLs: 0). ClickHouse, before its
     # recent releases, joins on equalities only: there the window's bounds are the slot's
     # condition instead (the same numbers; every event of the unit reaches the grouping).
-    fixed = []
-    if plan.stopped_us is not None:
-        fixed.append(f"c_ts <= {int(plan.stopped_us)}")
-    if plan.until_us is not None:
-        fixed.append(f"c_ts < {int(plan.until_us)}")
+    fixed = _fixed_bounds(plan)
     bounds = []
     if with_pre and plan.pre_us:
         bounds.append(f"c.c_ts >= eu.tb_first - {int(plan.pre_us)}")
@@ -536,11 +548,7 @@ def _store_per_unit(
     name in ``(name, unit_id, ts)`` instead of reading the unit's range, and every ``FILTER``
     checks the name anyway).
     """
-    names: list[str] = []
-    for m in metrics:
-        for _suffix, event in m.parts:
-            if event not in names:
-                names.append(event)
+    names = _event_names(metrics)
     where = [*_store_where(store, plan), "NOT eu.multiple"]
     if plan.until_us is not None:
         where.append(f"eu.first_ts < {_at(store, plan.until_us)}")
@@ -858,16 +866,8 @@ def newest_sql(dialect: str, exposures: Side, events: Side, plan: Plan) -> str:
     """The newest exposure or event time (epoch µs) the plan reads: ``newest`` (a snapshot's
     ``data_until``); the experiment's exposures and its metrics' events, within the stop and
     the time cut."""
-    names: list[str] = []
-    for m in plan.metrics:
-        for _suffix, event in m.parts:
-            if event not in names:
-                names.append(event)
-    fixed = []
-    if plan.stopped_us is not None:
-        fixed.append(f"c_ts <= {int(plan.stopped_us)}")
-    if plan.until_us is not None:
-        fixed.append(f"c_ts < {int(plan.until_us)}")
+    names = _event_names(plan.metrics)
+    fixed = _fixed_bounds(plan)
     cut = f" WHERE xs.tb_ts < {int(plan.until_us)}" if plan.until_us is not None else ""
     ctes = [_exposures_cte(exposures, plan, []), _events_cte(events, names or ["\x00none"], fixed)]
     sql = (

@@ -9,7 +9,8 @@ A **refresh** of an experiment phase:
    database: SQLite's WAL read transaction and PostgreSQL's ``REPEATABLE READ`` both fix their
    snapshot at the first read, and an event batch commits atomically, so the analysis sees each
    batch entirely or not at all, whatever is ingested meanwhile. The first statements read the
-   largest exposure and conversion ids and the receipt time of those rows (``data_until``);
+   largest exposure and conversion ids and the receipt time of those rows (``data_until``; on
+   a data source, the newest exposure or event time the source holds for the experiment);
 3. runs :func:`service.analysis.service.analyse` (the §6 results and the per-variant sufficient
    statistics they came from), the slices (one pass over the units grouped by every
    dimension's bucket; the marginal sums of each dimension are summed in Python) and the

@@ -189,19 +189,8 @@ class SourceAggregator:
         plan = self._plan(flat, metrics)
         sql, alias_of = counts_sums_sql(self.conn.dialect, self.exposures, self.events, plan)
         columns, rows = engines.run(self.key, self.conn, sql, self.timeout)
-        index = {c.lower(): i for i, c in enumerate(columns)}
-        sums: dict[str, dict[str, MetricSums]] = {m.key: {} for m in metrics}
-        for row in rows:
-            n = int(row[index["n"]] or 0)
-            if n == 0:
-                continue
-
-            def column(name: str, row: tuple[Any, ...] = row) -> Any:
-                return row[index[name.lower()]]
-
-            for key, got in metric_sums_of(metrics, alias_of, n, column).items():
-                sums[key][str(row[0])] = got
-        return _counts_of(rows), sums
+        sums = _sums_of(metrics, alias_of, columns, rows, 0)
+        return _counts_of(rows), sums.get((), {m.key: {} for m in metrics})
 
     def data_until(self, window: Window, metrics: Sequence[MetricSpec]) -> datetime | None:
         """The newest exposure or event the source holds for the experiment and its metrics
@@ -240,23 +229,7 @@ class SourceAggregator:
         cuts = self._cuts(plan, n_units)
         sql, alias_of = sums_sql(self.conn.dialect, self.exposures, self.events, plan, cuts)
         columns, rows = engines.run(self.key, self.conn, sql, self.timeout)
-        index = {c.lower(): i for i, c in enumerate(columns)}
-        n_dims = len(plan.dimensions)
-        out: dict[tuple[str, ...], dict[str, dict[str, MetricSums]]] = {}
-        for row in rows:
-            n = int(row[index["n"]])
-            if n == 0:
-                continue
-            variant = str(row[0])
-            combo = tuple(str(row[1 + k]) for k in range(n_dims))
-            per_metric = out.setdefault(combo, {m.key: {} for m in metrics})
-
-            def column(name: str, row: tuple[Any, ...] = row) -> Any:
-                return row[index[name.lower()]]
-
-            for key, sums in metric_sums_of(metrics, alias_of, n, column).items():
-                per_metric[key][variant] = sums
-        return out
+        return _sums_of(metrics, alias_of, columns, rows, len(plan.dimensions))
 
     def variant_sums(
         self,
@@ -320,6 +293,34 @@ class SourceAggregator:
             if slot is not None:
                 slot[key].setdefault(str(variant), {})[int(rn)] = float(x)
         return out
+
+
+def _sums_of(
+    metrics: Sequence[MetricSpec],
+    alias_of: dict[str, str],
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    n_dims: int,
+) -> dict[tuple[str, ...], dict[str, dict[str, MetricSums]]]:
+    """``{slice combination: {metric key: {variant: MetricSums}}}`` of a sums statement's rows
+    (``variant``, then ``n_dims`` slice buckets, then ``n`` and the sums by name; a row with
+    ``n`` 0 or NULL, a variant without analysed units, is left out)."""
+    index = {c.lower(): i for i, c in enumerate(columns)}
+    out: dict[tuple[str, ...], dict[str, dict[str, MetricSums]]] = {}
+    for row in rows:
+        n = int(row[index["n"]] or 0)
+        if n == 0:
+            continue
+        variant = str(row[0])
+        combo = tuple(str(row[1 + k]) for k in range(n_dims))
+        per_metric = out.setdefault(combo, {m.key: {} for m in metrics})
+
+        def column(name: str, row: tuple[Any, ...] = row) -> Any:
+            return row[index[name.lower()]]
+
+        for key, sums in metric_sums_of(metrics, alias_of, n, column).items():
+            per_metric[key][variant] = sums
+    return out
 
 
 def _counts_of(rows: Sequence[tuple[Any, ...]]) -> ExposureCounts:

@@ -148,13 +148,7 @@ def test_every_live_engine_analyses_the_dataset_as_the_built_in_store_does(
     for m in METRICS:
         assert live.post("/v1/metrics", json=m, headers=admin).status_code == 201
     # the built-in store: the events through /v1/events
-    r = live.post("/v1/experiments", json=protocol("wh-builtin", None), headers=admin)
-    assert r.status_code == 201, r.text
-    assert live.post("/v1/experiments/wh-builtin/start", headers=admin).status_code == 200
-    events = dataset.events(data, "wh-builtin")
-    for start in range(0, len(events), 2000):
-        r = live.post("/v1/events", json={"events": events[start : start + 2000]}, headers=sdk)
-        assert r.status_code == 200 and r.json()["rejected"] == [], r.text
+    dataset.start_in_store(live, protocol("wh-builtin", None), data, admin, sdk)
     # the warehouses: the same rows, the experiment under each engine's key
     dataset.load_sqlite(tmp_path / "wh.sqlite", data, "wh-sqlite")
     dataset.load_duckdb(tmp_path / "wh.duckdb", data, "wh-duckdb")
@@ -227,13 +221,7 @@ def test_the_sufficient_statistics_agree_with_the_built_in_store_at_a_time_cut(
     data = dataset.rows(n_units=90, seed=11)
     for m in METRICS:
         assert client.post("/v1/metrics", json=m, headers=admin).status_code == 201
-    assert (
-        client.post("/v1/experiments", json=protocol("wh-builtin", None), headers=admin).status_code
-        == 201
-    )
-    assert client.post("/v1/experiments/wh-builtin/start", headers=admin).status_code == 200
-    r = client.post("/v1/events", json={"events": dataset.events(data, "wh-builtin")}, headers=sdk)
-    assert r.status_code == 200 and r.json()["rejected"] == []
+    dataset.start_in_store(client, protocol("wh-builtin", None), data, admin, sdk)
     body = mapping(kind, tmp_path, None)
     {"sqlite": dataset.load_sqlite, "duckdb": dataset.load_duckdb, "clickhouse": dataset.load_chdb}[
         kind
@@ -341,13 +329,7 @@ def test_an_experiment_without_winsorization_reads_counts_and_sums_in_one_statem
         body = protocol(key, source, dimensions=False)
         return body | {"secondary_metrics": ["visits", "rpv", "p90"]}
 
-    r = live.post("/v1/experiments", json=plain("one-builtin", None), headers=admin)
-    assert r.status_code == 201, r.text
-    assert live.post("/v1/experiments/one-builtin/start", headers=admin).status_code == 200
-    events = dataset.events(data, "one-builtin")
-    for start in range(0, len(events), 2000):
-        r = live.post("/v1/events", json={"events": events[start : start + 2000]}, headers=sdk)
-        assert r.status_code == 200 and r.json()["rejected"] == [], r.text
+    dataset.start_in_store(live, plain("one-builtin", None), data, admin, sdk)
     dataset.load_duckdb(tmp_path / "wh.duckdb", data, "wh-duckdb")
     dataset.load_chdb(tmp_path / "chdb", data, "wh-clickhouse")
     engines = ["duckdb", "clickhouse"]

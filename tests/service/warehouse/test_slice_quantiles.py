@@ -162,13 +162,7 @@ def test_a_quantile_metrics_slices_are_the_quantiles_of_each_slices_own_units(
     for m in METRICS:
         assert client.post("/v1/metrics", json=m, headers=admin).status_code == 201
     # the built-in store: the events through /v1/events
-    r = client.post("/v1/experiments", json=_protocol("sq-builtin", None), headers=admin)
-    assert r.status_code == 201, r.text
-    assert client.post("/v1/experiments/sq-builtin/start", headers=admin).status_code == 200
-    events = dataset.events(data, "sq-builtin")
-    for start in range(0, len(events), 2000):
-        r = client.post("/v1/events", json={"events": events[start : start + 2000]}, headers=sdk)
-        assert r.status_code == 200 and r.json()["rejected"] == [], r.text
+    dataset.start_in_store(client, _protocol("sq-builtin", None), data, admin, sdk)
     # a DuckDB data source of the same rows
     dataset.load_duckdb(tmp_path / "wh.duckdb", data, "sq-duckdb")
     source = {

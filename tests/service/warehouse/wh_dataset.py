@@ -148,6 +148,21 @@ def local(ts: datetime, i: int) -> datetime:
     return ts.astimezone(TZS[i % len(TZS)])
 
 
+def start_in_store(
+    client: Any, body: dict[str, Any], data: list[Row], admin: Any, sdk: Any
+) -> None:
+    """The built-in store's twin: the experiment ``body`` created and started, and the rows'
+    events sent through ``/v1/events`` (every one accepted)."""
+    key = body["key"]
+    r = client.post("/v1/experiments", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    assert client.post(f"/v1/experiments/{key}/start", headers=admin).status_code == 200
+    sent = events(data, key)
+    for start in range(0, len(sent), 2000):
+        r = client.post("/v1/events", json={"events": sent[start : start + 2000]}, headers=sdk)
+        assert r.status_code == 200 and r.json()["rejected"] == [], r.text
+
+
 def events(data: list[Row], experiment: str) -> list[dict[str, Any]]:
     """The rows as /v1/events takes them (a NULL value: no value, i.e. 1)."""
     out: list[dict[str, Any]] = []
