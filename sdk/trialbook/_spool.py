@@ -22,6 +22,15 @@ WAL journal with ``synchronous=NORMAL``: a committed row survives the process be
 
 Only the sender thread writes in normal operation; a lock serializes the rare call from
 ``close()`` when the sender is stuck in a request.
+
+Fork
+----
+SQLite keeps process-wide mutexes (its allocator's, its file-system layer's). A ``fork()`` while a
+sender thread is inside a SQLite call would hand the child those mutexes held by a thread that
+does not exist there, and the child's first SQLite call (opening its own spool) would wait
+forever. Every SQLite call here runs under ``_FORK_GUARD``, which ``os.register_at_fork`` takes
+before a fork and gives back on both sides after it: a fork waits for the call in progress (one
+transaction, at most ``spool_max_events`` rows) instead.
 """
 
 from __future__ import annotations
@@ -50,6 +59,15 @@ _CHUNK = 256  # rows per executemany; the GIL is handed back between chunks (tim
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS event (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"
 )
+
+# Held around every SQLite call of every spool in the process, and across fork() (see Fork).
+_FORK_GUARD = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_FORK_GUARD.acquire,
+        after_in_parent=_FORK_GUARD.release,
+        after_in_child=_FORK_GUARD.release,
+    )
 
 
 def _try_lock(path: Path) -> IO[bytes] | None:
@@ -101,13 +119,15 @@ class Spool:
         if handle is None:  # pragma: no cover - a fresh random name is never held
             raise OSError(f"spool lock {self._lock_path} is held")
         self._lock_handle: IO[bytes] | None = handle
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(_SCHEMA)
-        self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        with _FORK_GUARD:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(_SCHEMA)
+            self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         self.recovered = self._adopt(directory) if fcntl is not None else 0
-        self.count: int = self._conn.execute("SELECT COUNT(*) FROM event").fetchone()[0]
+        with _FORK_GUARD:
+            self.count: int = self._conn.execute("SELECT COUNT(*) FROM event").fetchone()[0]
         if fcntl is None:  # pragma: no cover - Windows
             self.recovered = self.count
         if self.recovered:
@@ -128,7 +148,8 @@ class Spool:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(lock_path)
                     continue
-                moved += self._copy_rows(db)
+                with _FORK_GUARD:
+                    moved += self._copy_rows(db)
                 _remove(db)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(lock_path)
@@ -170,7 +191,7 @@ class Spool:
         sqlite3.Error
             When the disk refuses (full, read-only): nothing was added.
         """
-        with self._lock:
+        with self._lock, _FORK_GUARD:
             conn = self._conn
             conn.execute("BEGIN")
             try:
@@ -188,13 +209,13 @@ class Spool:
 
     def last_seq(self) -> int:
         """The newest row's sequence number (0 when empty)."""
-        with self._lock:
+        with self._lock, _FORK_GUARD:
             row = self._conn.execute("SELECT MAX(seq) FROM event").fetchone()
         return int(row[0] or 0)
 
     def peek(self, limit: int, up_to: int) -> list[tuple[int, str]]:
         """The oldest ``limit`` rows with ``seq <= up_to``, as ``(seq, body)``."""
-        with self._lock:
+        with self._lock, _FORK_GUARD:
             rows = self._conn.execute(
                 "SELECT seq, body FROM event WHERE seq <= ? ORDER BY seq LIMIT ?", (up_to, limit)
             ).fetchall()
@@ -204,7 +225,7 @@ class Spool:
         """Remove rows (acknowledged by the server, or dropped and counted)."""
         if not seqs:
             return
-        with self._lock:
+        with self._lock, _FORK_GUARD:
             conn = self._conn
             conn.execute("BEGIN")
             try:
@@ -224,7 +245,8 @@ class Spool:
                 return
             empty = self.count == 0
             try:
-                self._conn.close()
+                with _FORK_GUARD:
+                    self._conn.close()
             finally:
                 if empty and fcntl is not None:
                     _remove(self.path)

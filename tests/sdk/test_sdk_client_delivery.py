@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -453,3 +454,70 @@ def test_after_fork_the_child_spools_and_sends_only_its_own_events(
     assert [e["name"] for e in outage.delivered] == ["parent"] * 5
     assert client.close()
     assert list(tmp_path.glob("spool-*")) == []
+
+
+def _stale_spool(directory: Path, rows: int) -> None:
+    """A spool file left by a client that is gone (no lock held): the next client adopts it."""
+    conn = sqlite3.connect(directory / "spool-1-deadbeef.sqlite3")
+    conn.execute("CREATE TABLE event (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)")
+    body = json.dumps({"type": "conversion", "name": "old", "unit_id": "u", "event_id": "0" * 32})
+    conn.executemany("INSERT INTO event (body) VALUES (?)", [(body,)] * rows)
+    conn.commit()
+    conn.close()
+
+
+def test_a_fork_while_the_sender_is_inside_sqlite_leaves_the_child_a_working_spool(
+    outage: OutageServer, tmp_path: Path
+) -> None:
+    """Regression (CI flake of the test above): a fork() while the parent's sender thread was
+    inside a SQLite call gave the child SQLite's process-wide mutexes held by a thread that does
+    not exist there. The child's own spool never opened and its flush timed out: 9 of 20 forks
+    during an adoption before the fix. Here the parent adopts a large stale spool while it forks."""
+    _stale_spool(tmp_path, rows=300_000)
+    client = Client(
+        URL,
+        "k",
+        transport=MockTransport(outage),
+        config=BASE_CONFIG,
+        flush_interval=3600,
+        spool_dir=tmp_path,
+    )
+    # Fork once the parent's copy of the stale rows is under way (its write-ahead log grows):
+    # the stale file's lock is then the parent's, so no child adopts those rows itself.
+    deadline = time.monotonic() + 30
+    while not any(
+        wal.stat().st_size > 1 << 20
+        for wal in tmp_path.glob(f"spool-{os.getpid()}-*.sqlite3-wal")
+        if wal.exists()
+    ):
+        assert time.monotonic() < deadline, "the parent never started adopting"
+        time.sleep(0.001)
+    children: list[tuple[int, int]] = []
+    for _ in range(8):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                os.close(read_fd)
+                client.track("child", "c1")
+                flushed = client.flush(5)
+                names = [e["name"] for e in outage.delivered]
+                os.write(write_fd, json.dumps([flushed, names]).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        children.append((pid, read_fd))
+        time.sleep(0.01)
+    reports = []
+    for pid, read_fd in children:
+        with os.fdopen(read_fd) as pipe:
+            reports.append(json.loads(pipe.read()))
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    assert reports == [[True, ["child"]]] * 8
+    while client.stats().spool_recovered != 300_000:
+        assert time.monotonic() < deadline, client.stats()
+        time.sleep(0.01)
+    client.close(0.1)  # the parent's adopted rows stay on disk; nothing to send here
