@@ -415,19 +415,24 @@ def test_an_unusable_spool_dir_falls_back_to_memory(
     assert [e["unit_id"] for e in outage.delivered] == ["u1"]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_after_fork_the_child_spools_and_sends_only_its_own_events(
-    outage: OutageServer, tmp_path: Path
-) -> None:
-    client = Client(
+def _spooling_client(outage: OutageServer, spool_dir: Path) -> Client:
+    """A client with a spool that sends only on flush (as the fork tests need)."""
+    return Client(
         URL,
         "k",
         transport=MockTransport(outage),
         config=BASE_CONFIG,
         flush_interval=3600,
-        spool_dir=tmp_path,
+        spool_dir=spool_dir,
     )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_after_fork_the_child_spools_and_sends_only_its_own_events(
+    outage: OutageServer, tmp_path: Path
+) -> None:
+    client = _spooling_client(outage, tmp_path)
     for i in range(5):
         client.track("parent", f"u{i}")
     read_fd, write_fd = os.pipe()
@@ -466,6 +471,8 @@ def _stale_spool(directory: Path, rows: int) -> None:
     conn.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_fork_while_the_sender_is_inside_sqlite_leaves_the_child_a_working_spool(
     outage: OutageServer, tmp_path: Path
 ) -> None:
@@ -474,14 +481,7 @@ def test_a_fork_while_the_sender_is_inside_sqlite_leaves_the_child_a_working_spo
     not exist there. The child's own spool never opened and its flush timed out: 9 of 20 forks
     during an adoption before the fix. Here the parent adopts a large stale spool while it forks."""
     _stale_spool(tmp_path, rows=300_000)
-    client = Client(
-        URL,
-        "k",
-        transport=MockTransport(outage),
-        config=BASE_CONFIG,
-        flush_interval=3600,
-        spool_dir=tmp_path,
-    )
+    client = _spooling_client(outage, tmp_path)
     # Fork once the parent's copy of the stale rows is under way (its write-ahead log grows):
     # the stale file's lock is then the parent's, so no child adopts those rows itself.
     deadline = time.monotonic() + 30
