@@ -479,8 +479,13 @@ def test_a_fork_while_the_sender_is_inside_sqlite_leaves_the_child_a_working_spo
     """Regression (CI flake of the test above): a fork() while the parent's sender thread was
     inside a SQLite call gave the child SQLite's process-wide mutexes held by a thread that does
     not exist there. The child's own spool never opened and its flush timed out: 9 of 20 forks
-    during an adoption before the fix. Here the parent adopts a large stale spool while it forks."""
-    _stale_spool(tmp_path, rows=300_000)
+    during an adoption before the fix. Here the parent adopts a large stale spool while it forks.
+
+    The sizes: adopting 300,000 rows took 0.66 s on the 2-core dev machine, so the 8 forks 10 ms
+    apart (about 0.1 s) all fall inside the copy when the fork does not wait; 1 MiB of
+    write-ahead log is past the few KiB its schema writes, so the copy of rows has begun."""
+    rows, forks = 300_000, 8
+    _stale_spool(tmp_path, rows=rows)
     client = _spooling_client(outage, tmp_path)
     # Fork once the parent's copy of the stale rows is under way (its write-ahead log grows):
     # the stale file's lock is then the parent's, so no child adopts those rows itself.
@@ -493,7 +498,7 @@ def test_a_fork_while_the_sender_is_inside_sqlite_leaves_the_child_a_working_spo
         assert time.monotonic() < deadline, "the parent never started adopting"
         time.sleep(0.001)
     children: list[tuple[int, int]] = []
-    for _ in range(8):
+    for _ in range(forks):
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # child
@@ -516,8 +521,8 @@ def test_a_fork_while_the_sender_is_inside_sqlite_leaves_the_child_a_working_spo
             reports.append(json.loads(pipe.read()))
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-    assert reports == [[True, ["child"]]] * 8
-    while client.stats().spool_recovered != 300_000:
+    assert reports == [[True, ["child"]]] * forks
+    while client.stats().spool_recovered != rows:
         assert time.monotonic() < deadline, client.stats()
         time.sleep(0.01)
     client.close(0.1)  # the parent's adopted rows stay on disk; nothing to send here
