@@ -21,7 +21,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -213,6 +215,14 @@ class _PostgreSQL:
 
 
 class _DuckDB:
+    """DuckDB in this process, its database file opened read-only.
+
+    Its memory is this process's: ``connection.memory_limit_mb`` bounds it (DuckDB's own default
+    is 80 % of the machine's RAM; a 10M-unit refresh takes about 6 GB, bench/warehouse.py), and
+    past the bound the engine spills to a temporary directory of this connection's own, removed
+    at close (DuckDB's default would write beside the organisation's database file, a directory
+    two processes would share)."""
+
     dialect = "duckdb"
 
     def __init__(self, connection: Mapping[str, Any]) -> None:
@@ -224,20 +234,40 @@ class _DuckDB:
             self.conn = duckdb.connect(path, read_only=True)
         except duckdb.Error as exc:
             raise ConnectionFailedError(f"DuckDB: {_first_line(exc)}") from exc
+        self.spill = tempfile.mkdtemp(prefix="trialbook-duckdb-")
+        self.conn.execute("SET temp_directory = '" + self.spill.replace("'", "''") + "'")
         threads = connection.get("threads")
         if threads:
             self.conn.execute(f"SET threads = {int(threads)}")
+        self.memory = connection.get("memory_limit_mb")
+        if self.memory:
+            self.conn.execute(f"SET memory_limit = '{int(self.memory)}MiB'")
+        self.out_of_memory = duckdb.OutOfMemoryException
 
     def query(self, sql: str, timeout: float) -> tuple[list[str], Rows]:
-        cur = self.conn.execute(sql)
-        names = [d[0] for d in cur.description or ()]
-        return names, [tuple(r) for r in cur.fetchall()]
+        try:
+            cur = self.conn.execute(sql)
+            names = [d[0] for d in cur.description or ()]
+            return names, [tuple(r) for r in cur.fetchall()]
+        except self.out_of_memory as exc:
+            bound = (
+                f"its connection.memory_limit_mb of {int(self.memory)}"
+                if self.memory
+                else "the memory DuckDB may take (80 % of the RAM; connection.memory_limit_mb)"
+            )
+            raise QueryFailedError(
+                f"DuckDB ran out of memory within {bound}: raise connection.memory_limit_mb"
+                f" ({_first_line(exc)})"
+            ) from exc
 
     def interrupt(self) -> None:
         self.conn.interrupt()
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.conn.close()
+        finally:
+            shutil.rmtree(self.spill, ignore_errors=True)
 
 
 # chdb runs one ClickHouse engine per process: its sessions are used one at a time.

@@ -109,6 +109,13 @@ class ConnectionIn(RequestModel):
     threads: int | None = PField(
         default=None, ge=1, le=256, strict=True, description="duckdb threads"
     )
+    memory_limit_mb: int | None = PField(
+        default=None,
+        ge=64,
+        le=16_777_216,
+        strict=True,
+        description="duckdb: its memory in the service process (MiB); past it, it spills to disk",
+    )
 
 
 class _SideIn(RequestModel):

@@ -69,7 +69,7 @@ def builtin_public() -> DataSourcePublic:
 
 _ENGINE_FIELDS: dict[str, set[str]] = {
     "sqlite": {"path"},
-    "duckdb": {"path", "threads"},
+    "duckdb": {"path", "threads", "memory_limit_mb"},
     "postgresql": {"url", "url_env", "host", "port", "dbname", "user", "password", "password_env"},
     "clickhouse": {"path", "host", "port", "database", "username", "password", "password_env"},
     "spark": {"master", "files"},

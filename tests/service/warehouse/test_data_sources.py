@@ -4,12 +4,16 @@ and every refusal a problem+json naming what to fix — on /test and in the snap
 from __future__ import annotations
 
 import sys
+import threading
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 import wh_dataset as dataset
 from wh_dataset import warehouse_postgres_url
+
+from service.analysis.query import Side
 
 METRIC = {"key": "conversion", "name": "Conversion", "type": "binomial", "event": "purchase"}
 
@@ -284,6 +288,9 @@ def test_a_connection_field_of_another_engine_is_refused(
         # in expires_in_hours of share links)
         ({"connection": {"threads": True}}, "connection.threads"),
         ({"connection": {"threads": "2"}}, "connection.threads"),
+        ({"connection": {"memory_limit_mb": True}}, "connection.memory_limit_mb"),
+        ({"connection": {"memory_limit_mb": "512"}}, "connection.memory_limit_mb"),
+        ({"connection": {"memory_limit_mb": 10}}, "connection.memory_limit_mb"),
         ({"timeout_seconds": True}, "timeout_seconds"),
         ({"timeout_seconds": "60"}, "timeout_seconds"),
     ],
@@ -299,3 +306,107 @@ def test_a_number_given_as_a_boolean_or_a_string_is_refused(
     )
     assert got["errors"][0]["field"] == field, got
     assert client.get("/v1/data-sources/wh-duck", headers=admin).status_code == 404
+
+
+# A DuckDB source's rows made by its own SELECTs (range()): 300,000 units, 1.5M events, a
+# refresh whose hash tables need some hundreds of MB when unbounded (bench/warehouse.py: 6 GB at
+# 10M units), more than 64 MiB can hold even spilling and spilled at 128 MiB.
+BIG_UNITS = 300_000
+BIG_EXPOSURES = (
+    "SELECT 'u' || i AS uid, '{exp}' AS exp_key,"
+    " CASE WHEN i % 2 = 0 THEN 'control' ELSE 'treatment' END AS arm,"
+    " TIMESTAMPTZ '{base}' + to_seconds(i % 86400) AS seen_at, 'x' || i AS evt_id,"
+    " 'DE' AS country_code, 'free' AS plan FROM range({units}) t(i)"
+)
+BIG_EVENTS = (
+    "SELECT 'u' || (i % {units}) AS user_ref,"
+    " CASE WHEN i % 3 = 0 THEN 'purchase' ELSE 'visit' END AS ev_name,"
+    " CAST(i % 7 AS DOUBLE) AS amount,"
+    " TIMESTAMPTZ '{base}' + to_seconds(i % 86400 + 3600) AS happened_at, 'e' || i AS evt_id"
+    " FROM range({events}) t(i)"
+)
+
+
+def big_source(path: Path, exp: str, memory_limit_mb: int | None, key: str) -> dict[str, Any]:
+    from datetime import UTC, datetime, timedelta
+
+    base = (datetime.now(UTC) - timedelta(days=6)).strftime("%Y-%m-%d %H:%M:%S+00")
+    fill = {"exp": exp, "base": base, "units": BIG_UNITS, "events": 5 * BIG_UNITS}
+    body = duckdb_source(path, key=key)
+    body["connection"] = {"path": str(path), "memory_limit_mb": memory_limit_mb}
+    body["exposures"] = {"sql": BIG_EXPOSURES.format(**fill), "columns": dataset.EXPOSURE_COLUMNS}
+    body["events"] = {"sql": BIG_EVENTS.format(**fill), "columns": dataset.EVENT_COLUMNS}
+    return body
+
+
+def test_a_duckdb_source_past_its_memory_bound_is_a_clear_error_naming_the_bound(
+    client: Any, admin: dict[str, str], duck: Path
+) -> None:
+    assert client.post("/v1/metrics", json=METRIC, headers=admin).status_code == 201
+    body = big_source(duck, "exp-oom", 64, "wh-small")
+    assert client.post("/v1/data-sources", json=body, headers=admin).status_code == 201
+    r = client.post("/v1/experiments", json=experiment("exp-oom", "wh-small"), headers=admin)
+    assert r.status_code == 201, r.text
+    assert client.post("/v1/experiments/exp-oom/start", headers=admin).status_code == 200
+    got = problem(
+        client.get("/v1/experiments/exp-oom/results", headers=admin), 502, "snapshot_failed"
+    )
+    assert "out of memory" in got["detail"], got
+    assert "connection.memory_limit_mb of 64" in got["detail"], got
+    # the engine spilled to a directory of its own, never beside the organisation's file
+    assert not (duck.parent / (duck.name + ".tmp")).exists()
+
+
+def watch_spill(spill: Path, spilled: list[int], done: threading.Event) -> None:
+    """The most the engine held on disk in ``spill`` until ``done``, into ``spilled[0]``."""
+    while not done.wait(0.005):
+        with suppress(OSError):
+            spilled[0] = max(spilled[0], sum(f.stat().st_size for f in spill.iterdir()))
+
+
+def test_a_bounded_duckdb_source_spills_and_gives_the_unbounded_numbers(duck: Path) -> None:
+    from service.analysis.aggregate import MetricSpec, Window
+    from service.warehouse import engines
+    from service.warehouse.source import SourceAggregator, check_columns
+
+    metrics = [
+        MetricSpec("m-buy", "binomial", event="purchase"),
+        MetricSpec("m-visits", "mean", event="visit", aggregation="count"),
+        MetricSpec("m-amount", "mean", event="purchase"),
+    ]
+    window = Window(experiment_id=0, phase=1, attribution_window_hours=72.0)
+    got: dict[int | None, Any] = {}
+    for limit in (None, 128):
+        body = big_source(duck, "exp-big", limit, "wh-big")
+        mapped = {k: v for k, v in body["exposures"]["columns"].items() if k != "attributes"}
+        xs = Side(columns=mapped, sql=body["exposures"]["sql"])
+        ev = Side(columns=body["events"]["columns"], sql=body["events"]["sql"])
+        with engines.connect("wh-big", "duckdb", body["connection"], 120) as conn:
+            spill = Path(conn.spill)  # type: ignore[attr-defined]
+            setting = engines.run("wh-big", conn, "SELECT current_setting('memory_limit')", 120)[1][
+                0
+            ][0]
+            xs, ev, _found, _probes = check_columns("wh-big", conn, xs, ev, 120)
+            agg = SourceAggregator("wh-big", conn, xs, ev, "exp-big", None, 120)
+            spilled, done = [0], threading.Event()
+            watcher = threading.Thread(target=watch_spill, args=(spill, spilled, done))
+            watcher.start()
+            try:
+                counts, sums = agg.counts_and_sums(metrics, window)
+            finally:
+                done.set()
+                watcher.join()
+        assert not spill.exists()  # removed at close
+        if limit is None:
+            assert spilled[0] == 0
+        else:
+            assert setting == "128.0 MiB"
+            assert spilled[0] > 1_000_000, spilled  # measured here: 40 MB
+        got[limit] = (counts.units, sums)
+    assert got[None][0] == got[128][0] == {"control": 150_000, "treatment": 150_000}
+    for metric, per_variant in got[None][1].items():
+        for variant, sums in per_variant.items():
+            bounded = got[128][1][metric][variant]
+            for name, value in vars(sums).items():
+                assert vars(bounded)[name] == pytest.approx(value, rel=1e-12), (metric, name)
+    assert not (duck.parent / (duck.name + ".tmp")).exists()
