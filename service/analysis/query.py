@@ -370,6 +370,7 @@ def _events_cte(events: Side, names: Sequence[str], fixed: Sequence[str] = ()) -
     value = f"CAST(COALESCE(s.{_q(c['value'])}, 1) AS DOUBLE)" if "value" in c else ONE
     where = [
         f"CAST(s.{_q(c['name'])} AS VARCHAR) IN {_in_list(names)}",
+        f"s.{_q(c['name'])} IS NOT NULL",
         f"s.{_q(c['unit_id'])} IS NOT NULL",
         f"s.{_q(c['timestamp'])} IS NOT NULL",
     ]
@@ -504,6 +505,10 @@ def _per_unit(
     if equi_only:
         slot = f"CASE WHEN {' AND '.join(bounds)} THEN {slot} END"
     index = {n: i for i, n in enumerate(names)}
+    # Every unit, with its events: ClickHouse builds its hash table from the right side of a
+    # join, so there the units (one row each) are the right side, not the events (5 × as many
+    # at 2M units: the join took 8.0 s against 2.9 s).
+    joined = "tb_ev c RIGHT JOIN tb_eu eu" if equi_only else "tb_eu eu LEFT JOIN tb_ev c"
 
     def value(kind: str, event: str, is_pre: bool) -> str:
         when = f"j.tb_s = {2 * index[event] + (1 if is_pre else 0)}"
@@ -523,7 +528,7 @@ def _per_unit(
         _events_cte(events, names or ["\x00none"], fixed),
         f"tb_j AS (SELECT eu.tb_unit AS tb_unit, eu.tb_variant AS tb_variant{sv},"
         f" c.c_value AS c_value, {slot} AS tb_s"
-        f" FROM tb_eu eu LEFT JOIN tb_ev c ON {' AND '.join(on)}"
+        f" FROM {joined} ON {' AND '.join(on)}"
         f" WHERE {_analysed(exposures, plan)})",
         f"tb_v AS (SELECT j.tb_unit AS tb_unit, j.tb_variant AS tb_variant{jsv}, {selected}"
         f" FROM tb_j j GROUP BY j.tb_unit, j.tb_variant{jsv})",
@@ -938,11 +943,53 @@ def render(dialect: str, sql: str, exposures: Source | None, events: Side | None
         return node
 
     out: exp.Expression = tree.transform(substitute, copy=True)
+    if dialect == "clickhouse":
+        _clickhouse_not_null(out)
     rendered: str = out.sql(dialect=dialect)
     if len(_RENDERED) > 256:  # the statements of a few experiments' refreshes
         _RENDERED.clear()
     _RENDERED[key] = rendered
     return rendered
+
+
+def _clickhouse_not_null(tree: exp.Expression) -> None:
+    """ClickHouse casts to ``Nullable(T)`` unless told the value cannot be NULL, and a Nullable
+    join key, grouping key or sum is several times slower than a plain one (at 2M units the
+    refresh took 8.6 s with them, 6.4 s without). Casts that cannot see a NULL are made plain:
+    a literal's, a ``COALESCE`` ending in a literal's, and a column's that its SELECT's ``WHERE``
+    requires to be NOT NULL (read through ``assumeNotNull``, which never fails on the rows that
+    ``WHERE`` drops)."""
+    for cast in list(tree.find_all(exp.Cast)):
+        to, this = cast.to, cast.this
+        if to.args.get("nullable") is not None:
+            continue  # the statement's own choice (an organisation's SQL)
+        if isinstance(this, exp.Literal) or (
+            isinstance(this, exp.Coalesce)
+            and this.expressions
+            and isinstance(this.expressions[-1], exp.Literal)
+        ):
+            to.set("nullable", False)
+        elif isinstance(this, exp.Column) and _where_not_null(cast, this):
+            cast.set("this", exp.Anonymous(this="assumeNotNull", expressions=[this.copy()]))
+            to.set("nullable", False)
+
+
+def _where_not_null(node: exp.Expression, column: exp.Column) -> bool:
+    """Whether the WHERE of ``node``'s SELECT has the conjunct ``column IS NOT NULL``."""
+    select = node.find_ancestor(exp.Select)
+    where = select.args.get("where") if select is not None else None
+    if where is None:
+        return False
+    wanted = column.sql()
+    for term in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
+        if (
+            isinstance(term, exp.Not)
+            and isinstance(term.this, exp.Is)
+            and isinstance(term.this.expression, exp.Null)
+            and term.this.this.sql() == wanted
+        ):
+            return True
+    return False
 
 
 _RENDERED: dict[tuple[str, str, str, str], str] = {}
