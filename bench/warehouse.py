@@ -230,6 +230,12 @@ def main() -> None:
         default=None,
         help="the DuckDB source's connection.memory_limit_mb (default: none, DuckDB's own)",
     )
+    parser.add_argument(
+        "--chdb-memory-limit-mb",
+        type=int,
+        default=None,
+        help="the chdb source's connection.memory_limit_mb (default: none, the engine's own)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="DuckDB threads")
     args = parser.parse_args()
     wanted = args.engines.split(",")
@@ -296,7 +302,14 @@ def main() -> None:
             rows.append(
                 (
                     "clickhouse (chdb)",
-                    measure("chdb", "clickhouse", {"path": str(chdir)}, ch_xs, ch_ev, args.repeat),
+                    measure(
+                        "chdb",
+                        "clickhouse",
+                        {"path": str(chdir), "memory_limit_mb": args.chdb_memory_limit_mb},
+                        ch_xs,
+                        ch_ev,
+                        args.repeat,
+                    ),
                 )
             )
         if "spark" in wanted and parquet is not None:

@@ -278,13 +278,30 @@ _CHDB_SESSIONS: dict[str, Any] = {}
 class _ClickHouse:
     """chdb (the ClickHouse engine in-process, ``connection.path``: its data directory) or a
     ClickHouse server through clickhouse-connect (``host``, ``port``, ``username``,
-    ``password`` or ``password_env``, ``database``)."""
+    ``password`` or ``password_env``, ``database``).
+
+    chdb's memory is this process's (about 1 GB per million units unbounded, bench/warehouse.py):
+    ``connection.memory_limit_mb`` bounds each statement (``max_memory_usage``) and lets its
+    grouping, sorting and join spill to disk past a third of it, to the ``tmp/`` directory of the
+    data directory (ClickHouse's own; the files are gone when the statement ends). On a server
+    the same settings bound the statement there."""
 
     dialect = "clickhouse"
 
     def __init__(self, connection: Mapping[str, Any], timeout: float) -> None:
         self.path = connection.get("path")
         self.client: Any = None
+        self.memory = connection.get("memory_limit_mb")
+        self.settings: dict[str, Any] = {}
+        if self.memory:
+            limit = int(self.memory) * 1024 * 1024
+            self.settings = {
+                "max_memory_usage": limit,
+                "max_bytes_before_external_group_by": limit // 3,
+                "max_bytes_before_external_sort": limit // 3,
+                "join_algorithm": "grace_hash",
+                "max_bytes_in_join": limit // 3,
+            }
         if self.path is not None:
             _driver("clickhouse")
             if not os.path.isdir(str(self.path)):
@@ -302,18 +319,42 @@ class _ClickHouse:
                 database=connection.get("database", "default"),
                 connect_timeout=max(1, int(timeout)),
                 send_receive_timeout=max(1, int(timeout)),
-                settings={"readonly": 1, "max_execution_time": max(1, int(timeout))},
+                settings={
+                    "readonly": 1,
+                    "max_execution_time": max(1, int(timeout)),
+                    **self.settings,
+                },
             )
         except Exception as exc:
             raise ConnectionFailedError(f"ClickHouse: {_first_line(exc)}") from exc
 
     def query(self, sql: str, timeout: float) -> tuple[list[str], Rows]:
+        try:
+            return self._query(sql, timeout)
+        except Exception as exc:
+            if "MEMORY_LIMIT_EXCEEDED" not in str(exc):
+                raise
+            bound = (
+                f"its connection.memory_limit_mb of {int(self.memory)}"
+                if self.memory
+                else "the memory the engine may take (connection.memory_limit_mb)"
+            )
+            raise QueryFailedError(
+                f"ClickHouse ran out of memory within {bound}: raise connection.memory_limit_mb"
+                f" ({_first_line(exc)})"
+            ) from exc
+
+    def _query(self, sql: str, timeout: float) -> tuple[list[str], Rows]:
         if self.client is not None:
             result = self.client.query(sql)
             return list(result.column_names), [tuple(r) for r in result.result_rows]
         from chdb import session as chdb_session
 
-        bounded = f"{sql} SETTINGS max_execution_time = {max(1, int(timeout))}, readonly = 1"
+        settings = {"max_execution_time": max(1, int(timeout)), "readonly": 1, **self.settings}
+        listed = ", ".join(
+            f"{k} = '{v}'" if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items()
+        )
+        bounded = f"{sql} SETTINGS {listed}"
         with _CHDB_LOCK:
             path = str(self.path)
             sess = _CHDB_SESSIONS.get(path)

@@ -114,7 +114,10 @@ class ConnectionIn(RequestModel):
         ge=64,
         le=16_777_216,
         strict=True,
-        description="duckdb: its memory in the service process (MiB); past it, it spills to disk",
+        description=(
+            "duckdb, clickhouse: a statement's memory (MiB; DuckDB and chdb run in the service"
+            " process); past it, the engine spills to disk"
+        ),
     )
 
 
