@@ -214,6 +214,18 @@ class _PostgreSQL:
         self.conn.close()
 
 
+def _out_of_memory(
+    engine: str, memory: int | None, unbounded: str, exc: BaseException
+) -> QueryFailedError:
+    """An engine's out of memory, naming the bound to raise (``unbounded``: what bounded it
+    without one)."""
+    bound = f"its connection.memory_limit_mb of {int(memory)}" if memory else unbounded
+    return QueryFailedError(
+        f"{engine} ran out of memory within {bound}: raise connection.memory_limit_mb"
+        f" ({_first_line(exc)})"
+    )
+
+
 class _DuckDB:
     """DuckDB in this process, its database file opened read-only.
 
@@ -250,14 +262,11 @@ class _DuckDB:
             names = [d[0] for d in cur.description or ()]
             return names, [tuple(r) for r in cur.fetchall()]
         except self.out_of_memory as exc:
-            bound = (
-                f"its connection.memory_limit_mb of {int(self.memory)}"
-                if self.memory
-                else "the memory DuckDB may take (80 % of the RAM; connection.memory_limit_mb)"
-            )
-            raise QueryFailedError(
-                f"DuckDB ran out of memory within {bound}: raise connection.memory_limit_mb"
-                f" ({_first_line(exc)})"
+            raise _out_of_memory(
+                "DuckDB",
+                self.memory,
+                "the memory DuckDB may take (80 % of the RAM; connection.memory_limit_mb)",
+                exc,
             ) from exc
 
     def interrupt(self) -> None:
@@ -334,14 +343,11 @@ class _ClickHouse:
         except Exception as exc:
             if "MEMORY_LIMIT_EXCEEDED" not in str(exc):
                 raise
-            bound = (
-                f"its connection.memory_limit_mb of {int(self.memory)}"
-                if self.memory
-                else "the memory the engine may take (connection.memory_limit_mb)"
-            )
-            raise QueryFailedError(
-                f"ClickHouse ran out of memory within {bound}: raise connection.memory_limit_mb"
-                f" ({_first_line(exc)})"
+            raise _out_of_memory(
+                "ClickHouse",
+                self.memory,
+                "the memory the engine may take (connection.memory_limit_mb)",
+                exc,
             ) from exc
 
     def _query(self, sql: str, timeout: float) -> tuple[list[str], Rows]:

@@ -364,6 +364,29 @@ def test_a_duckdb_source_past_its_memory_bound_is_a_clear_error_naming_the_bound
     assert not (duck.parent / (duck.name + ".tmp")).exists()
 
 
+def spill_refresh() -> tuple[list[Any], Any]:
+    """The metrics and window of the bounded-source refreshes below (one binomial, a count, a
+    sum: every kind of per-unit value)."""
+    from service.analysis.aggregate import MetricSpec, Window
+
+    metrics = [
+        MetricSpec("m-buy", "binomial", event="purchase"),
+        MetricSpec("m-visits", "mean", event="visit", aggregation="count"),
+        MetricSpec("m-amount", "mean", event="purchase"),
+    ]
+    return metrics, Window(experiment_id=0, phase=1, attribution_window_hours=72.0)
+
+
+def assert_same_refresh(unbounded: Any, bounded: Any) -> None:
+    """The counts and every sufficient statistic of two refreshes equal (rel 1e-12)."""
+    assert unbounded[0] == bounded[0] == {"control": 150_000, "treatment": 150_000}
+    for metric, per_variant in unbounded[1].items():
+        for variant, sums in per_variant.items():
+            other = bounded[1][metric][variant]
+            for name, value in vars(sums).items():
+                assert vars(other)[name] == pytest.approx(value, rel=1e-12), (metric, name)
+
+
 def watch_spill(spill: Path, spilled: list[int], done: threading.Event) -> None:
     """The most the engine held on disk in ``spill`` until ``done``, into ``spilled[0]``."""
     while not done.wait(0.005):
@@ -372,16 +395,10 @@ def watch_spill(spill: Path, spilled: list[int], done: threading.Event) -> None:
 
 
 def test_a_bounded_duckdb_source_spills_and_gives_the_unbounded_numbers(duck: Path) -> None:
-    from service.analysis.aggregate import MetricSpec, Window
     from service.warehouse import engines
     from service.warehouse.source import SourceAggregator, check_columns
 
-    metrics = [
-        MetricSpec("m-buy", "binomial", event="purchase"),
-        MetricSpec("m-visits", "mean", event="visit", aggregation="count"),
-        MetricSpec("m-amount", "mean", event="purchase"),
-    ]
-    window = Window(experiment_id=0, phase=1, attribution_window_hours=72.0)
+    metrics, window = spill_refresh()
     got: dict[int | None, Any] = {}
     for limit in (None, 128):
         body = big_source(duck, "exp-big", limit, "wh-big")
@@ -410,12 +427,7 @@ def test_a_bounded_duckdb_source_spills_and_gives_the_unbounded_numbers(duck: Pa
             assert setting == "128.0 MiB"
             assert spilled[0] > 1_000_000, spilled  # measured here: 40 MB
         got[limit] = (counts.units, sums)
-    assert got[None][0] == got[128][0] == {"control": 150_000, "treatment": 150_000}
-    for metric, per_variant in got[None][1].items():
-        for variant, sums in per_variant.items():
-            bounded = got[128][1][metric][variant]
-            for name, value in vars(sums).items():
-                assert vars(bounded)[name] == pytest.approx(value, rel=1e-12), (metric, name)
+    assert_same_refresh(got[None], got[128])
     assert not (duck.parent / (duck.name + ".tmp")).exists()
 
 
@@ -474,16 +486,10 @@ def test_a_chdb_source_past_its_memory_bound_is_a_clear_error_naming_the_bound(
 
 
 def test_a_bounded_chdb_source_spills_and_gives_the_unbounded_numbers(chdir: Path) -> None:
-    from service.analysis.aggregate import MetricSpec, Window
     from service.warehouse import engines
     from service.warehouse.source import SourceAggregator, check_columns
 
-    metrics = [
-        MetricSpec("m-buy", "binomial", event="purchase"),
-        MetricSpec("m-visits", "mean", event="visit", aggregation="count"),
-        MetricSpec("m-amount", "mean", event="purchase"),
-    ]
-    window = Window(experiment_id=0, phase=1, attribution_window_hours=72.0)
+    metrics, window = spill_refresh()
     spilled_parts = (
         "SELECT toInt64(sum(value)) FROM system.events"
         " WHERE event IN ('ExternalAggregationWritePart', 'ExternalJoinWritePart')"
@@ -504,9 +510,4 @@ def test_a_bounded_chdb_source_spills_and_gives_the_unbounded_numbers(chdir: Pat
         else:
             assert after - before >= 2, (before, after)  # measured here: 21 parts
         got[limit] = (counts.units, sums)
-    assert got[None][0] == got[256][0] == {"control": 150_000, "treatment": 150_000}
-    for metric, per_variant in got[None][1].items():
-        for variant, sums in per_variant.items():
-            bounded = got[256][1][metric][variant]
-            for name, value in vars(sums).items():
-                assert vars(bounded)[name] == pytest.approx(value, rel=1e-12), (metric, name)
+    assert_same_refresh(got[None], got[256])
